@@ -1,0 +1,1 @@
+"""Adapters: ``aws`` (boto3, opensearch-py) and ``local`` (embedded) for every port."""

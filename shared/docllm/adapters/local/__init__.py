@@ -1,0 +1,1 @@
+"""Local adapters: everything under one data directory, safe across threads and processes."""

@@ -1,0 +1,55 @@
+"""StateStore on SQLite: the local stand-in for the DynamoDB state table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from docllm.adapters.local.sqlite import SqliteFile
+from docllm.exceptions import ConflictError
+from docllm.ports.state import Item, StateStore
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+  pk TEXT NOT NULL, sk TEXT NOT NULL, body TEXT NOT NULL,
+  PRIMARY KEY (pk, sk)
+) WITHOUT ROWID;
+"""
+
+
+class SqliteStateStore(StateStore):
+    def __init__(self, path: Path) -> None:
+        self._db = SqliteFile(path, _SCHEMA)
+
+    def get(self, pk: str, sk: str) -> Item | None:
+        row = self._db.connection().execute(
+            "SELECT body FROM items WHERE pk = ? AND sk = ?", (pk, sk)
+        ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def put(self, pk: str, sk: str, item: Item, *, if_absent: bool = False) -> None:
+        body = json.dumps(item, separators=(",", ":"), default=str)
+        with self._db.transaction() as conn:
+            if if_absent:
+                cur = conn.execute(
+                    "INSERT INTO items (pk, sk, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (pk, sk, body)
+                )
+                if cur.rowcount == 0:
+                    raise ConflictError(f"item {pk}/{sk} already exists")
+            else:
+                conn.execute("INSERT OR REPLACE INTO items (pk, sk, body) VALUES (?, ?, ?)", (pk, sk, body))
+
+    def delete(self, pk: str, sk: str) -> None:
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM items WHERE pk = ? AND sk = ?", (pk, sk))
+
+    def query(self, pk: str, sk_prefix: str = "") -> Iterator[tuple[str, Item]]:
+        # Materialise first: a generator holding a cursor open across yields would
+        # block writers from other threads for as long as the caller iterates.
+        rows = self._db.connection().execute(
+            "SELECT sk, body FROM items WHERE pk = ? AND sk >= ? AND sk < ? ORDER BY sk",
+            (pk, sk_prefix, sk_prefix + "\U0010ffff"),
+        ).fetchall()
+        for sk, body in rows:
+            yield sk, dict(json.loads(body))

@@ -1,0 +1,214 @@
+"""The one place that chooses adapters (STYLE.md item 3).
+
+``Settings.backend`` says ``aws`` or ``local``; nothing else in the code base
+asks. Every port is built lazily on first use, so a Lambda that never searches
+never creates an OpenSearch client, and nothing is created at import time.
+
+>>> from docllm.settings import Settings
+>>> platform = build_platform(Settings.from_env({"DOCLLM_DATA_DIR": "/tmp/x"}))  # doctest: +SKIP
+>>> platform.objects.put(platform.settings.raw_bucket, "s3/a.md", b"# A")        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from docllm.exceptions import ConfigurationError
+from docllm.settings import Settings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.idempotency import BasePersistenceLayer
+
+    from docllm.adapters.local.bus import EventLog
+    from docllm.adapters.local.queue import SqliteQueue
+    from docllm.ports.bus import EventBus
+    from docllm.ports.jobs import JobRunner
+    from docllm.ports.metrics import MetricsSink
+    from docllm.ports.objects import ObjectStore
+    from docllm.ports.queue import Queue
+    from docllm.ports.search import SearchIndex
+    from docllm.ports.state import StateStore
+    from docllm.runtime.template import Wiring
+
+
+def find_template() -> Path:
+    """``$DOCLLM_TEMPLATE``, else ``template.yaml`` in the source checkout the package runs from."""
+    explicit = os.environ.get("DOCLLM_TEMPLATE")
+    candidates = [Path(explicit)] if explicit else []
+    candidates += [Path(__file__).resolve().parents[2] / "template.yaml", Path.cwd() / "template.yaml"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ConfigurationError("template.yaml not found: run from the docllm checkout or set DOCLLM_TEMPLATE")
+
+
+class Platform:
+    """Every port, built on first use for the configured backend."""
+
+    def __init__(self, settings: Settings, *, template: Path | None = None) -> None:
+        self.settings = settings
+        self._template = template
+        if settings.backend == "local" and settings.data_dir is None:
+            raise ConfigurationError("the local backend needs a data directory")
+
+    @property
+    def local(self) -> bool:
+        return self.settings.backend == "local"
+
+    @property
+    def data_dir(self) -> Path:
+        assert self.settings.data_dir is not None
+        return self.settings.data_dir
+
+    # -- wiring (local only) --------------------------------------------------
+    @cached_property
+    def wiring(self) -> Wiring:
+        from docllm.runtime.template import read_wiring
+
+        return read_wiring(self._template or find_template())
+
+    @cached_property
+    def queue(self) -> Queue:
+        if self.local:
+            return self.local_queue
+        from docllm.adapters.aws.sqs import SqsQueue
+
+        return SqsQueue()
+
+    @cached_property
+    def local_queue(self) -> SqliteQueue:
+        from docllm.adapters.local.queue import QueueConfig, SqliteQueue
+
+        configs = {
+            q.name: QueueConfig(visibility_timeout_s=q.visibility_timeout_s, max_receive_count=q.max_receive_count)
+            for q in self.wiring.queues.values()
+            if q.name not in self.wiring.dlqs
+        }
+        return SqliteQueue(self.data_dir / "queues.db", configs)
+
+    @cached_property
+    def event_log(self) -> EventLog:
+        from docllm.adapters.local.bus import EventLog
+
+        return EventLog(self.data_dir / "events.db")
+
+    def _local_bus(self, name: str) -> EventBus:
+        from docllm.adapters.local.bus import LocalEventBus
+
+        return LocalEventBus(name, self.wiring.rules, self.local_queue, self.event_log)
+
+    # -- ports ----------------------------------------------------------------
+    @cached_property
+    def objects(self) -> ObjectStore:
+        if self.local:
+            from docllm.adapters.local.objects import LocalObjectStore
+
+            store = LocalObjectStore(self.data_dir / "objects", notify=lambda e: self.default_bus.publish([e]))
+            for bucket in self.wiring.buckets.values():
+                store.create_bucket(bucket.name, versioned=bucket.versioned, notifications=bucket.eventbridge)
+            return store
+        from docllm.adapters.aws.s3 import S3ObjectStore
+
+        return S3ObjectStore(kms_key_id=self.settings.kms_key_arn)
+
+    @cached_property
+    def bus(self) -> EventBus:
+        """The platform's own bus (``DocllmBus``)."""
+        if self.local:
+            return self._local_bus(self.settings.event_bus)
+        from docllm.adapters.aws.eventbridge import EventBridgeBus
+
+        return EventBridgeBus(self.settings.event_bus)
+
+    @cached_property
+    def default_bus(self) -> EventBus:
+        """The account's default bus, where S3 and SageMaker events arrive."""
+        if self.local:
+            return self._local_bus("default")
+        from docllm.adapters.aws.eventbridge import EventBridgeBus
+
+        return EventBridgeBus("default")
+
+    @cached_property
+    def state(self) -> StateStore:
+        if self.local:
+            from docllm.adapters.local.state import SqliteStateStore
+
+            return SqliteStateStore(self.data_dir / "state.db")
+        from docllm.adapters.aws.dynamodb import DynamoStateStore
+
+        return DynamoStateStore(self.settings.state_table)
+
+    @cached_property
+    def metrics(self) -> MetricsSink:
+        if self.local:
+            from docllm.adapters.local.metrics import SqliteMetrics
+
+            return SqliteMetrics(self.data_dir / "metrics.db")
+        from docllm.adapters.aws.metrics import PowertoolsMetrics
+
+        return PowertoolsMetrics(namespace=self.settings.metrics_namespace, service="docllm")
+
+    @cached_property
+    def jobs(self) -> JobRunner:
+        if self.local:
+            from docllm.adapters.local.jobs import LocalJobRunner
+
+            return LocalJobRunner(
+                self.data_dir / "jobs",
+                objects=self.objects,
+                default_bus=self.default_bus,
+                environment={"DOCLLM_BACKEND": "local", "DOCLLM_DATA_DIR": str(self.data_dir)},
+            )
+        from docllm.adapters.aws.sagemaker import SageMakerJobRunner
+        from docllm.ports.jobs import VpcConfig
+
+        s = self.settings
+        if not s.sagemaker_role_arn:
+            raise ConfigurationError("DOCLLM_SAGEMAKER_ROLE_ARN is not set")
+        images = {k: v for k, v in {"tokenizer": s.image_tokenizer, "train": s.image_train}.items() if v}
+        vpc = VpcConfig(subnets=s.subnet_ids, security_group_ids=s.security_group_ids) if s.subnet_ids else None
+        return SageMakerJobRunner(role_arn=s.sagemaker_role_arn, image_uris=images, kms_key_id=s.kms_key_arn, vpc=vpc)
+
+    @cached_property
+    def search(self) -> SearchIndex:
+        if self.local:
+            from docllm.adapters.local.search import LocalSearchIndex
+
+            return LocalSearchIndex(self.data_dir / "search")
+        from docllm.adapters.aws.opensearch import OpenSearchIndex
+
+        if not self.settings.search_endpoint:
+            raise ConfigurationError("DOCLLM_SEARCH_ENDPOINT is not set")
+        return OpenSearchIndex.from_endpoint(self.settings.search_endpoint, service=self.settings.search_service)
+
+    def idempotency_store(self) -> BasePersistenceLayer:
+        """A new persistence layer: Powertools configures one per decorated function, so
+        functions sharing a process (the local runtime) must not share one."""
+        if self.local:
+            from docllm.adapters.local.idempotency import SqliteIdempotencyStore
+
+            return SqliteIdempotencyStore(self.data_dir / "idempotency.db")
+        from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
+        return DynamoDBPersistenceLayer(table_name=self.settings.idempotency_table)
+
+
+_PLATFORMS: dict[Any, Platform] = {}
+
+
+def build_platform(settings: Settings | None = None) -> Platform:
+    """The process's platform for ``settings`` (from the environment when omitted), built once."""
+    settings = settings or Settings.from_env()
+    key = settings.model_dump_json()
+    if key not in _PLATFORMS:
+        _PLATFORMS[key] = Platform(settings)
+    return _PLATFORMS[key]
+
+
+def reset_platforms() -> None:
+    """Forget cached platforms (tests that change the environment)."""
+    _PLATFORMS.clear()

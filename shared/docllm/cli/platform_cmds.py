@@ -1,0 +1,133 @@
+"""``up``, ``status``, ``events``, ``dlq``, ``jobs``: running and inspecting the platform."""
+
+from __future__ import annotations
+
+import json
+import time
+from argparse import Namespace
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.table import Table
+
+from docllm.cli.common import console, data_dir, emit_json, out, running_platform
+from docllm.records import DOCS_PK
+
+
+def cmd_up(args: Namespace) -> int:
+    from docllm.runtime.local import LocalRuntime
+
+    d = data_dir(args)
+    runtime = LocalRuntime(d, port=args.port, auth=not args.no_auth, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    console.print(f"docllm: starting the local platform in [bold]{d}[/bold] …")
+    import threading
+
+    def announce() -> None:
+        time.sleep(0.5)
+        console.print(f"API on [bold]{runtime.api_url}[/bold] ({'API key in ' + str(d / 'api-key') if runtime.auth else 'no auth'})")
+        console.print(f"{len(runtime.wiring.functions)} functions, {len(runtime.wiring.rules)} rules from {runtime.template.name}. Ctrl-C to stop.")
+
+    threading.Thread(target=announce, daemon=True).start()
+    runtime.run_forever()
+    console.print("docllm: stopped cleanly")
+    return 0
+
+
+def _ts(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S")
+
+
+def cmd_status(args: Namespace) -> int:
+    p, info = running_platform(args)
+    q = p.local_queue
+    queues = []
+    for name in sorted(q.queues):
+        s = q.stats(name)
+        dead = [
+            {"message_id": d.message_id, "reason": d.reason, "receive_count": d.receive_count,
+             "detail_type": json.loads(d.body).get("detail-type") if d.body.startswith("{") else None}
+            for d in q.dead_letters(name, limit=20)
+        ]
+        consumer = p.wiring.consumer_of(name)
+        queues.append({"queue": name, "function": consumer.name if consumer else None, "visible": s.visible,
+                       "in_flight": s.in_flight, "delayed": s.delayed, "dead": s.dead, "dead_letters": dead})
+    docs = Counter(str(item.get("status")) for _, item in p.state.query(DOCS_PK))
+    events = [{"seq": e.seq, "time": _ts(e.ts_ms), "source": e.source, "detail_type": e.detail_type,
+               "targets": e.targets} for e in p.event_log.last(args.events)]
+    jobs = [j.model_dump(mode="json") for j in p.jobs.list_jobs()]  # type: ignore[attr-defined]
+    health = {
+        q["function"]: ("failing" if q["dead"] else "busy" if q["visible"] or q["in_flight"] else "ok")
+        for q in queues if q["function"]
+    }
+    report = {"data_dir": str(p.data_dir), "api_url": info["api_url"], "pid": info["pid"], "queues": queues,
+              "documents": dict(docs), "jobs": jobs, "recent_events": events, "stage_health": health}
+    if args.json:
+        emit_json(report)
+        return 0
+    out.print(f"[bold]docllm[/bold] local platform (pid {info['pid']}) — API {info['api_url']} — data {p.data_dir}")
+    t = Table("queue", "function", "visible", "in flight", "delayed", "DLQ", "health")
+    for row in queues:
+        fn = row["function"] or "-"
+        t.add_row(row["queue"], fn, str(row["visible"]), str(row["in_flight"]), str(row["delayed"]),
+                  f"[red]{row['dead']}[/red]" if row["dead"] else "0", health.get(fn, "-"))
+    out.print(t)
+    for row in queues:
+        for d in row["dead_letters"]:
+            out.print(f"[red]DLQ[/red] {row['queue']} {d['message_id'][:8]} ({d['detail_type']}): {d['reason']}")
+    out.print("documents: " + (", ".join(f"{k} {v}" for k, v in sorted(docs.items())) or "none"))
+    for j in jobs[-5:]:
+        out.print(f"job {j['name']}: {j['status']}" + (f" — {j['failure_reason']}" if j.get("failure_reason") else ""))
+    for e in events:
+        out.print(f"[dim]{e['time']}[/dim] {e['source']} {e['detail_type']} → {', '.join(e['targets']) or '(no rule)'}")
+    return 0
+
+
+def cmd_events_tail(args: Namespace) -> int:
+    p, _ = running_platform(args)
+    events = p.event_log.last(args.n)
+    seq = events[-1].seq if events else 0
+    while True:
+        for e in events:
+            if args.json:
+                print(json.dumps(e.body), flush=True)
+            else:
+                detail = e.body.get("detail", {})
+                subject = detail.get("doc_key") or (detail.get("object") or {}).get("key") or detail.get("TrainingJobName") or ""
+                out.print(f"[dim]{_ts(e.ts_ms)}[/dim] {e.bus:9} {e.source:16} {e.detail_type:38} {subject} "
+                          f"[dim]→ {', '.join(e.targets) or '-'}[/dim]")
+        if not args.follow:
+            return 0
+        time.sleep(0.5)
+        events = p.event_log.since(seq)
+        if events:
+            seq = events[-1].seq
+
+
+def cmd_events_schemas(args: Namespace) -> int:
+    from docllm.events.schemas import write_schemas
+
+    paths = write_schemas(Path(args.out))
+    for path in paths:
+        console.print(f"wrote {path}")
+    return 0
+
+
+def cmd_dlq_redrive(args: Namespace) -> int:
+    p, _ = running_platform(args)
+    n = p.local_queue.redrive(args.queue)
+    console.print(f"{n} message(s) moved from the DLQ back to {args.queue}")
+    return 0
+
+
+def cmd_jobs(args: Namespace) -> int:
+    p, _ = running_platform(args)
+    jobs = p.jobs.list_jobs()  # type: ignore[attr-defined]
+    if args.json:
+        emit_json([j.model_dump(mode="json") for j in jobs])
+        return 0
+    t = Table("job", "status", "artefacts / reason")
+    for j in jobs:
+        t.add_row(j.name, j.status, j.failure_reason or j.model_artifacts_uri or "")
+    out.print(t)
+    return 0

@@ -1,0 +1,1 @@
+"""Dataset stage: immutable dataset versions, token counts and packed token shards."""

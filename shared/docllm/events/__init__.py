@@ -1,0 +1,1 @@
+"""Event contracts: what the platform emits, and the AWS events it consumes."""

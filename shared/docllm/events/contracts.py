@@ -1,0 +1,230 @@
+"""Every event the platform emits, as a versioned pydantic model.
+
+One class per ``detail-type``. Each class knows its ``source`` and
+``detail-type``; :func:`to_bus` wraps a detail in the EventBridge envelope
+and :func:`parse_detail` does the reverse with validation. JSON Schemas of
+these models are exported to ``events/schemas/`` by ``docllm events schemas``.
+
+Adding an event: subclass :class:`EventDetail`, set ``SOURCE`` and
+``DETAIL_TYPE``, add it to :data:`CONTRACTS`, add a sample under ``events/``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from docllm.events.envelope import BusEvent
+from docllm.exceptions import ContractError
+
+Sha256 = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class EventDetail(BaseModel):
+    """Base of every ``detail``; ``schema_version`` changes on any breaking change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    SOURCE: ClassVar[str]
+    DETAIL_TYPE: ClassVar[str]
+    schema_version: Literal[1] = 1
+
+
+# --- ingestion -------------------------------------------------------------
+
+
+class DocumentProcessed(EventDetail):
+    """A document was extracted, cleaned and chunked; its chunks are in the processed bucket."""
+
+    SOURCE: ClassVar[str] = "docllm.ingest"
+    DETAIL_TYPE: ClassVar[str] = "Document Processed"
+
+    doc_key: str = Field(description="object key as uploaded, e.g. s3/UsingBucket.md")
+    bucket: str
+    version_id: str = Field(description="S3 version id (or ETag where unversioned)")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    service: str
+    title: str
+    language: str
+    content_format: Literal["markdown", "html", "pdf", "text"]
+    chunks_uri: str = Field(description="s3:// URI of the JSONL file of chunks")
+    chunk_count: int = Field(ge=0)
+    token_estimate: int = Field(ge=0)
+    duplicate_of: str | None = Field(default=None, description="doc_key this one duplicates, if any")
+
+
+class DocumentQuarantined(EventDetail):
+    """A document could not be processed; the original is kept and the reason recorded."""
+
+    SOURCE: ClassVar[str] = "docllm.ingest"
+    DETAIL_TYPE: ClassVar[str] = "Document Quarantined"
+
+    doc_key: str
+    bucket: str
+    version_id: str
+    sha256: str | None = None
+    reason_code: str = Field(description="machine-readable, e.g. empty, not_found_page, pdf_encrypted")
+    reason: str = Field(description="one sentence for a person")
+
+
+class DocumentRemoved(EventDetail):
+    """A document was deleted from the raw bucket; its chunks and index entries go too."""
+
+    SOURCE: ClassVar[str] = "docllm.ingest"
+    DETAIL_TYPE: ClassVar[str] = "Document Removed"
+
+    doc_key: str
+    bucket: str
+    version_id: str | None = None
+
+
+# --- retrieval -------------------------------------------------------------
+
+
+class DocumentIndexed(EventDetail):
+    SOURCE: ClassVar[str] = "docllm.index"
+    DETAIL_TYPE: ClassVar[str] = "Document Indexed"
+
+    doc_key: str
+    version_id: str
+    chunk_count: int = Field(ge=0)
+
+
+# --- datasets and tokenizers ----------------------------------------------
+
+
+class DatasetBuildRequested(EventDetail):
+    SOURCE: ClassVar[str] = "docllm.dataset"
+    DETAIL_TYPE: ClassVar[str] = "Dataset Build Requested"
+
+    family: str | None = Field(default=None, description="model family whose data filter applies")
+    services: list[str] = Field(default_factory=list, description="empty: every service")
+    train_after: bool = Field(default=False, description="continue to tokenizer and training")
+
+
+class DatasetBuilt(EventDetail):
+    SOURCE: ClassVar[str] = "docllm.dataset"
+    DETAIL_TYPE: ClassVar[str] = "Dataset Built"
+
+    dataset_version: str
+    manifest_uri: str
+    family: str | None = None
+    previous_version: str | None = None
+    documents: int = Field(ge=0)
+    chunks: int = Field(ge=0)
+    added: int = Field(ge=0)
+    removed: int = Field(ge=0)
+    changed: int = Field(ge=0)
+    train_after: bool = False
+
+
+class TokenizerTrained(EventDetail):
+    SOURCE: ClassVar[str] = "docllm.tokenizer"
+    DETAIL_TYPE: ClassVar[str] = "Tokenizer Trained"
+
+    tokenizer_version: str
+    dataset_version: str
+    artifacts_uri: str
+    vocab_size: int = Field(gt=0)
+    reused: bool = False
+    family: str | None = None
+    train_after: bool = False
+
+
+class DatasetTokenized(EventDetail):
+    SOURCE: ClassVar[str] = "docllm.dataset"
+    DETAIL_TYPE: ClassVar[str] = "Dataset Tokenized"
+
+    dataset_version: str
+    tokenizer_version: str
+    shards_uri: str
+    tokens: dict[str, int] = Field(description="tokens per split")
+    family: str | None = None
+    train_after: bool = False
+
+
+# --- training --------------------------------------------------------------
+
+
+class TrainingRequested(EventDetail):
+    SOURCE: ClassVar[str] = "docllm.training"
+    DETAIL_TYPE: ClassVar[str] = "Training Requested"
+
+    family: str
+    dataset_version: str | None = Field(default=None, description="None: the newest tokenized")
+    tokenizer_version: str | None = None
+
+
+class ModelTrained(EventDetail):
+    SOURCE: ClassVar[str] = "docllm.training"
+    DETAIL_TYPE: ClassVar[str] = "Model Trained"
+
+    model_version: str
+    family: str
+    job_name: str
+    dataset_version: str
+    tokenizer_version: str
+    export_uri: str = Field(description="s3:// prefix of the Hugging Face export")
+    checkpoint_uri: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class StageFailed(EventDetail):
+    """A pipeline stage gave up (a job failed, an input was missing)."""
+
+    SOURCE: ClassVar[str] = "docllm.pipeline"
+    DETAIL_TYPE: ClassVar[str] = "Stage Failed"
+
+    stage: str
+    subject: str = Field(description="what failed: a job name, a dataset version…")
+    reason: str
+
+
+CONTRACTS: tuple[type[EventDetail], ...] = (
+    DocumentProcessed,
+    DocumentQuarantined,
+    DocumentRemoved,
+    DocumentIndexed,
+    DatasetBuildRequested,
+    DatasetBuilt,
+    TokenizerTrained,
+    DatasetTokenized,
+    TrainingRequested,
+    ModelTrained,
+    StageFailed,
+)
+
+_BY_TYPE = {(c.SOURCE, c.DETAIL_TYPE): c for c in CONTRACTS}
+
+D = TypeVar("D", bound=EventDetail)
+
+
+def to_bus(detail: EventDetail, *, resources: list[str] | None = None) -> BusEvent:
+    """Wrap a detail in the EventBridge envelope."""
+    return BusEvent(
+        source=detail.SOURCE,
+        detail_type=detail.DETAIL_TYPE,
+        detail=detail.model_dump(mode="json"),
+        resources=resources or [],
+    )
+
+
+def contract_for(source: str, detail_type: str) -> type[EventDetail]:
+    try:
+        return _BY_TYPE[(source, detail_type)]
+    except KeyError as e:
+        raise ContractError(f"no contract for source={source!r} detail-type={detail_type!r}") from e
+
+
+def parse_detail(event: BusEvent | dict[str, Any], model: type[D]) -> D:
+    """Validate an event's detail against ``model``, raising :class:`ContractError`."""
+    bus = event if isinstance(event, BusEvent) else BusEvent.model_validate(event)
+    if (bus.source, bus.detail_type) != (model.SOURCE, model.DETAIL_TYPE):
+        raise ContractError(
+            f"expected {model.SOURCE}/{model.DETAIL_TYPE}, got {bus.source}/{bus.detail_type}"
+        )
+    try:
+        return model.model_validate(bus.detail)
+    except ValidationError as e:
+        raise ContractError(f"{model.DETAIL_TYPE}: {e}") from e

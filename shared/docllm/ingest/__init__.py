@@ -1,0 +1,1 @@
+"""Document ingestion: sniff, extract, clean, dedup and chunk (pure domain code)."""

@@ -1,0 +1,153 @@
+"""Text primitives shared by every extractor: normalisation, token estimates, language tags.
+
+Everything here is pure and cheap; the extractors call these once per block.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Literal
+
+BlockKind = Literal["heading", "text", "code"]
+
+
+@dataclass(slots=True)
+class Block:
+    """One structural unit of an extracted document.
+
+    ``text`` of a ``code`` block is the whole fenced block (fence lines included),
+    verbatim; of a ``heading`` it is the heading title without ``#`` marks.
+    """
+
+    kind: BlockKind
+    text: str
+    level: int = 0
+    pages: list[int] | None = field(default=None)
+
+    def render(self) -> str:
+        """Markdown for the block as it appears in a chunk's text."""
+        if self.kind == "heading":
+            return "#" * max(1, min(self.level, 6)) + " " + self.text
+        return self.text
+
+
+# Unicode spaces other than the ASCII space collapse to a space; zero-width
+# characters and the BOM vanish.  ZWNJ (U+200C) is kept: it is meaningful in
+# Persian and some Indic scripts.
+_SPACE_TRANSLATION = {
+    **{cp: " " for cp in (0x00A0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)},
+    **{cp: None for cp in (0x200B, 0x200D, 0x2060, 0xFEFF, 0x00AD)},
+    # C0/C1 controls other than tab and newline carry nothing readable.
+    **{cp: None for cp in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F, *range(0x80, 0xA0))},
+}
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_MULTI_SPACE = re.compile(r"(?<=\S)[ \t]{2,}")
+_TRAILING_SPACE = re.compile(r"[ \t]+\n")
+
+
+def normalize_prose(text: str) -> str:
+    """Normalise Unicode (NFKC) and whitespace of prose; never call this on code.
+
+    Runs of spaces and tabs collapse to one space, line ends lose trailing blanks,
+    Unicode spaces become ASCII spaces and invisible characters are removed.
+
+    Examples
+    --------
+    >>> normalize_prose("ﬁle\u00a0 name  \\nnext")
+    'file name\\nnext'
+    """
+    if not text.isascii():
+        text = text.translate(_SPACE_TRANSLATION)
+        if not unicodedata.is_normalized("NFKC", text):
+            text = unicodedata.normalize("NFKC", text)
+    elif _ASCII_CONTROL.search(text):
+        text = _ASCII_CONTROL.sub("", text)
+    if "  " in text or "\t" in text:
+        text = _MULTI_SPACE.sub(" ", text)
+    if " \n" in text or "\t\n" in text:
+        text = _TRAILING_SPACE.sub("\n", text)
+    return text.strip()
+
+
+def normalize_newlines(text: str) -> str:
+    """CRLF and lone CR become LF (code blocks included: line ends are not content)."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+# Calibrated on the awsdocs corpus against tiktoken cl100k_base (see docs/ingestion.md):
+# ASCII text averages about 3.6 characters per token; each non-ASCII character is
+# close to one token on its own (CJK, Hangul) so it counts fully.
+_ASCII_CHARS_PER_TOKEN = 3.6
+
+
+def estimate_tokens(text: str) -> int:
+    """Fast token estimate close to a BPE tokenizer (cl100k) without running one.
+
+    Formula: ``ceil(ascii_chars / 3.6 + non_ascii_chars)``; ``non_ascii_chars`` is
+    derived from the UTF-8 length so the whole estimate costs one encode.
+
+    Examples
+    --------
+    >>> estimate_tokens("Amazon S3 stores objects in buckets.")
+    11
+    >>> estimate_tokens("")
+    0
+    """
+    if not text:
+        return 0
+    n = len(text)
+    if text.isascii():
+        return int(-(-n // _ASCII_CHARS_PER_TOKEN))
+    extra = len(text.encode("utf-8", "surrogatepass")) - n
+    # A 2-byte char adds 1 extra byte, a 3-byte (CJK) char adds 2: halve for a char count
+    # that is exact for CJK and a slight overcount for accented Latin.
+    non_ascii = (extra + 1) // 2
+    return int(-(-(n - non_ascii) // _ASCII_CHARS_PER_TOKEN)) + non_ascii
+
+
+_HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
+_KANA = re.compile(r"[\u3040-\u30ff]")
+_HAN = re.compile(r"[\u4e00-\u9fff]")
+_LETTER = re.compile(r"[A-Za-z\u00c0-\u024f\u0400-\u04ff\u3040-\u30ff\u4e00-\u9fff\uac00-\ud7a3]")
+
+
+def detect_language(text: str, declared: str | None = None, *, sample_chars: int = 20_000) -> str:
+    """BCP-47 primary tag from the declared tag and the scripts used in the text.
+
+    The declared tag (``<html lang>``) wins unless the text is mostly in a script
+    it cannot be written in; with nothing declared, Latin text is taken as ``en``.
+
+    Examples
+    --------
+    >>> detect_language("Amazon S3 はオブジェクトストレージです。")
+    'ja'
+    >>> detect_language("Hello", declared="en-US")
+    'en'
+    """
+    tag = (declared or "").strip().split("-")[0].split("_")[0].lower() or None
+    sample = text[:sample_chars]
+    # Curly quotes and dashes make most English text non-ASCII; only a real share of
+    # multi-byte characters is worth counting scripts for.
+    if sample.isascii() or len(sample.encode("utf-8", "surrogatepass")) - len(sample) < 0.1 * len(sample):
+        return tag or "en"
+    letters = len(_LETTER.findall(sample)) or 1
+    hangul = len(_HANGUL.findall(sample))
+    kana = len(_KANA.findall(sample))
+    han = len(_HAN.findall(sample))
+    # Code samples and product names keep Latin letters frequent in Asian-language
+    # docs, so a script counts as dominant from 20% of the letters.
+    if hangul / letters > 0.2:
+        guess = "ko"
+    elif (kana + han) / letters > 0.2:
+        guess = "ja" if kana else "zh"
+    else:
+        guess = None
+    if tag is None:
+        return guess or "en"
+    if guess is not None and tag in ("en", "und"):
+        return guess
+    return tag

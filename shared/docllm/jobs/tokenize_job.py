@@ -1,0 +1,170 @@
+"""Tokenize-dataset job: a dataset version + a tokenizer version in, packed token shards out.
+
+Channels: ``dataset`` (``manifest.json``, ``<split>.jsonl``) and ``tokenizer``
+(``tokenizer.model``, ``card.json``). Hyperparameters: ``output_uri``
+(optional: where to publish), ``shard_tokens`` (default 2**24),
+``tokenizer_version`` (default: from ``card.json``).
+
+Scaling out: a job with several instances gives every host the same channels;
+host ``k`` of ``n`` (its position in ``SM_HOSTS``, found by ``SM_CURRENT_HOST``)
+encodes documents ``k, k + n, k + 2n, …`` of each split file and writes
+``<split>/part-<k>/``, ``counts/part-<k>.json`` and ``parts/part-<k>.json``.
+Readers see a split as the concatenation of its parts. With one host the job
+also writes ``result.json``; with several, the completion handler merges the
+parts (:func:`docllm.dataset.tokens.finalize_tokenize_output`).
+
+Local smoke run::
+
+    DOCLLM_SM_PREFIX=/tmp/job SM_CHANNELS='["dataset","tokenizer"]' python -m docllm.jobs.tokenize_job
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from docllm.dataset.shards import write_shards
+from docllm.dataset.tokens import TokenCounts, TokenizeResult
+from docllm.dataset.versions import SPLITS, DatasetManifest, SplitRecord, read_split_file
+from docllm.jobs import contract
+from docllm.jobs.contract import JobEnvironment, JobInputError, run_job
+from docllm.jobs.tokenizer_job import publish_with_result
+
+DEFAULT_SHARD_TOKENS = 2**24
+
+
+def host_slice(hosts: list[str], current_host: str) -> tuple[int, int]:
+    """``(k, n)``: this host's position among the job's hosts.
+
+    >>> host_slice(["algo-1", "algo-2"], "algo-2")
+    (1, 2)
+    """
+    if current_host not in hosts:
+        raise JobInputError(f"current host {current_host!r} is not in hosts {hosts}")
+    return sorted(hosts).index(current_host), len(hosts)
+
+
+def _documents_of_part(records: Iterable[SplitRecord], part: int, parts: int) -> Iterator[SplitRecord]:
+    for i, (_, group) in enumerate(itertools.groupby(records, key=lambda r: r.doc_key)):
+        if i % parts == part:
+            yield from group
+
+
+def tokenize_dataset(
+    dataset_dir: Path,
+    tokenizer_dir: Path,
+    out_dir: Path,
+    *,
+    shards_uri: str = "",
+    tokenizer_version: str | None = None,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    part: int = 0,
+    parts: int = 1,
+) -> tuple[TokenizeResult, TokenCounts]:
+    """Encode this host's documents of every split into ``out_dir/<split>/part-<k>/``.
+
+    Writes ``counts/part-<k>.json`` and ``parts/part-<k>.json`` too; returns both.
+    """
+    from docllm.tokenizer.encode import SentencePieceTokenizer, encode_documents
+
+    manifest_path, model_path = dataset_dir / "manifest.json", tokenizer_dir / "tokenizer.model"
+    for p in (manifest_path, model_path, *(dataset_dir / f"{s}.jsonl" for s in SPLITS)):
+        if not p.exists():
+            raise JobInputError(f"input channel lacks {p.name}")
+    manifest = DatasetManifest.model_validate_json(manifest_path.read_bytes())
+    if tokenizer_version is None:
+        card_path = tokenizer_dir / "card.json"
+        if not card_path.exists():
+            raise JobInputError("tokenizer channel lacks card.json and no tokenizer_version was given")
+        tokenizer_version = str(json.loads(card_path.read_text(encoding="utf-8"))["version"])
+    tok = SentencePieceTokenizer.from_file(model_path)
+
+    name = f"part-{part:03d}"
+    counts = TokenCounts()
+    tokens: dict[str, int] = {}
+    documents: dict[str, int] = {}
+    nbytes: dict[str, int] = {}
+    started = time.perf_counter()
+    for split in SPLITS:
+        split_bytes = 0
+
+        def measured(records: Iterable[SplitRecord]) -> Iterator[SplitRecord]:
+            nonlocal split_bytes
+            for r in records:
+                split_bytes += len(r.text.encode("utf-8"))
+                yield r
+
+        def stream(split_path: Path) -> Iterator[np.ndarray]:
+            records = measured(_documents_of_part(read_split_file(split_path), part, parts))
+            for doc in encode_documents(tok, records):
+                counts.documents[doc.doc_key] = len(doc.ids)
+                for chunk_id, n in doc.chunk_tokens:
+                    counts.chunks[chunk_id] = n
+                yield doc.ids
+
+        index = write_shards(
+            stream(dataset_dir / f"{split}.jsonl"),
+            out_dir / split / name,
+            vocab_size=tok.vocab_size,
+            eos_id=tok.eos_id,
+            shard_tokens=shard_tokens,
+        )
+        tokens[split] = index.total_tokens
+        documents[split] = index.documents
+        nbytes[split] = split_bytes
+        counts.splits[split] = index.total_tokens
+    seconds = time.perf_counter() - started
+    result = TokenizeResult(
+        dataset_version=manifest.version,
+        tokenizer_version=tokenizer_version,
+        shards_uri=shards_uri,
+        dtype=index.dtype,
+        vocab_size=tok.vocab_size,
+        eos_id=tok.eos_id,
+        tokens=tokens,
+        documents=documents,
+        bytes=nbytes,
+        encode_seconds=round(seconds, 3),
+    )
+    (out_dir / "counts").mkdir(parents=True, exist_ok=True)
+    (out_dir / "counts" / f"{name}.json").write_text(counts.model_dump_json(), encoding="utf-8")
+    (out_dir / "parts").mkdir(parents=True, exist_ok=True)
+    (out_dir / "parts" / f"{name}.json").write_text(result.model_dump_json(indent=1), encoding="utf-8")
+    return result, counts
+
+
+def main(env: JobEnvironment) -> None:
+    for channel in ("dataset", "tokenizer"):
+        if channel not in env.channels:
+            raise JobInputError(f"missing channel {channel!r}")
+    try:
+        shard_tokens = int(env.hp("shard_tokens", str(DEFAULT_SHARD_TOKENS)))
+    except ValueError as e:
+        raise JobInputError(f"shard_tokens must be an integer: {e}") from e
+    if shard_tokens <= 0:
+        raise JobInputError(f"shard_tokens must be positive, got {shard_tokens}")
+    part, parts = host_slice(env.hosts, env.current_host)
+    output_uri = env.hyperparameters.get("output_uri")
+    result, _ = tokenize_dataset(
+        env.channels["dataset"],
+        env.channels["tokenizer"],
+        env.model_dir,
+        shards_uri=output_uri or "",
+        tokenizer_version=env.hyperparameters.get("tokenizer_version"),
+        shard_tokens=shard_tokens,
+        part=part,
+        parts=parts,
+    )
+    if parts == 1:
+        publish_with_result(env.model_dir, result.model_dump_json(indent=1), output_uri)
+    elif output_uri:
+        contract.publish_directory(env.model_dir, output_uri)
+
+
+if __name__ == "__main__":
+    run_job(main)

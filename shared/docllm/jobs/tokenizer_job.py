@@ -1,0 +1,156 @@
+"""Tokenizer training job: a dataset version's train split in, a SentencePiece + HF tokenizer out.
+
+Runs under the SageMaker container contract (``docllm.jobs.contract``), the same
+locally (a subprocess) and on SageMaker (the ``containers/tokenizer`` image).
+
+Channels: ``dataset`` (``manifest.json``, ``train.jsonl`` …).
+Hyperparameters: the fields of :class:`~docllm.tokenizer.settings.TokenizerSettings`,
+``output_uri`` (optional: where the artefacts are published), ``tokenizer_version``
+(optional: checked against the version computed here).
+
+Local smoke run (a prefix laid out like ``/opt/ml``)::
+
+    DOCLLM_SM_PREFIX=/tmp/job SM_CHANNELS='["dataset"]' python -m docllm.jobs.tokenizer_job
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from docllm.dataset.versions import DatasetManifest, read_split_file
+from docllm.jobs import contract
+from docllm.jobs.contract import JobEnvironment, JobInputError, run_job
+from docllm.tokenizer.artifacts import SpecialTokens, TokenizerCard, TokenizerResult
+from docllm.tokenizer.exceptions import TokenizerSettingsError, TokenizerTrainingError
+from docllm.tokenizer.settings import (
+    BOS_PIECE,
+    EOS_PIECE,
+    PAD_PIECE,
+    UNK_PIECE,
+    WHITESPACE_SYMBOLS,
+    TokenizerSettings,
+    tokenizer_version,
+)
+
+
+def train_tokenizer(
+    dataset_dir: Path, settings: TokenizerSettings, out_dir: Path, *, work_dir: Path
+) -> TokenizerResult:
+    """Train and write every artefact but ``result.json`` into ``out_dir``; return the result.
+
+    Raises
+    ------
+    JobInputError
+        The dataset channel is incomplete, or SentencePiece rejected the settings.
+    """
+    import sentencepiece as spm
+    import transformers
+
+    from docllm.tokenizer.encode import SentencePieceTokenizer
+    from docllm.tokenizer.hf_export import export_hf
+    from docllm.tokenizer.train import train_sentencepiece, write_training_text
+
+    manifest_path, train_path = dataset_dir / "manifest.json", dataset_dir / "train.jsonl"
+    for p in (manifest_path, train_path):
+        if not p.exists():
+            raise JobInputError(f"dataset channel lacks {p.name}")
+    manifest = DatasetManifest.model_validate_json(manifest_path.read_bytes())
+    version = tokenizer_version(settings, manifest)
+
+    started = time.perf_counter()
+    sample_path = work_dir / "sample.txt"
+    stats = write_training_text(
+        read_split_file(train_path), sample_path, settings, split_bytes=train_path.stat().st_size
+    )
+    try:
+        model = train_sentencepiece(sample_path, settings)
+    except TokenizerTrainingError as e:
+        raise JobInputError(str(e)) from e
+    seconds = time.perf_counter() - started
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = out_dir / "tokenizer.model"
+    model_path.write_bytes(model)
+    tok = SentencePieceTokenizer(model)
+    vocab = {tok.id_to_piece(i): i for i in range(tok.vocab_size)}
+    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    export_hf(model_path, out_dir)
+    sha = hashlib.sha256(model).hexdigest()
+    specials = SpecialTokens(
+        unk_id=tok.unk_id,
+        bos_id=tok.bos_id,
+        eos_id=tok.eos_id,
+        pad_id=tok.pad_id,
+        unk=UNK_PIECE,
+        bos=BOS_PIECE,
+        eos=EOS_PIECE,
+        pad=PAD_PIECE,
+    )
+    card = TokenizerCard(
+        version=version,
+        dataset_version=manifest.version,
+        settings=settings,
+        vocab_size=tok.vocab_size,
+        special_tokens=specials,
+        user_defined_symbols=[*WHITESPACE_SYMBOLS, *settings.extra_symbols],
+        model_sha256=sha,
+        train_documents=len(manifest.split_documents("train")),
+        sample_chunks=stats.chunks_kept,
+        sample_bytes=stats.bytes,
+        sample_lines=stats.lines,
+        long_lines_cut=stats.long_lines_cut,
+        training_seconds=round(seconds, 3),
+        sentencepiece_version=spm.__version__,
+        transformers_version=transformers.__version__,
+    )
+    (out_dir / "card.json").write_text(card.model_dump_json(indent=1), encoding="utf-8")
+    return TokenizerResult(
+        version=version,
+        dataset_version=manifest.version,
+        vocab_size=tok.vocab_size,
+        model_type=settings.model_type,
+        model_sha256=sha,
+        eos_id=tok.eos_id,
+        bos_id=tok.bos_id,
+        pad_id=tok.pad_id,
+        unk_id=tok.unk_id,
+        training_seconds=round(seconds, 3),
+        files=[*sorted(p.name for p in out_dir.iterdir() if p.is_file()), "result.json"],
+    )
+
+
+def publish_with_result(model_dir: Path, result_json: str, output_uri: str | None) -> None:
+    """Write ``result.json`` beside the artefacts and publish them all when ``output_uri`` is set.
+
+    :func:`docllm.jobs.contract.publish_directory` uploads ``result.json`` last, so
+    its presence tells the completion handler every other file is there.
+    """
+    (model_dir / "result.json").write_text(result_json, encoding="utf-8")
+    if output_uri:
+        contract.publish_directory(model_dir, output_uri)
+
+
+def main(env: JobEnvironment) -> None:
+    try:
+        settings = TokenizerSettings.from_hyperparameters(env.hyperparameters)
+    except TokenizerSettingsError as e:
+        raise JobInputError(str(e)) from e
+    if "dataset" not in env.channels:
+        raise JobInputError("missing channel 'dataset'")
+    with tempfile.TemporaryDirectory(prefix="docllm-tokenizer-") as tmp:
+        result = train_tokenizer(env.channels["dataset"], settings, env.model_dir, work_dir=Path(tmp))
+    expected = env.hyperparameters.get("tokenizer_version")
+    if expected and expected != result.version:
+        raise JobInputError(
+            f"tokenizer_version {expected!r} does not match the data and settings ({result.version})"
+        )
+    output_uri = env.hyperparameters.get("output_uri")
+    publish_with_result(env.model_dir, result.model_dump_json(indent=1), output_uri)
+
+
+if __name__ == "__main__":
+    run_job(main)

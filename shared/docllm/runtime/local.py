@@ -1,0 +1,302 @@
+"""``docllm up``: the whole platform on one machine, wired by ``template.yaml``.
+
+Local bucket notifications go to the local default bus; the template's rules
+route events into local queues; one worker thread per (function, queue) pair
+receives batches shaped exactly like Lambda's SQS events and calls the same
+``services/*/app.py`` handler the Lambda runs, honouring partial batch
+failures, visibility timeouts, retries with backoff and the DLQ. An HTTP
+server on 127.0.0.1 plays API Gateway for the API function.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import secrets
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from docllm.bootstrap import Platform, build_platform, find_template, reset_platforms
+from docllm.exceptions import PlatformNotRunningError
+from docllm.ports.queue import Message
+from docllm.runtime.template import FunctionSpec, SqsSource, read_wiring
+from docllm.settings import Settings
+
+Handler = Callable[[dict[str, Any], Any], Any]
+RUNTIME_FILE = "runtime.json"
+API_KEY_FILE = "api-key"
+
+
+@dataclass
+class LocalContext:
+    """The parts of Lambda's context object that Powertools reads."""
+
+    function_name: str
+    timeout_s: int
+    aws_request_id: str = ""
+    memory_limit_in_mb: int = 1024
+    function_version: str = "$LATEST"
+    log_group_name: str = "local"
+    log_stream_name: str = "local"
+
+    def __post_init__(self) -> None:
+        self.aws_request_id = self.aws_request_id or str(uuid.uuid4())
+        self.invoked_function_arn = f"arn:aws:lambda:local:000000000000:function:{self.function_name}"
+        self._deadline = time.monotonic() + self.timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def load_handler(template_dir: Path, fn: FunctionSpec) -> Handler:
+    module_name, _, attr = fn.handler.rpartition(".")
+    path = template_dir / fn.code_uri / f"{module_name.replace('.', '/')}.py"
+    spec = importlib.util.spec_from_file_location(f"docllm_services_{fn.name}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load handler {fn.handler} of {fn.name} from {path}")
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handler: Handler = getattr(module, attr)
+    return handler
+
+
+def sqs_event(queue: str, messages: list[Message]) -> dict[str, Any]:
+    """A Lambda SQS event for ``messages``, field for field as the event source mapping sends it."""
+    return {
+        "Records": [
+            {
+                "messageId": m.message_id,
+                "receiptHandle": m.receipt,
+                "body": m.body,
+                "attributes": {
+                    "ApproximateReceiveCount": str(m.receive_count),
+                    "SentTimestamp": str(m.sent_at_ms),
+                    "SenderId": "AROALOCAL:events",
+                    "ApproximateFirstReceiveTimestamp": str(m.first_received_at_ms or m.sent_at_ms),
+                },
+                "messageAttributes": {},
+                "md5OfBody": hashlib.md5(m.body.encode("utf-8")).hexdigest(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": f"arn:aws:sqs:local:000000000000:{queue}",
+                "awsRegion": "local",
+            }
+            for m in messages
+        ]
+    }
+
+
+def local_environment(platform_env: dict[str, str], data_dir: Path) -> dict[str, str]:
+    env = dict(platform_env)
+    env.update(
+        {
+            "DOCLLM_BACKEND": "local",
+            "DOCLLM_DATA_DIR": str(data_dir),
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_NAMESPACE": env.get("POWERTOOLS_METRICS_NAMESPACE", "docllm"),
+            "AWS_LAMBDA_FUNCTION_NAME": "docllm-local",
+        }
+    )
+    env.pop("DOCLLM_SEARCH_ENDPOINT", None)
+    return env
+
+
+class LocalRuntime:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        template: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 8787,
+        auth: bool = True,
+        poll_interval_s: float = 0.05,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.template = (template or find_template()).resolve()
+        self.wiring = read_wiring(self.template)
+        self.host, self.port, self.auth = host, port, auth
+        self.poll_interval_s = poll_interval_s
+        self._log = log or (lambda _msg: None)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        self.platform: Platform | None = None
+        self.http: Any = None
+        self.handlers: dict[str, Handler] = {}
+
+    # -- lifecycle ------------------------------------------------------------
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env: dict[str, str] = {}
+        for fn in self.wiring.functions.values():
+            env.update(fn.environment)
+        os.environ.update(local_environment(env, self.data_dir))
+        os.environ["DOCLLM_TEMPLATE"] = str(self.template)
+        reset_platforms()
+        self.platform = build_platform(Settings.from_env())
+        p = self.platform
+        _ = p.objects  # creates the template's buckets
+        recovered = p.local_queue.recover()
+        if recovered:
+            self._log(f"redelivering {recovered} message(s) that were in flight when the runtime stopped")
+        failed = p.jobs.recover()  # type: ignore[attr-defined]
+        for name in failed:
+            self._log(f"job {name} was running when the runtime stopped: marked Failed")
+        for fn in self.wiring.functions.values():
+            self.handlers[fn.name] = load_handler(self.template.parent, fn)
+            for src in fn.sqs_sources:
+                t = threading.Thread(target=self._worker, args=(fn, src), name=f"{fn.name}<-{src.queue}", daemon=True)
+                self._threads.append(t)
+        api = next((f for f in self.wiring.functions.values() if f.http_routes), None)
+        if api is not None:
+            from docllm.runtime.http import start_api_server
+
+            self.http = start_api_server(self, api, self.handlers[api.name])
+            self.port = self.http.server_address[1]
+        for t in self._threads:
+            t.start()
+        self._write_runtime_file()
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """Stop taking work, let batches in progress finish, then return."""
+        self._stop.set()
+        if self.http is not None:
+            self.http.shutdown()
+            self.http.server_close()
+        deadline = time.monotonic() + timeout_s
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        (self.data_dir / RUNTIME_FILE).unlink(missing_ok=True)
+
+    def run_forever(self) -> None:
+        """Foreground until Ctrl-C or SIGTERM, then a clean stop."""
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            self._log(f"received {signal.Signals(signum).name}: finishing batches in progress…")
+            stop.set()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        self.start()
+        while not stop.wait(0.5):
+            pass
+        self.stop()
+
+    # -- state ------------------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def api_key(self) -> str:
+        path = self.data_dir / API_KEY_FILE
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32), encoding="utf-8")
+            path.chmod(0o600)
+        return path.read_text(encoding="utf-8").strip()
+
+    def _write_runtime_file(self) -> None:
+        info = {
+            "pid": os.getpid(),
+            "api_url": self.api_url,
+            "auth": self.auth,
+            "template": str(self.template),
+            "started_at": time.time(),
+        }
+        if self.auth:
+            self.api_key()
+        (self.data_dir / RUNTIME_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+    def idle(self) -> bool:
+        """No batch running and nothing visible or in flight in any queue (tests wait on this)."""
+        assert self.platform is not None
+        with self._busy_lock:
+            if self._busy:
+                return False
+        q = self.platform.local_queue
+        return all(q.stats(name).visible == 0 and q.stats(name).in_flight == 0 for name in q.queues)
+
+    def wait_idle(self, timeout_s: float = 60, settle_s: float = 0.3) -> bool:
+        deadline = time.monotonic() + timeout_s
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            if self.idle():
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= settle_s:
+                    return True
+            else:
+                quiet_since = None
+            time.sleep(0.05)
+        return False
+
+    # -- the event source mapping ---------------------------------------------------
+    def _worker(self, fn: FunctionSpec, src: SqsSource) -> None:
+        from docllm.lambda_support import LAST_FAILURES
+
+        assert self.platform is not None
+        queue = self.platform.local_queue
+        handler = self.handlers[fn.name]
+        idle_sleep = self.poll_interval_s
+        while not self._stop.is_set():
+            with self._busy_lock:
+                messages = queue.receive(src.queue, max_messages=src.batch_size)
+                if messages:
+                    self._busy += 1
+            if not messages:
+                self._stop.wait(idle_sleep)
+                idle_sleep = min(0.25, idle_sleep * 1.5)
+                continue
+            idle_sleep = self.poll_interval_s
+            try:
+                self._invoke(fn, src, handler, messages, LAST_FAILURES)
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
+
+    def _invoke(
+        self, fn: FunctionSpec, src: SqsSource, handler: Handler, messages: list[Message], reasons: dict[str, str]
+    ) -> None:
+        assert self.platform is not None
+        queue = self.platform.local_queue
+        try:
+            response = handler(sqs_event(src.queue, messages), LocalContext(fn.name, fn.timeout_s)) or {}
+        except Exception as e:  # the whole invocation failed: every message is retried
+            for m in messages:
+                queue.retry_later(src.queue, m, reason=f"{type(e).__name__}: {e}")
+            self._log(f"{fn.name}: invocation failed: {type(e).__name__}: {e}")
+            return
+        failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])} if src.report_failures else set()
+        for m in messages:
+            if m.message_id in failed:
+                reason = reasons.pop(m.message_id, "the handler reported this record as failed")
+                queue.retry_later(src.queue, m, reason=reason)
+                self._log(f"{fn.name}: message {m.message_id[:8]} failed (attempt {m.receive_count}): {reason}")
+            else:
+                queue.delete(src.queue, m.receipt)
+
+
+def read_runtime_file(data_dir: Path) -> dict[str, Any]:
+    """What ``docllm up`` wrote; raises :class:`PlatformNotRunningError` with the fix when it is not running."""
+    path = Path(data_dir) / RUNTIME_FILE
+    hint = f"start it with:  docllm up --data-dir {data_dir}"
+    if not path.exists():
+        raise PlatformNotRunningError(f"the local platform is not running for {data_dir}; {hint}")
+    info: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        os.kill(int(info["pid"]), 0)
+    except (ProcessLookupError, ValueError):
+        raise PlatformNotRunningError(f"the local platform for {data_dir} stopped without cleaning up; {hint}") from None
+    except PermissionError:
+        pass
+    return info

@@ -1,0 +1,43 @@
+"""Dataset stage: freeze the processed chunks into an immutable dataset version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from docllm.bootstrap import Platform
+from docllm.events.contracts import DatasetBuildRequested, DatasetBuilt, parse_detail, to_bus
+
+
+def handle_build_request(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
+    from docllm.dataset.versions import build_dataset
+
+    request = parse_detail(raw, DatasetBuildRequested)
+    services = list(request.services)
+    if not services and request.family:
+        from docllm.training.families import load_families
+
+        services = list(load_families()[request.family].services)
+    manifest, created = build_dataset(
+        p.state, p.objects, artifact_bucket=p.settings.artifact_bucket, services=services or None, family=request.family
+    )
+    diff = manifest.diff
+    p.bus.publish(
+        [
+            to_bus(
+                DatasetBuilt(
+                    dataset_version=manifest.version,
+                    manifest_uri=f"s3://{p.settings.artifact_bucket}/datasets/{manifest.version}/manifest.json",
+                    family=request.family,
+                    previous_version=manifest.previous_version,
+                    documents=len(manifest.documents),
+                    chunks=sum(len(d.chunk_ids) for d in manifest.documents),
+                    added=len(diff.added),
+                    removed=len(diff.removed),
+                    changed=len(diff.changed),
+                    train_after=request.train_after,
+                )
+            )
+        ]
+    )
+    p.metrics.put("DatasetsBuilt", int(created))
+    return {"dataset_version": manifest.version, "created": created}

@@ -1,0 +1,53 @@
+"""Train stage: launch the training job of a model family on tokenized shards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from docllm.bootstrap import Platform
+from docllm.events.contracts import (
+    DatasetBuildRequested,
+    DatasetTokenized,
+    TrainingRequested,
+    parse_detail,
+    to_bus,
+)
+from docllm.events.envelope import BusEvent
+from docllm.service_layer.jobs import SHARDS_PK, TOKENIZERS_PK, job_name, launch
+
+
+def handle_train_event(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
+    event = BusEvent.model_validate(raw)
+    if event.detail_type == DatasetTokenized.DETAIL_TYPE:
+        tokenized = parse_detail(event, DatasetTokenized)
+        if not (tokenized.train_after and tokenized.family):
+            return {"outcome": "no training asked for"}
+        return _launch(p, tokenized.family, tokenized.dataset_version, tokenized.tokenizer_version)
+    request = parse_detail(event, TrainingRequested)
+    if request.dataset_version and request.tokenizer_version:
+        return _launch(p, request.family, request.dataset_version, request.tokenizer_version)
+    # Nothing named: run the whole chain for this family (dataset → tokenizer → shards → train).
+    p.bus.publish([to_bus(DatasetBuildRequested(family=request.family, train_after=True))])
+    return {"outcome": "dataset build requested", "family": request.family}
+
+
+def _launch(p: Platform, family_name: str, dataset_version: str, tokenizer_version: str) -> dict[str, Any]:
+    from docllm.training.families import load_families
+    from docllm.training.launch import train_job_spec
+
+    family = load_families()[family_name]
+    shards = p.state.get(SHARDS_PK, f"{dataset_version}/{tokenizer_version}")
+    tokenizer = p.state.get(TOKENIZERS_PK, tokenizer_version)
+    if shards is None or tokenizer is None:
+        raise LookupError(f"no shards for dataset {dataset_version} with tokenizer {tokenizer_version}")
+    name = job_name(f"train-{family_name}"[:24], f"{dataset_version[:8]}{tokenizer_version[:8]}", p)
+    spec = train_job_spec(
+        family=family, dataset_version=dataset_version, tokenizer_version=tokenizer_version,
+        shards_uri=shards["shards_uri"], tokenizer_uri=tokenizer["artifacts_uri"],
+        artifact_bucket=p.settings.artifact_bucket, job_name=name,
+    )
+    outcome = launch(p, spec, "train", {
+        "family": family_name, "dataset_version": dataset_version, "tokenizer_version": tokenizer_version,
+        "checkpoint_uri": spec.checkpoint_uri or "",
+    })
+    return {"job": name, "outcome": outcome}

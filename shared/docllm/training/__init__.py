@@ -1,0 +1,1 @@
+"""Training: configuration and families (light), the loop and checkpoints (torch, imported on use)."""

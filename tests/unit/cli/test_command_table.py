@@ -1,0 +1,25 @@
+"""The parser is built from the command table, and every verb resolves to a function."""
+
+from __future__ import annotations
+
+import pytest
+
+from docllm.cli.main import COMMANDS, build_parser, main, resolve
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c.path))
+def test_every_command_in_the_table_parses_and_resolves(cmd):
+    required = {"ingest": ["x", "--service", "s"], "chunks": ["d"], "search": ["q"], "eval": ["f"], "dlq": ["Q"]}
+    argv = [*cmd.path, *required.get(cmd.path[0], [])]
+    args = build_parser().parse_args(argv)
+    assert args._func == cmd.func
+    assert callable(resolve(cmd.func))
+
+
+def test_every_command_has_help_text():
+    assert all(c.help and all(a.kwargs.get("help") for a in c.args) for c in COMMANDS)
+
+
+def test_a_command_that_needs_the_platform_says_how_to_start_it(tmp_path, capsys):
+    assert main(["--data-dir", str(tmp_path), "status"]) == 3
+    assert "docllm up" in capsys.readouterr().err.replace("\n", " ")

@@ -1,0 +1,63 @@
+"""The local runtime's wiring is read from template.yaml, so the two cannot drift."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from docllm.exceptions import ConfigurationError
+from docllm.runtime.template import read_wiring
+from tests.conftest import REPO
+
+WIRING = read_wiring(REPO / "template.yaml")
+
+# (function, queue, bus, sources, detail types): the routing table of docs/architecture.md.
+ROUTES = [
+    ("IngestFunction", "IngestQueue", "default", ["aws.s3"], ["Object Created", "Object Deleted"]),
+    ("IndexFunction", "IndexQueue", "DocllmBus", ["docllm.ingest"], ["Document Processed", "Document Removed"]),
+    ("DatasetFunction", "DatasetQueue", "DocllmBus", ["docllm.dataset"], ["Dataset Build Requested"]),
+    ("TokenizerFunction", "TokenizerQueue", "DocllmBus", ["docllm.dataset"], ["Dataset Built"]),
+    ("ShardsFunction", "ShardsQueue", "DocllmBus", ["docllm.tokenizer"], ["Tokenizer Trained"]),
+    ("TrainFunction", "TrainQueue", "DocllmBus", ["docllm.dataset", "docllm.training"],
+     ["Dataset Tokenized", "Training Requested"]),
+    ("JobEventsFunction", "JobEventsQueue", "default", ["aws.sagemaker"], ["SageMaker Training Job State Change"]),
+]
+
+
+@pytest.mark.parametrize(("function", "queue", "bus", "sources", "types"), ROUTES)
+def test_each_stage_is_one_rule_one_queue_one_function(function, queue, bus, sources, types):
+    (rule,) = [r for r in WIRING.rules if queue in r.targets]
+    assert rule.bus == bus
+    assert rule.pattern["source"] == sources and rule.pattern["detail-type"] == types
+    assert WIRING.consumer_of(queue).name == function
+    assert WIRING.queues[queue].dlq in WIRING.dlqs
+
+
+def test_every_function_handler_file_exists_and_every_queue_with_a_consumer_has_a_dlq():
+    for fn in WIRING.functions.values():
+        assert (REPO / fn.code_uri / "app.py").is_file(), fn.name
+        for src in fn.sqs_sources:
+            assert src.report_failures, f"{fn.name} must report partial batch failures"
+            assert WIRING.queues[src.queue].max_receive_count < 100
+
+
+def test_the_raw_bucket_sends_eventbridge_notifications_and_the_others_do_not():
+    assert WIRING.buckets["RawBucket"].eventbridge
+    assert not WIRING.buckets["ProcessedBucket"].eventbridge
+
+
+def test_the_api_routes_are_served_by_the_api_function():
+    routes = {(r.method, r.path) for r in WIRING.functions["ApiFunction"].http_routes}
+    assert {("GET", "/v1/search"), ("GET", "/openapi.json")} <= routes
+
+
+def test_a_rule_targeting_an_undeclared_queue_is_a_configuration_error(tmp_path: Path):
+    (tmp_path / "t.yaml").write_text(
+        "Resources:\n"
+        "  R:\n    Type: AWS::Events::Rule\n    Properties:\n"
+        "      EventPattern: {source: [x]}\n      Targets: [{Id: q, Arn: !GetAtt Missing.Arn}]\n"
+        "  Missing:\n    Type: AWS::SNS::Topic\n"
+    )
+    with pytest.raises(ConfigurationError):
+        read_wiring(tmp_path / "t.yaml")
