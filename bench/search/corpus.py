@@ -71,7 +71,9 @@ def sections(text: str) -> Iterator[tuple[list[str], str]]:
 
 def heading_chunks(doc: Document, text: str) -> list[IndexedChunk]:
     """The stand-in chunker: one chunk per section, long sections cut on paragraph boundaries."""
-    title = next((clean_heading(m.group(2)) for m in map(_HEADING.match, text.splitlines()) if m), doc.path.stem)
+    title = next(
+        (clean_heading(m.group(2)) for m in map(_HEADING.match, text.splitlines()) if m), doc.path.stem
+    )
     out: list[IndexedChunk] = []
     for heading_path, body in sections(text):
         piece: list[str] = []
@@ -85,8 +87,14 @@ def heading_chunks(doc: Document, text: str) -> list[IndexedChunk]:
                 if chunk_text:
                     cid = hashlib.sha256(f"{doc.doc_key}|{len(out)}|{chunk_text}".encode()).hexdigest()[:24]
                     out.append(
-                        IndexedChunk(chunk_id=cid, doc_key=doc.doc_key, service=doc.service, title=title,
-                                     heading_path=heading_path or [title], text=chunk_text)
+                        IndexedChunk(
+                            chunk_id=cid,
+                            doc_key=doc.doc_key,
+                            service=doc.service,
+                            title=title,
+                            heading_path=heading_path or [title],
+                            text=chunk_text,
+                        )
                     )
                 piece, size = [], 0
     return out
@@ -112,7 +120,13 @@ def chunk_document(doc: Document) -> list[IndexedChunk]:
     if chunks is None:  # Quarantine: the document is not indexable
         return []
     return [
-        IndexedChunk(chunk_id=c.chunk_id, doc_key=c.doc_key, service=c.service, title=c.title,
-                     heading_path=list(c.heading_path), text=c.text)
+        IndexedChunk(
+            chunk_id=c.chunk_id,
+            doc_key=c.doc_key,
+            service=c.service,
+            title=c.title,
+            heading_path=list(c.heading_path),
+            text=c.text,
+        )
         for c in chunks
     ]

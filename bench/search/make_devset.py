@@ -33,14 +33,29 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from bench.search.corpus import AWSDOCS, SERVICES, Document, clean_heading, documents, sections
-
 from docllm.search.analyzer import STOPWORDS
+
+from bench.search.corpus import AWSDOCS, SERVICES, Document, clean_heading, documents, sections
 
 OUT = Path(__file__).resolve().parent / "devset.jsonl"
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]{3,}")
 _MIN_BODY = 400
-_COMMON = frozenset("amazon aws example following using use uses used also see information choose".split())
+_COMMON = frozenset(
+    [
+        "amazon",
+        "aws",
+        "example",
+        "following",
+        "using",
+        "use",
+        "uses",
+        "used",
+        "also",
+        "see",
+        "information",
+        "choose",
+    ]
+)
 
 
 def _words(text: str) -> list[str]:
@@ -72,7 +87,9 @@ def build(per_service: int, seed: int = 13, root: Path = AWSDOCS) -> list[dict[s
     return out
 
 
-def _question(text: str, df: Counter[str], heading_df: Counter[str], n_docs: int, *, terse: bool) -> str | None:
+def _question(
+    text: str, df: Counter[str], heading_df: Counter[str], n_docs: int, *, terse: bool
+) -> str | None:
     for path, body in sections(text):
         if len(path) < 2 or len(body) < _MIN_BODY:
             continue
@@ -80,7 +97,9 @@ def _question(text: str, df: Counter[str], heading_df: Counter[str], n_docs: int
         if heading_df[heading.lower()] > 2 or len(heading.split()) < 2:
             continue
         in_heading = set(_words(heading))
-        tf = Counter(w for w in _words(body) if w not in STOPWORDS and w not in _COMMON and w not in in_heading)
+        tf = Counter(
+            w for w in _words(body) if w not in STOPWORDS and w not in _COMMON and w not in in_heading
+        )
         scored = sorted(tf, key=lambda w: (-tf[w] * math.log(n_docs / (1 + df[w])), w))
         if len(scored) >= 4:
             if terse:

@@ -3,7 +3,6 @@
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from docllm.lambda_support import handle_sqs_events, logger, tracer
 from docllm.service_layer import index
 
@@ -12,5 +11,8 @@ from docllm.service_layer import index
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return handle_sqs_events(
-        event, context, index.handle_document_event, idempotency_key='["detail-type", detail.doc_key, detail.version_id]'
+        event,
+        context,
+        index.handle_document_event,
+        idempotency_key='["detail-type", detail.doc_key, detail.version_id]',
     )

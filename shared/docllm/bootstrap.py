@@ -183,7 +183,11 @@ class Platform:
 
         if not self.settings.search_endpoint:
             raise ConfigurationError("DOCLLM_SEARCH_ENDPOINT is not set")
-        return OpenSearchIndex.from_endpoint(self.settings.search_endpoint, service=self.settings.search_service)
+        return OpenSearchIndex(
+            endpoint=self.settings.search_endpoint,
+            region=os.environ.get("AWS_REGION"),
+            signing_service=self.settings.search_service,
+        )
 
     def idempotency_store(self) -> BasePersistenceLayer:
         """A new persistence layer: Powertools configures one per decorated function, so

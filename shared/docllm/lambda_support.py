@@ -10,7 +10,7 @@ import dataclasses
 import json
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
@@ -87,8 +87,11 @@ def handle_sqs_events(
     finally:
         platform.metrics.flush()
     for (_, exc, _tb), record in zip(processor.exceptions, processor.fail_messages, strict=False):
-        if exc is not None:
-            LAST_FAILURES[record.message_id] = f"{type(exc).__name__}: {exc}"
-            logger.error("record failed", extra={"message_id": record.message_id,
-                                                 "error": "".join(traceback.format_exception(exc))[-2000:]})
-    return response
+        message_id = str(getattr(record, "message_id", ""))
+        if exc is not None and message_id:
+            LAST_FAILURES[message_id] = f"{type(exc).__name__}: {exc}"
+            logger.error(
+                "record failed",
+                extra={"message_id": message_id, "error": "".join(traceback.format_exception(exc))[-2000:]},
+            )
+    return cast(dict[str, Any], response)

@@ -51,7 +51,7 @@ class Settings(BaseModel):
         backend = env.get("DOCLLM_BACKEND", "local")
         data_dir = data_dir_from_env(env.get("DOCLLM_DATA_DIR")) if backend == "local" else None
         return cls(
-            backend=backend,  # type: ignore[arg-type]
+            backend=backend,
             stage=env.get("DOCLLM_STAGE", "dev"),
             data_dir=data_dir,
             raw_bucket=env.get("DOCLLM_RAW_BUCKET", "RawBucket"),
@@ -62,7 +62,7 @@ class Settings(BaseModel):
             event_bus=env.get("DOCLLM_EVENT_BUS", "DocllmBus"),
             kms_key_arn=env.get("DOCLLM_KMS_KEY_ARN") or None,
             search_endpoint=env.get("DOCLLM_SEARCH_ENDPOINT") or None,
-            search_service=env.get("DOCLLM_SEARCH_SERVICE", "aoss"),  # type: ignore[arg-type]
+            search_service=env.get("DOCLLM_SEARCH_SERVICE", "aoss"),
             sagemaker_role_arn=env.get("DOCLLM_SAGEMAKER_ROLE_ARN") or None,
             image_tokenizer=env.get("DOCLLM_IMAGE_TOKENIZER") or None,
             image_train=env.get("DOCLLM_IMAGE_TRAIN") or None,

@@ -47,7 +47,7 @@ def api_get(info: dict[str, Any], data: Path, path: str, params: dict[str, Any])
     if info.get("auth"):
         req.add_header("Authorization", "Bearer " + (data / API_KEY_FILE).read_text(encoding="utf-8").strip())
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback URL we wrote
+        with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read() or b"null")
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read() or b"null")

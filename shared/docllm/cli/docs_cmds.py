@@ -7,6 +7,7 @@ import json
 import time
 from argparse import Namespace
 from pathlib import Path
+from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -47,8 +48,14 @@ def cmd_ingest(args: Namespace) -> int:
     files = _files(args.paths)
     uploaded: dict[str, str] = {}
     unchanged = 0
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=args.json) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=args.json,
+    ) as progress:
         task = progress.add_task("uploading", total=len(files))
         for path, base in files:
             key = f"{args.service}/{path.relative_to(base).as_posix()}"
@@ -79,27 +86,35 @@ def cmd_ingest(args: Namespace) -> int:
                     time.sleep(0.25)
     records = {k: DocumentRecord.model_validate(i) for k, i in p.state.query(DOCS_PK, args.service + "/")}
     mine = [records[k] for k in uploaded if k in records]
-    summary = {
+    summary: dict[str, Any] = {
         "files": len(files),
         "uploaded": len(uploaded),
         "unchanged": unchanged,
         "processed": sum(r.status == "processed" for r in mine),
         "duplicate": sum(r.status == "duplicate" for r in mine),
-        "quarantined": [{"doc_key": r.doc_key, "reason_code": r.reason_code, "reason": r.reason}
-                        for r in mine if r.status == "quarantined"],
+        "quarantined": [
+            {"doc_key": r.doc_key, "reason_code": r.reason_code, "reason": r.reason}
+            for r in mine
+            if r.status == "quarantined"
+        ],
         "pending": sorted(pending),
         "chunks": sum(r.chunk_count for r in mine),
     }
     if args.json:
         emit_json(summary)
     else:
-        out.print(f"{summary['files']} files: {summary['uploaded']} uploaded, {unchanged} unchanged; "
-                  f"{summary['processed']} processed ({summary['chunks']} chunks), {summary['duplicate']} duplicates, "
-                  f"{len(summary['quarantined'])} quarantined, {len(pending)} still pending")
+        out.print(
+            f"{summary['files']} files: {summary['uploaded']} uploaded, {unchanged} unchanged; "
+            f"{summary['processed']} processed ({summary['chunks']} chunks), {summary['duplicate']} duplicates, "
+            f"{len(summary['quarantined'])} quarantined, {len(pending)} still pending"
+        )
         for q in summary["quarantined"]:
             out.print(f"  [yellow]quarantined[/yellow] {q['doc_key']}: {q['reason_code']} — {q['reason']}")
         if pending:
-            out.print(f"[red]timed out after {args.timeout:.0f}s waiting for {len(pending)} document(s)[/red]; see docllm status")
+            out.print(
+                f"[red]timed out after {args.timeout:.0f}s waiting for {len(pending)} document(s)[/red]; "
+                "see docllm status"
+            )
     return 1 if pending else 0
 
 
@@ -113,8 +128,13 @@ def cmd_docs(args: Namespace) -> int:
         return 0
     t = Table("document", "status", "chunks", "tokens≈", "reason / duplicate of")
     for r in records:
-        t.add_row(r.doc_key, r.status, str(r.chunk_count), str(r.token_estimate),
-                  r.reason or (f"duplicate of {r.duplicate_of}" if r.duplicate_of else ""))
+        t.add_row(
+            r.doc_key,
+            r.status,
+            str(r.chunk_count),
+            str(r.token_estimate),
+            r.reason or (f"duplicate of {r.duplicate_of}" if r.duplicate_of else ""),
+        )
     out.print(t)
     return 0
 
@@ -131,7 +151,10 @@ def cmd_chunks(args: Namespace) -> int:
         emit_json(chunks)
         return 0
     for c in chunks:
-        out.print(f"[bold]#{c['position']}[/bold] {' > '.join(c['heading_path'])} [dim]({c['token_estimate']} tokens, {c['chunk_id'][:12]})[/dim]")
+        out.print(
+            f"[bold]#{c['position']}[/bold] {' > '.join(c['heading_path'])} "
+            f"[dim]({c['token_estimate']} tokens, {c['chunk_id'][:12]})[/dim]"
+        )
         out.print(c["text"], markup=False, highlight=False)
         out.print()
     return 0
@@ -147,8 +170,13 @@ def cmd_dedup_log(args: Namespace) -> int:
         return 0
     t = Table("document", "action", "duplicate of", "similarity", "detail")
     for e in entries:
-        t.add_row(e.doc_key, e.action, e.duplicate_of or "", f"{e.similarity:.2f}" if e.similarity is not None else "",
-                  e.detail)
+        t.add_row(
+            e.doc_key,
+            e.action,
+            e.duplicate_of or "",
+            f"{e.similarity:.2f}" if e.similarity is not None else "",
+            e.detail,
+        )
     out.print(t)
     return 0
 
@@ -163,7 +191,10 @@ def cmd_search(args: Namespace) -> int:
         console.print(f"[red]error {status}[/red]: {body.get('message') if isinstance(body, dict) else body}")
         return 2
     for i, hit in enumerate(body["hits"], 1):
-        out.print(f"[bold]{i}. {hit['doc_key']}[/bold] — {' > '.join(hit['heading_path'])} [dim](score {hit['score']:.2f})[/dim]")
+        out.print(
+            f"[bold]{i}. {hit['doc_key']}[/bold] — {' > '.join(hit['heading_path'])} "
+            f"[dim](score {hit['score']:.2f})[/dim]"
+        )
         text = " ".join(hit["text"].split())
         out.print(f"   {text[:240]}{'…' if len(text) > 240 else ''}", markup=False, highlight=False)
     if not body["hits"]:

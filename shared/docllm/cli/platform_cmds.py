@@ -8,6 +8,7 @@ from argparse import Namespace
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -25,8 +26,14 @@ def cmd_up(args: Namespace) -> int:
 
     def announce() -> None:
         time.sleep(0.5)
-        console.print(f"API on [bold]{runtime.api_url}[/bold] ({'API key in ' + str(d / 'api-key') if runtime.auth else 'no auth'})")
-        console.print(f"{len(runtime.wiring.functions)} functions, {len(runtime.wiring.rules)} rules from {runtime.template.name}. Ctrl-C to stop.")
+        console.print(
+            f"API on [bold]{runtime.api_url}[/bold] "
+            f"({'API key in ' + str(d / 'api-key') if runtime.auth else 'no auth'})"
+        )
+        console.print(
+            f"{len(runtime.wiring.functions)} functions, {len(runtime.wiring.rules)} rules "
+            f"from {runtime.template.name}. Ctrl-C to stop."
+        )
 
     threading.Thread(target=announce, daemon=True).start()
     runtime.run_forever()
@@ -41,27 +48,51 @@ def _ts(ms: int) -> str:
 def cmd_status(args: Namespace) -> int:
     p, info = running_platform(args)
     q = p.local_queue
-    queues = []
+    queues: list[dict[str, Any]] = []
     for name in sorted(q.queues):
         s = q.stats(name)
         dead = [
-            {"message_id": d.message_id, "reason": d.reason, "receive_count": d.receive_count,
-             "detail_type": json.loads(d.body).get("detail-type") if d.body.startswith("{") else None}
+            {
+                "message_id": d.message_id,
+                "reason": d.reason,
+                "receive_count": d.receive_count,
+                "detail_type": json.loads(d.body).get("detail-type") if d.body.startswith("{") else None,
+            }
             for d in q.dead_letters(name, limit=20)
         ]
         consumer = p.wiring.consumer_of(name)
-        queues.append({"queue": name, "function": consumer.name if consumer else None, "visible": s.visible,
-                       "in_flight": s.in_flight, "delayed": s.delayed, "dead": s.dead, "dead_letters": dead})
+        queues.append(
+            {
+                "queue": name,
+                "function": consumer.name if consumer else None,
+                "visible": s.visible,
+                "in_flight": s.in_flight,
+                "delayed": s.delayed,
+                "dead": s.dead,
+                "dead_letters": dead,
+            }
+        )
     docs = Counter(str(item.get("status")) for _, item in p.state.query(DOCS_PK))
-    events = [{"seq": e.seq, "time": _ts(e.ts_ms), "source": e.source, "detail_type": e.detail_type,
-               "targets": e.targets} for e in p.event_log.last(args.events)]
+    events: list[dict[str, Any]] = [
+        {"seq": e.seq, "time": _ts(e.ts_ms), "source": e.source, "detail_type": e.detail_type, "targets": e.targets}
+        for e in p.event_log.last(args.events)
+    ]
     jobs = [j.model_dump(mode="json") for j in p.jobs.list_jobs()]  # type: ignore[attr-defined]
     health = {
         q["function"]: ("failing" if q["dead"] else "busy" if q["visible"] or q["in_flight"] else "ok")
-        for q in queues if q["function"]
+        for q in queues
+        if q["function"]
     }
-    report = {"data_dir": str(p.data_dir), "api_url": info["api_url"], "pid": info["pid"], "queues": queues,
-              "documents": dict(docs), "jobs": jobs, "recent_events": events, "stage_health": health}
+    report = {
+        "data_dir": str(p.data_dir),
+        "api_url": info["api_url"],
+        "pid": info["pid"],
+        "queues": queues,
+        "documents": dict(docs),
+        "jobs": jobs,
+        "recent_events": events,
+        "stage_health": health,
+    }
     if args.json:
         emit_json(report)
         return 0
@@ -69,8 +100,15 @@ def cmd_status(args: Namespace) -> int:
     t = Table("queue", "function", "visible", "in flight", "delayed", "DLQ", "health")
     for row in queues:
         fn = row["function"] or "-"
-        t.add_row(row["queue"], fn, str(row["visible"]), str(row["in_flight"]), str(row["delayed"]),
-                  f"[red]{row['dead']}[/red]" if row["dead"] else "0", health.get(fn, "-"))
+        t.add_row(
+            row["queue"],
+            fn,
+            str(row["visible"]),
+            str(row["in_flight"]),
+            str(row["delayed"]),
+            f"[red]{row['dead']}[/red]" if row["dead"] else "0",
+            health.get(fn, "-"),
+        )
     out.print(t)
     for row in queues:
         for d in row["dead_letters"]:
@@ -93,9 +131,16 @@ def cmd_events_tail(args: Namespace) -> int:
                 print(json.dumps(e.body), flush=True)
             else:
                 detail = e.body.get("detail", {})
-                subject = detail.get("doc_key") or (detail.get("object") or {}).get("key") or detail.get("TrainingJobName") or ""
-                out.print(f"[dim]{_ts(e.ts_ms)}[/dim] {e.bus:9} {e.source:16} {e.detail_type:38} {subject} "
-                          f"[dim]→ {', '.join(e.targets) or '-'}[/dim]")
+                subject = (
+                    detail.get("doc_key")
+                    or (detail.get("object") or {}).get("key")
+                    or detail.get("TrainingJobName")
+                    or ""
+                )
+                out.print(
+                    f"[dim]{_ts(e.ts_ms)}[/dim] {e.bus:9} {e.source:16} {e.detail_type:38} {subject} "
+                    f"[dim]→ {', '.join(e.targets) or '-'}[/dim]"
+                )
         if not args.follow:
             return 0
         time.sleep(0.5)

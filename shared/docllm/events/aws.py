@@ -39,7 +39,7 @@ class AlarmStateChangeDetail(BaseModel):
     configuration: dict[str, Any] = Field(default_factory=dict)
 
 
-class AlarmStateChangeEvent(EventBridgeModel):  # type: ignore[misc]
+class AlarmStateChangeEvent(EventBridgeModel):
     detail_type: Literal["CloudWatch Alarm State Change"] = Field(alias="detail-type")
     source: Literal["aws.cloudwatch"]
     detail: AlarmStateChangeDetail
@@ -58,7 +58,7 @@ class TrainingJobStateDetail(BaseModel):
     Tags: dict[str, str] = Field(default_factory=dict)
 
 
-class TrainingJobStateChangeEvent(EventBridgeModel):  # type: ignore[misc]
+class TrainingJobStateChangeEvent(EventBridgeModel):
     detail_type: Literal["SageMaker Training Job State Change"] = Field(alias="detail-type")
     source: Literal["aws.sagemaker"]
     detail: TrainingJobStateDetail
@@ -75,7 +75,7 @@ class EndpointStateDetail(BaseModel):
     Tags: dict[str, str] = Field(default_factory=dict)
 
 
-class EndpointStateChangeEvent(EventBridgeModel):  # type: ignore[misc]
+class EndpointStateChangeEvent(EventBridgeModel):
     detail_type: Literal["SageMaker Endpoint State Change"] = Field(alias="detail-type")
     source: Literal["aws.sagemaker"]
     detail: EndpointStateDetail
@@ -96,7 +96,7 @@ def eventbridge_bodies(sqs_event: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for record in batch.Records:
         try:
-            body = json.loads(record.body)
+            body = json.loads(str(record.body))
         except json.JSONDecodeError as e:
             raise ContractError(f"SQS message {record.messageId} body is not JSON") from e
         if not isinstance(body, dict) or "detail-type" not in body:

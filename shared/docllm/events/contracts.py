@@ -221,9 +221,7 @@ def parse_detail(event: BusEvent | dict[str, Any], model: type[D]) -> D:
     """Validate an event's detail against ``model``, raising :class:`ContractError`."""
     bus = event if isinstance(event, BusEvent) else BusEvent.model_validate(event)
     if (bus.source, bus.detail_type) != (model.SOURCE, model.DETAIL_TYPE):
-        raise ContractError(
-            f"expected {model.SOURCE}/{model.DETAIL_TYPE}, got {bus.source}/{bus.detail_type}"
-        )
+        raise ContractError(f"expected {model.SOURCE}/{model.DETAIL_TYPE}, got {bus.source}/{bus.detail_type}")
     try:
         return model.model_validate(bus.detail)
     except ValidationError as e:

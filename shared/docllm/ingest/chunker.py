@@ -55,7 +55,8 @@ def _split_long_text(text: str, budget: int) -> list[str]:
     pieces: list[str] = []
     current = ""
     max_chars = max(16, int(budget * 3.6))
-    for sentence in _SENTENCE_END.split(text):
+    for whole in _SENTENCE_END.split(text):
+        sentence = whole
         while len(sentence) > max_chars:
             cut = sentence.rfind(" ", max_chars // 2, max_chars)
             cut = cut if cut > 0 else max_chars
@@ -92,7 +93,8 @@ def _sections(blocks: list[Block], base: list[str], budget: int) -> list[_Sectio
         rendered = block.render()
         tokens = estimate_tokens(rendered)
         if block.kind == "text" and tokens > budget:
-            for piece in _split_long_text(rendered, budget):
+            # Pieces aim at 90% of the budget: the section heading opens the first chunk too.
+            for piece in _split_long_text(rendered, max(16, budget * 9 // 10)):
                 t = estimate_tokens(piece)
                 section.units.append(_Unit(piece, t, "text", block.pages))
                 section.tokens += t

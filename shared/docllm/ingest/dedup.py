@@ -30,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from docllm.ingest.chunker import chunk_id
+from docllm.ingest.models import Chunk
 from docllm.ingest.text import Block, estimate_tokens
 from docllm.ports.state import StateStore
 from docllm.records import utcnow
@@ -209,7 +210,7 @@ def apply_boilerplate(processed: Processed, boilerplate_hashes: set[str]) -> Pro
     """
     if not boilerplate_hashes:
         return processed
-    chunks = []
+    chunks: list[Chunk] = []
     seen: dict[tuple[str, str], int] = {}
     for chunk in processed.chunks:
         parts = split_rendered(chunk.text)
@@ -219,10 +220,7 @@ def apply_boilerplate(processed: Processed, boilerplate_hashes: set[str]) -> Pro
         ]
         if not any(not _HEADING_LINE.match(p) for p in kept):
             continue
-        if len(kept) == len(parts):
-            new_text = chunk.text
-        else:
-            new_text = "\n\n".join(kept)
+        new_text = chunk.text if len(kept) == len(parts) else "\n\n".join(kept)
         key = ("\x1f".join(chunk.heading_path), new_text)
         occurrence = seen.get(key, 0)
         seen[key] = occurrence + 1

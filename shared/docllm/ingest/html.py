@@ -156,9 +156,9 @@ def _table(node: LexborNode) -> list[Block]:
         return []
     width = max(len(r) for r in rows)
     lines = []
-    for idx, row in enumerate(rows):
-        row = row + [""] * (width - len(row))
-        lines.append("| " + " | ".join(row) + " |")
+    for idx, cells in enumerate(rows):
+        padded = cells + [""] * (width - len(cells))
+        lines.append("| " + " | ".join(padded) + " |")
         if idx == 0:
             lines.append("|" + "---|" * width)
     return [Block("text", "\n".join(lines))]
@@ -176,7 +176,7 @@ def _list(node: LexborNode, depth: int, out: list[Block], lines: list[str]) -> N
         buf: list[str] = []
         first = True
 
-        def flush_item(buf: list[str] = buf) -> None:
+        def flush_item(buf: list[str] = buf, indent: str = indent, marker: str = marker) -> None:
             nonlocal first
             text = _clean_inline("".join(buf)).replace("\n", " ")
             buf.clear()
@@ -194,8 +194,12 @@ def _list(node: LexborNode, depth: int, out: list[Block], lines: list[str]) -> N
                 if lines:
                     out.append(Block("text", "\n".join(lines)))
                     lines.clear()
-                out.extend(_table(child) if tag == "table" else _container(child) if tag == "div"
-                           else [_code_block(child)])
+                if tag == "table":
+                    out.extend(_table(child))
+                elif tag == "div":
+                    out.extend(_container(child))
+                else:
+                    out.append(_code_block(child))
             elif tag == "p":
                 flush_item()
                 buf.append(_inline(child))
@@ -307,9 +311,10 @@ def extract_html(text: str, *, min_chars: int = 40) -> HtmlDocument:
     Examples
     --------
     >>> doc = extract_html("<html lang=en><title>Intro - Guide</title><nav>Menu</nav>"
-    ...                    "<main><h1>Intro</h1><p>Hello, this is the whole page body.</p></main></html>")
+    ...                    "<main><h1>Intro</h1><p>Hello, this paragraph is the whole body of the page.</p>"
+    ...                    "</main></html>")
     >>> (doc.title, doc.guide, [b.text for b in doc.blocks])
-    ('Intro', 'Guide', ['Intro', 'Hello, this is the whole page body.'])
+    ('Intro', 'Guide', ['Intro', 'Hello, this paragraph is the whole body of the page.'])
     """
     # Page-level facts come from the head with regexes, so that only the content
     # region needs parsing: on MkDocs sites the navigation drawer is most of the page.
@@ -337,11 +342,12 @@ def extract_html(text: str, *, min_chars: int = 40) -> HtmlDocument:
         target = url.group(1) if url else "another page"
         raise RedirectStubError(f"The page only redirects to {target}.")
     first_h1 = next((b.text for b in blocks if b.kind == "heading"), None)
-    if body_chars < 500 and any(_NOT_FOUND.search(t) for t in (first_h1 or "", raw_title or "")):
+    if body_chars < 500 and any(_NOT_FOUND.search(t) for t in (first_h1 or "", raw_title or "") if t):
         raise NotFoundPageError(f"The page is a 'not found' error page ({first_h1 or raw_title}).")
     if body_chars < min_chars and not any(b.kind == "code" for b in blocks):
         raise NoMainContentError(
-            f"Only {body_chars} characters of main content remain once navigation and page chrome are removed."
+            f"Only {body_chars} characters of main content remain once navigation and page chrome"
+            " are removed."
         )
     if title is None:
         title = first_h1

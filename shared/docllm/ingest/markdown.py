@@ -17,15 +17,11 @@ _FENCE_OPEN = re.compile(r"^(\s*)(`{3,}|~{3,})(.*)$")
 _HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t#]*$")
 _ANCHOR = re.compile(r"<a\s+name=\"[^\"]*\"\s*>\s*</a>|<a\s+name='[^']*'\s*>\s*</a>", re.IGNORECASE)
 # Inline code spans are kept verbatim; a backslash before ASCII punctuation elsewhere is an escape.
-_ESCAPE_OR_CODE = re.compile(r"(``[^\n]*?``|`[^`\n]*`)|\\([!-/:-@\[-`{-~])")
+_CODE_SPAN = re.compile(r"(``[^\n]*?``|`[^`\n]*`)")
+_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
 _IMAGE = re.compile(r"!\[((?:\\.|[^\]\\])*)\]\([^)\s]*(?:\s+\"[^\"]*\")?\)")
 _TAB_LABEL = re.compile(r"^\[\s*(.+?)\s*\]$")
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
-
-
-def _unescape_sub(m: re.Match[str]) -> str:
-    code = m.group(1)
-    return code if code is not None else m.group(2)
 
 
 def _image_sub(m: re.Match[str]) -> str:
@@ -49,7 +45,16 @@ def clean_inline(text: str) -> str:
     if "<!--" in text:
         text = _COMMENT.sub("", text)
     if "\\" in text:
-        text = _ESCAPE_OR_CODE.sub(_unescape_sub, text)
+        # Template substitution runs in C; the callback is only needed around code spans.
+        if "`" in text:
+            parts = _CODE_SPAN.split(text)
+            # Odd indexes are the captured code spans: kept verbatim.
+            for i in range(0, len(parts), 2):
+                if "\\" in parts[i]:
+                    parts[i] = _ESCAPE.sub(r"\1", parts[i])
+            text = "".join(parts)
+        else:
+            text = _ESCAPE.sub(r"\1", text)
     return normalize_prose(text)
 
 

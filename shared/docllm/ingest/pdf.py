@@ -118,6 +118,11 @@ def check_inflation(data: bytes, max_stream_bytes: int) -> None:
             continue  # not Flate, or damaged: PDFium copes or reports it
 
 
+def _heading(title: str, outline_level: int, page_no: int) -> Block:
+    # Outline level 0 is a top-level chapter: a level-1 heading under the document title.
+    return Block("heading", normalize_prose(title), level=min(outline_level + 1, 6), pages=[page_no])
+
+
 def _split_title(raw: str | None) -> tuple[str | None, str | None]:
     if not raw or not raw.strip():
         return None, None
@@ -175,7 +180,7 @@ def extract_pdf(
         if page_count > max_pages:
             raise PdfTooManyPagesError(f"The PDF has {page_count} pages; the limit is {max_pages}.")
         try:
-            meta_title = doc.get_metadata_value("Title")
+            meta_title: str | None = doc.get_metadata_value("Title")
         except Exception:  # metadata is optional decoration; a broken entry must not fail the file
             meta_title = None
         headings: dict[int, list[tuple[int, str]]] = {}
@@ -213,17 +218,16 @@ def extract_pdf(
 
     running = _running_lines(pages)
     blocks: list[Block] = []
-    for index, lines in enumerate(pages):
+    for index, page_lines in enumerate(pages):
         page_no = index + 1
-        if running:
-            lines = [ln for ln in lines if _DIGITS.sub("#", ln) not in running]
+        lines = [ln for ln in page_lines if _DIGITS.sub("#", ln) not in running] if running else page_lines
         page_headings = headings.get(index, [])
         # Outline titles found among the lines split the page; others open it.
         positions: dict[int, tuple[int, str]] = {}
         for level, title in page_headings:
             at = next((i for i, ln in enumerate(lines) if ln == title and i not in positions), None)
             if at is None:
-                blocks.append(Block("heading", normalize_prose(title), level=min(level + 1, 6), pages=[page_no]))
+                blocks.append(_heading(title, level, page_no))
             else:
                 positions[at] = (level, title)
         run: list[str] = []
@@ -232,7 +236,7 @@ def extract_pdf(
                 blocks.extend(Block("text", normalize_prose(p), pages=[page_no]) for p in _paragraphs(run))
                 run = []
                 level, title = positions[i]
-                blocks.append(Block("heading", normalize_prose(title), level=min(level + 1, 6), pages=[page_no]))
+                blocks.append(_heading(title, level, page_no))
             else:
                 run.append(ln)
         blocks.extend(Block("text", normalize_prose(p), pages=[page_no]) for p in _paragraphs(run))
@@ -241,5 +245,5 @@ def extract_pdf(
         raise NoMainContentError(
             f"None of the {page_count} pages has extractable text (a scanned PDF needs OCR first)."
         )
-    title, guide = _split_title(meta_title)
-    return PdfDocument(blocks, page_count, title or first_outline_title, guide)
+    doc_title, guide = _split_title(meta_title if isinstance(meta_title, str) else None)
+    return PdfDocument(blocks, page_count, doc_title or first_outline_title, guide)

@@ -42,21 +42,27 @@ class IngestConfig(BaseModel):
         description="larger uploads are quarantined as too_large (the handler also checks via HEAD)",
     )
     chunk_tokens: int = Field(default=512, ge=32, description="token budget per chunk (estimated tokens)")
-    min_chunk_tokens: int = Field(default=48, ge=0, description="sections smaller than this merge with a neighbour")
-    overlap_tokens: int = Field(default=0, ge=0, description="prose repeated from the previous chunk of a section")
+    min_chunk_tokens: int = Field(
+        default=48, ge=0, description="sections smaller than this merge with a neighbour"
+    )
+    overlap_tokens: int = Field(
+        default=0, ge=0, description="prose repeated from the previous chunk of a section"
+    )
     max_pdf_pages: int = Field(default=2000, gt=0, description="PDFs with more pages are quarantined")
     max_pdf_chars_per_page: int = Field(default=200_000, gt=0, description="text kept per PDF page")
     max_pdf_stream_bytes: int = Field(
         default=64 * 1024 * 1024, gt=0, description="a PDF stream inflating past this is a decompression bomb"
     )
-    max_seconds: float = Field(default=120.0, gt=0, description="PDF extraction time budget, checked per page")
+    max_seconds: float = Field(
+        default=120.0, gt=0, description="PDF extraction time budget, checked between pages"
+    )
     max_line_chars: int = Field(
         default=100_000, gt=0,
         description="longer lines of text/Markdown are cut (minified data, not prose)",
     )
     guide_names: dict[str, str] = Field(
         default_factory=lambda: dict(_DEFAULT_GUIDES),
-        description="service -> guide name for formats whose content does not name the guide (Markdown, text)",
+        description="service -> guide name where the content does not name its guide (Markdown, text)",
     )
 
     def model_post_init(self, __context: object) -> None:

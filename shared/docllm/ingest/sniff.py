@@ -28,8 +28,10 @@ _BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\xd0\xcf\x11\xe0", "a legacy Office document"),
     (b"\x00\x00\x00", "a binary file"),
 )
-_HTML_START = re.compile(rb"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body|meta|title)\b",
-                         re.IGNORECASE | re.DOTALL)
+_HTML_START = re.compile(
+    rb"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body|meta|title)\b",
+    re.IGNORECASE | re.DOTALL,
+)
 _MARKDOWN_HINT = re.compile(r"^(?:#{1,6}\s|```|~~~|\s*[-+*]\s|\s*\d+\.\s|\|.*\|\s*$)", re.MULTILINE)
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\ufffd]")
 
@@ -88,8 +90,8 @@ def decode_text(data: bytes, *, max_garbage_ratio: float = 0.05) -> tuple[str, s
     --------
     >>> decode_text("café".encode("utf-8"))
     ('café', 'utf-8')
-    >>> decode_text(b"caf\\xe9 and " + "café".encode("utf-8"))[0]
-    'café and café'
+    >>> decode_text(b"caf\\xe9\\n" + "café".encode("utf-8"))[0]
+    'café\\ncafé'
     """
     for bom, enc in (
         (codecs.BOM_UTF8, "utf-8"),

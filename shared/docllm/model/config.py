@@ -72,7 +72,8 @@ class ModelConfig(BaseModel):
     block_size: int = Field(ge=8, description="context length in tokens")
     vocab_size: int = Field(ge=1, description="embedding rows: the tokenizer's vocabulary, padded")
     intermediate_size: int | None = Field(
-        default=None, description="MLP hidden width; None: 4*n_embd (GELU) or ~8/3*n_embd rounded to 64 (SwiGLU)"
+        default=None,
+        description="MLP hidden width; None: 4*n_embd (GELU) or ~8/3*n_embd rounded to 64 (SwiGLU)",
     )
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout on residual branches and attention")
     norm_eps: float = Field(default=1e-5, gt=0.0, description="LayerNorm / RMSNorm epsilon")
@@ -115,7 +116,12 @@ class ModelConfig(BaseModel):
 
     @classmethod
     def preset(
-        cls, name: PresetName | str, *, vocab_size: int, variant: Variant = "gelu-learned", **overrides: object
+        cls,
+        name: PresetName | str,
+        *,
+        vocab_size: int,
+        variant: Variant = "gelu-learned",
+        **overrides: object,
     ) -> ModelConfig:
         """A named shape with the tokenizer's vocabulary (padded to a multiple of 64).
 

@@ -337,7 +337,8 @@ def export_hf(
 
     Example
     -------
-    >>> export_hf(model, Path("out/hf"), tokenizer_dir=Path("tok"), card={"family": "tiny-s3"})  # doctest: +SKIP
+    >>> card = {"family": "tiny-s3"}
+    >>> export_hf(model, Path("out/hf"), tokenizer_dir=Path("tok"), card=card)  # doctest: +SKIP
     PosixPath('out/hf')
     """
     cfg = model.config

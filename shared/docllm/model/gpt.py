@@ -19,9 +19,13 @@ Example
 (2, 16, 512)
 """
 
+# Single-letter upper-case shape names (B, T, C, S) and F for functional follow the papers and nanoGPT.
+# ruff: noqa: N806, N812
+
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -149,6 +153,9 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    rope_cos: torch.Tensor  # (block_size, hs), rotary variants only
+    rope_sin: torch.Tensor
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
@@ -163,7 +170,7 @@ class GPT(nn.Module):
         if not config.rotary:
             self.transformer["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer["wte"].weight  # weight tying
+        self.lm_head.weight = cast(nn.Embedding, self.transformer["wte"]).weight  # weight tying
         if config.rotary:
             cos, sin = rotary_tables(config)
             # Not persistent: recomputed from the config, so checkpoints hold weights only.
@@ -185,7 +192,7 @@ class GPT(nn.Module):
     def num_params(self, *, non_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
         if non_embedding and "wpe" in self.transformer:
-            n -= self.transformer["wpe"].weight.numel()
+            n -= cast(nn.Embedding, self.transformer["wpe"]).weight.numel()
         return n
 
     def forward(
@@ -199,7 +206,7 @@ class GPT(nn.Module):
 
         Targets equal to -1 are ignored. With ``cache``, ``idx`` continues the cached sequence.
         """
-        B, T = idx.size()
+        T = idx.size(1)
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
@@ -211,7 +218,7 @@ class GPT(nn.Module):
             pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
             x = x + self.transformer["wpe"](pos)  # (B, T, C)
         x = self.transformer["drop"](x)
-        for block in self.transformer["h"]:
+        for block in cast(nn.ModuleList, self.transformer["h"]):
             x = block(x, rope, cache)
         if cache is not None:
             cache.pos += T
@@ -219,9 +226,7 @@ class GPT(nn.Module):
         logits = self.lm_head(x)  # (B, T, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(
-                logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
-            )
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
     @torch.no_grad()
@@ -243,9 +248,7 @@ class GPT(nn.Module):
         self.eval()
         use_cache = idx.size(1) + max_new_tokens <= self.config.block_size
         cache = (
-            KVCache(self.config, idx.size(0), device=idx.device, dtype=self.lm_head.weight.dtype)
-            if use_cache
-            else None
+            KVCache(self.config, idx.size(0), device=idx.device, dtype=self.lm_head.weight.dtype) if use_cache else None
         )
         out = idx
         step_input = idx

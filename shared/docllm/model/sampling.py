@@ -72,16 +72,30 @@ def generate_text(
         tok = AutoTokenizer.from_pretrained(str(export_dir))
         ids = tok.encode(prompt, add_special_tokens=False)
         bos = [info.bos_id] if info.bos_id is not None else []
-        new = generate(model, bos + ids, max_new_tokens=max_new_tokens, temperature=temperature,
-                       top_k=top_k, eos_id=info.eos_id, seed=seed)
-        return str(prompt + tok.decode(new, skip_special_tokens=True))
+        new = generate(
+            model,
+            bos + ids,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            eos_id=info.eos_id,
+            seed=seed,
+        )
+        return prompt + str(tok.decode(new, skip_special_tokens=True))
     if (export_dir / "tokenizer.model").exists():
         import sentencepiece as spm
 
         sp = spm.SentencePieceProcessor(model_file=str(export_dir / "tokenizer.model"))
         ids = sp.encode(prompt)
         bos = [info.bos_id] if info.bos_id is not None else []
-        new = generate(model, bos + ids, max_new_tokens=max_new_tokens, temperature=temperature,
-                       top_k=top_k, eos_id=info.eos_id, seed=seed)
+        new = generate(
+            model,
+            bos + ids,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            eos_id=info.eos_id,
+            seed=seed,
+        )
         return str(sp.decode(ids + new))
     raise TokenizerFilesError(f"{export_dir} holds no tokenizer files")

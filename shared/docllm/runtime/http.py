@@ -48,7 +48,7 @@ def start_api_server(runtime: LocalRuntime, fn: FunctionSpec, handler: Handler) 
     class RequestHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
         def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:

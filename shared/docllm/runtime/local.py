@@ -147,6 +147,9 @@ class LocalRuntime:
         self.platform = build_platform(Settings.from_env())
         p = self.platform
         _ = p.objects  # creates the template's buckets
+        from docllm.adapters.local.idempotency import release_in_progress
+
+        release_in_progress(self.data_dir / "idempotency.db")
         recovered = p.local_queue.recover()
         if recovered:
             self._log(f"redelivering {recovered} message(s) that were in flight when the runtime stopped")
@@ -164,6 +167,10 @@ class LocalRuntime:
 
             self.http = start_api_server(self, api, self.handlers[api.name])
             self.port = self.http.server_address[1]
+        # Load the BM25 scorer in the background: the first search would otherwise pay for it.
+        warm_up = getattr(p.search, "warm_up", None)
+        if warm_up is not None:
+            threading.Thread(target=warm_up, name="search-warm-up", daemon=True).start()
         for t in self._threads:
             t.start()
         self._write_runtime_file()
@@ -296,7 +303,9 @@ def read_runtime_file(data_dir: Path) -> dict[str, Any]:
     try:
         os.kill(int(info["pid"]), 0)
     except (ProcessLookupError, ValueError):
-        raise PlatformNotRunningError(f"the local platform for {data_dir} stopped without cleaning up; {hint}") from None
+        raise PlatformNotRunningError(
+            f"the local platform for {data_dir} stopped without cleaning up; {hint}"
+        ) from None
     except PermissionError:
         pass
     return info

@@ -74,7 +74,7 @@ def _literal_equal(expected: Any, actual: Any) -> bool:
 def _operator_matches(op: Mapping[str, Any], value: Any, values: list[Any]) -> bool:
     if len(op) != 1:
         raise PatternError(f"an operator object takes exactly one key: {dict(op)!r}")
-    (name, arg), = op.items()
+    ((name, arg),) = op.items()
     if name == "exists":
         return (value is not _MISSING) == bool(arg)
     if value is _MISSING:
@@ -97,7 +97,7 @@ def _operator_matches(op: Mapping[str, Any], value: Any, values: list[Any]) -> b
 
 def _string_op(arg: Any, value: Any, fn: Callable[[str, str], bool]) -> bool:
     if isinstance(arg, Mapping):  # {"prefix": {"equals-ignore-case": "x"}}
-        (inner, text), = arg.items()
+        ((inner, text),) = arg.items()
         if inner != "equals-ignore-case":
             raise PatternError(f"unsupported nested operator {inner!r}")
         return isinstance(value, str) and fn(value.casefold(), str(text).casefold())
@@ -121,7 +121,7 @@ def _numeric(arg: list[Any], value: Any) -> bool:
 def _anything_but_hits(arg: Any, value: Any) -> bool:
     """True when ``value`` is one of the things ``anything-but`` excludes."""
     if isinstance(arg, Mapping):
-        (inner, text), = arg.items()
+        ((inner, text),) = arg.items()
         if inner == "prefix":
             return isinstance(value, str) and value.startswith(str(text))
         if inner == "suffix":

@@ -20,9 +20,28 @@ from docllm.exceptions import ConfigurationError
 
 ACCOUNT = "000000000000"
 REGION = "local"
-_SHORT_TAGS = ("Base64", "Cidr", "FindInMap", "GetAZs", "ImportValue", "Join", "Select", "Split", "Sub",
-               "Transform", "And", "Equals", "If", "Not", "Or", "Condition", "GetAtt", "Ref", "ToJsonString",
-               "Length")
+_SHORT_TAGS = (
+    "Base64",
+    "Cidr",
+    "FindInMap",
+    "GetAZs",
+    "ImportValue",
+    "Join",
+    "Select",
+    "Split",
+    "Sub",
+    "Transform",
+    "And",
+    "Equals",
+    "If",
+    "Not",
+    "Or",
+    "Condition",
+    "GetAtt",
+    "Ref",
+    "ToJsonString",
+    "Length",
+)
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -54,7 +73,7 @@ for _tag in _SHORT_TAGS:
 
 def load_template(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506 - safe loader subclass
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)
     except (OSError, yaml.YAMLError) as e:
         raise ConfigurationError(f"cannot read template {path}: {e}") from e
     if not isinstance(data, dict) or "Resources" not in data:
@@ -169,7 +188,7 @@ class _Resolver:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, arg), = value.items()
+            ((key, arg),) = value.items()
             if key == "Ref":
                 return self.ref(str(arg))
             if key == "Condition":
@@ -226,7 +245,7 @@ def _logical_from_arn(arn: str) -> str:
     return arn.rsplit(":", 1)[-1]
 
 
-def read_wiring(path: Path) -> Wiring:
+def read_wiring(path: Path | str) -> Wiring:
     """Parse the routing parts of ``template.yaml``.
 
     Raises
@@ -235,10 +254,12 @@ def read_wiring(path: Path) -> Wiring:
         When a rule targets something that is not a queue, or a function reads
         from a queue the template does not define.
     """
-    template = load_template(path)
+    template = load_template(Path(path))
     r = _Resolver(template)
     globals_fn = (template.get("Globals") or {}).get("Function") or {}
-    global_env = {k: _env_str(r.resolve(v)) for k, v in ((globals_fn.get("Environment") or {}).get("Variables") or {}).items()}
+    global_env = {
+        k: _env_str(r.resolve(v)) for k, v in ((globals_fn.get("Environment") or {}).get("Variables") or {}).items()
+    }
     global_timeout = int(r.resolve(globals_fn.get("Timeout", 3)))
     w = Wiring()
     for logical, res in r.resources.items():
@@ -280,7 +301,12 @@ def read_wiring(path: Path) -> Wiring:
             w.rules.append(RuleSpec(logical, str(bus), r.resolve(props["EventPattern"]), tuple(targets)))
         elif rtype == "AWS::Serverless::Function":
             env = dict(global_env)
-            env.update({k: _env_str(r.resolve(v)) for k, v in ((props.get("Environment") or {}).get("Variables") or {}).items()})
+            env.update(
+                {
+                    k: _env_str(r.resolve(v))
+                    for k, v in ((props.get("Environment") or {}).get("Variables") or {}).items()
+                }
+            )
             sqs, routes = [], []
             for ev in (props.get("Events") or {}).values():
                 ev_props = r.resolve(ev.get("Properties") or {})

@@ -71,6 +71,9 @@ def run_search(index: SearchIndex, query: SearchQuery) -> SearchResponse:
             raise UnknownServiceError(query.service, known)
     hits = index.search(query.q, k=query.k, service=query.service)
     return SearchResponse(
-        query=query.q, k=query.k, service=query.service, hits=hits,
+        query=query.q,
+        k=query.k,
+        service=query.service,
+        hits=hits,
         took_ms=(time.perf_counter() - start) * 1000.0,
     )

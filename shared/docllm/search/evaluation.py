@@ -129,8 +129,13 @@ def evaluate(index: SearchIndex, questions: Sequence[Question]) -> RetrievalRepo
         expected = set(q.expected_doc_keys)
         rank = next((i + 1 for i, d in enumerate(docs) if d in expected), None)
         details.append(
-            QuestionResult(question=q.question, expected_doc_keys=q.expected_doc_keys,
-                           retrieved_doc_keys=docs, first_relevant_rank=rank, ndcg=ndcg(docs, expected))
+            QuestionResult(
+                question=q.question,
+                expected_doc_keys=q.expected_doc_keys,
+                retrieved_doc_keys=docs,
+                first_relevant_rank=rank,
+                ndcg=ndcg(docs, expected),
+            )
         )
     n = len(details)
 

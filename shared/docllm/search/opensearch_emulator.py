@@ -26,7 +26,8 @@ Examples
 --------
 >>> from opensearchpy import OpenSearch
 >>> emulator = OpenSearchEmulator()
->>> client = OpenSearch(hosts=[{"host": "emulated", "port": 9200}], connection_class=emulator.connection_class())
+>>> client = OpenSearch(hosts=[{"host": "emulated", "port": 9200}],
+...                     connection_class=emulator.connection_class())
 >>> client.indices.exists(index="nothing")
 False
 """
@@ -50,8 +51,17 @@ from docllm.search.analyzer import analyze
 _K1, _B = 1.2, 0.75
 _FIELD_TYPES = {"keyword", "text", "integer", "long", "float", "boolean", "date", "knn_vector", "object"}
 _BUILTIN_FILTERS = {"lowercase", "stop", "porter_stem", "asciifolding", "trim"}
-_FILTER_TYPES = {"word_delimiter_graph", "word_delimiter", "stop", "stemmer", "keyword_marker", "length",
-                 "lowercase", "pattern_replace", "synonym_graph"}
+_FILTER_TYPES = {
+    "word_delimiter_graph",
+    "word_delimiter",
+    "stop",
+    "stemmer",
+    "keyword_marker",
+    "length",
+    "lowercase",
+    "pattern_replace",
+    "synonym_graph",
+}
 
 
 class _HttpError(Exception):
@@ -113,9 +123,15 @@ class OpenSearchEmulator:
         emulator = self
 
         class EmulatedConnection(Connection):
-            def perform_request(  # type: ignore[override]
-                self, method: str, url: str, params: Any = None, body: Any = None, timeout: Any = None,
-                ignore: Any = (), headers: Any = None,
+            def perform_request(  # noqa: PLR0917 (opensearch-py's signature)
+                self,
+                method: str,
+                url: str,
+                params: Any = None,
+                body: Any = None,
+                timeout: Any = None,
+                ignore: Any = (),
+                headers: Any = None,
             ) -> tuple[int, dict[str, str], str]:
                 status, payload = emulator.handle(method, url, dict(params or {}), body)
                 raw = "" if payload is None else json.dumps(payload)
@@ -139,7 +155,9 @@ class OpenSearchEmulator:
         except _HttpError as e:
             return e.status, e.body
 
-    def _route(self, method: str, parts: list[str], params: dict[str, Any], raw: str | None) -> tuple[int, Any]:
+    def _route(
+        self, method: str, parts: list[str], params: dict[str, Any], raw: str | None
+    ) -> tuple[int, Any]:
         body = json.loads(raw) if raw and not (parts and parts[-1] == "_bulk") else None
         match (method, parts):
             case ("PUT", ["_index_template", name]):
@@ -149,7 +167,7 @@ class OpenSearchEmulator:
             case ("POST", ["_aliases"]):
                 return self._update_aliases(body or {})
             case ("HEAD", ["_alias", name]):
-                return (200 if name in self.aliases and self.aliases[name] else 404), None
+                return (200 if self.aliases.get(name) else 404), None
             case ("GET", ["_alias", name]):
                 return self._get_alias(name)
             case ("POST" | "GET", [target, "_search"]):
@@ -164,8 +182,14 @@ class OpenSearchEmulator:
                 return (200 if self._resolve(name, missing_ok=True) else 404), None
             case ("GET", [name]):
                 names = self._resolve(name)
-                return 200, {n: {"settings": self.indices[n].settings, "mappings": self.indices[n].mappings,
-                                 "aliases": {a: {} for a, ix in self.aliases.items() if n in ix}} for n in names}
+                return 200, {
+                    n: {
+                        "settings": self.indices[n].settings,
+                        "mappings": self.indices[n].mappings,
+                        "aliases": {a: {} for a, ix in self.aliases.items() if n in ix},
+                    }
+                    for n in names
+                }
             case ("PUT", [name]):
                 return self._create_index(name, body or {})
             case ("DELETE", [name]):
@@ -207,17 +231,28 @@ class OpenSearchEmulator:
                 raise _HttpError(400, "illegal_argument_exception", f"unknown filter type for [{fname}]")
         tokenizers = analysis.get("tokenizer", {})
         for aname, spec in analysis.get("analyzer", {}).items():
-            if spec.get("tokenizer") not in tokenizers and spec.get("tokenizer") not in {"standard", "whitespace"}:
+            if spec.get("tokenizer") not in tokenizers and spec.get("tokenizer") not in {
+                "standard",
+                "whitespace",
+            }:
                 raise _HttpError(400, "illegal_argument_exception", f"analyzer [{aname}]: unknown tokenizer")
             for f in spec.get("filter", []):
                 if f not in filters and f not in _BUILTIN_FILTERS:
-                    raise _HttpError(400, "illegal_argument_exception", f"analyzer [{aname}]: unknown filter [{f}]")
+                    raise _HttpError(
+                        400, "illegal_argument_exception", f"analyzer [{aname}]: unknown filter [{f}]"
+                    )
             for f in spec.get("char_filter", []):
                 if f not in analysis.get("char_filter", {}):
-                    raise _HttpError(400, "illegal_argument_exception", f"analyzer [{aname}]: unknown char_filter [{f}]")
+                    raise _HttpError(
+                        400, "illegal_argument_exception", f"analyzer [{aname}]: unknown char_filter [{f}]"
+                    )
 
     def _check_mappings(self, mappings: dict[str, Any], settings: dict[str, Any]) -> None:
-        analyzers = set(settings.get("analysis", {}).get("analyzer", {})) | {"standard", "english", "whitespace"}
+        analyzers = set(settings.get("analysis", {}).get("analyzer", {})) | {
+            "standard",
+            "english",
+            "whitespace",
+        }
         for fname, spec in mappings.get("properties", {}).items():
             if spec.get("type") not in _FIELD_TYPES:
                 raise _HttpError(400, "mapper_parsing_exception", f"field [{fname}]: unknown type")
@@ -279,7 +314,9 @@ class OpenSearchEmulator:
         if index.mappings.get("dynamic") == "strict":
             extra = set(source) - set(props)
             if extra:
-                raise _HttpError(400, "strict_dynamic_mapping_exception", f"fields {sorted(extra)} not allowed")
+                raise _HttpError(
+                    400, "strict_dynamic_mapping_exception", f"fields {sorted(extra)} not allowed"
+                )
 
     def _bulk(self, default_index: str | None, raw: str) -> tuple[int, Any]:
         if self.throttle_bulks > 0:
@@ -364,11 +401,13 @@ class OpenSearchEmulator:
         return result
 
     @staticmethod
-    def _sort(hits: list[tuple[float, str, dict[str, Any]]], sort: Any) -> list[tuple[float, str, dict[str, Any]]]:
+    def _sort(
+        hits: list[tuple[float, str, dict[str, Any]]], sort: Any
+    ) -> list[tuple[float, str, dict[str, Any]]]:
         if not sort:
             return sorted(hits, key=lambda h: (-h[0], h[1]))
         for spec in reversed(sort):
-            ((name, order),) = (spec.items() if isinstance(spec, dict) else [(spec, "desc")])
+            ((name, order),) = spec.items() if isinstance(spec, dict) else [(spec, "desc")]
             reverse = order == "desc"
             if name == "_score":
                 hits = sorted(hits, key=lambda h: h[0], reverse=reverse)
@@ -386,7 +425,9 @@ class OpenSearchEmulator:
             out.append(hit[0] if name == "_score" else hit[2].get(name))
         return out
 
-    def _eval(self, query: dict[str, Any], _id: str, doc: dict[str, Any], scorer: _Bm25) -> tuple[bool, float]:
+    def _eval(
+        self, query: dict[str, Any], _id: str, doc: dict[str, Any], scorer: _Bm25
+    ) -> tuple[bool, float]:
         ((kind, spec),) = query.items()
         if kind == "match_all":
             return True, 1.0

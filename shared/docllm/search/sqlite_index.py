@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,8 +47,9 @@ from docllm.search.exceptions import IndexBusyError, InvalidChunkError
 SCHEMA_VERSION = "2"
 DB_FILE = "search.sqlite3"
 
-#: Term-frequency weights of (title, headings, body). Chosen on the dev set; see docs/retrieval.md.
-DEFAULT_WEIGHTS: tuple[float, float, float] = (2.0, 2.0, 1.0)
+#: Term-frequency weights of (title, headings, body).
+#: Flat won on the dev set over (2, 2, 1); see docs/retrieval.md.
+DEFAULT_WEIGHTS: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 #: Changes kept for readers to catch up incrementally; a reader further behind reloads.
 LOG_KEEP = 200_000
@@ -68,7 +69,9 @@ CREATE TABLE IF NOT EXISTS chunks(
     terms TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_key);
-CREATE TABLE IF NOT EXISTS changes(seq INTEGER PRIMARY KEY AUTOINCREMENT, chunk INTEGER NOT NULL, added INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS changes(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, chunk INTEGER NOT NULL, added INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS doc_services(
     service TEXT NOT NULL, doc_key TEXT NOT NULL, PRIMARY KEY(service, doc_key)
 ) WITHOUT ROWID
@@ -101,7 +104,7 @@ def weighted_terms(chunk: IndexedChunk, weights: tuple[float, float, float]) -> 
     >>> weighted_terms(c, (2.0, 2.0, 1.0))
     ({'bucket': 3.0, 'name': 1.0}, 3)
     """
-    tf: Counter[str] = Counter()
+    tf: defaultdict[str, float] = defaultdict(float)
     length = 0
     for weight, text in zip(weights, (chunk.title, " \n ".join(chunk.heading_path), chunk.text), strict=True):
         terms = analyze(text)
@@ -240,9 +243,13 @@ class SqliteSearchIndex(SearchIndex):
                     "delete the directory and re-index"
                 )
             else:
-                stored = tuple(json.loads(conn.execute("SELECT value FROM meta WHERE key = 'weights'").fetchone()[0]))
+                stored = tuple(
+                    json.loads(conn.execute("SELECT value FROM meta WHERE key = 'weights'").fetchone()[0])
+                )
                 if stored != tuple(self._weights):
-                    raise ConfigurationError(f"{self.path} was built with weights {stored}, not {self._weights}")
+                    raise ConfigurationError(
+                        f"{self.path} was built with weights {stored}, not {self._weights}"
+                    )
 
     def close(self) -> None:
         """Close every connection this object opened (in any thread)."""
@@ -292,7 +299,9 @@ class SqliteSearchIndex(SearchIndex):
 
     @staticmethod
     def _delete(conn: sqlite3.Connection, doc_key: str) -> None:
-        conn.execute("INSERT INTO changes(chunk, added) SELECT id, 0 FROM chunks WHERE doc_key = ?", (doc_key,))
+        conn.execute(
+            "INSERT INTO changes(chunk, added) SELECT id, 0 FROM chunks WHERE doc_key = ?", (doc_key,)
+        )
         conn.execute("DELETE FROM chunks WHERE doc_key = ?", (doc_key,))
         conn.execute("DELETE FROM doc_services WHERE doc_key = ?", (doc_key,))
         conn.execute("DELETE FROM documents WHERE doc_key = ?", (doc_key,))
@@ -305,8 +314,16 @@ class SqliteSearchIndex(SearchIndex):
             cur = conn.execute(
                 "INSERT INTO chunks(chunk_id, doc_key, service, title, heading_path, text, length, terms) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (c.chunk_id, doc_key, c.service, c.title, json.dumps(c.heading_path), c.text, a.length,
-                 a.terms_json),
+                (
+                    c.chunk_id,
+                    doc_key,
+                    c.service,
+                    c.title,
+                    json.dumps(c.heading_path),
+                    c.text,
+                    a.length,
+                    a.terms_json,
+                ),
             )
             conn.execute("INSERT INTO changes(chunk, added) VALUES (?, 1)", (cur.lastrowid,))
         conn.executemany(
@@ -385,8 +402,15 @@ class SqliteSearchIndex(SearchIndex):
         for slot, score in ranked:
             chunk_id, doc_key, svc, title, heading_path, text = rows[slot]
             hits.append(
-                SearchHit(chunk_id=chunk_id, doc_key=doc_key, service=svc, title=title,
-                          heading_path=json.loads(heading_path), text=text, score=score)
+                SearchHit(
+                    chunk_id=chunk_id,
+                    doc_key=doc_key,
+                    service=svc,
+                    title=title,
+                    heading_path=json.loads(heading_path),
+                    text=text,
+                    score=score,
+                )
             )
         return hits
 

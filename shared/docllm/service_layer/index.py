@@ -48,14 +48,14 @@ def index_document(p: Platform, detail: DocumentProcessed) -> IndexResult:
     if info.metadata.get("doc-version") not in (None, detail.version_id):
         return IndexResult(detail.doc_key, "stale")
     chunks = [
-        IndexedChunk.model_validate(
-            {k: v for k, v in json.loads(line).items() if k in IndexedChunk.model_fields}
-        )
+        IndexedChunk.model_validate({k: v for k, v in json.loads(line).items() if k in IndexedChunk.model_fields})
         for line in p.objects.get(bucket, key).decode("utf-8").splitlines()
         if line.strip()
     ]
     p.search.replace_document(detail.doc_key, detail.version_id, chunks)
-    p.bus.publish([to_bus(DocumentIndexed(doc_key=detail.doc_key, version_id=detail.version_id, chunk_count=len(chunks)))])
+    p.bus.publish(
+        [to_bus(DocumentIndexed(doc_key=detail.doc_key, version_id=detail.version_id, chunk_count=len(chunks)))]
+    )
     p.metrics.put("ChunksIndexed", len(chunks))
     return IndexResult(detail.doc_key, "indexed", len(chunks))
 

@@ -9,6 +9,7 @@ keeps the existing chunks).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -78,7 +79,12 @@ def ingest_document(p: Platform, bucket: str, key: str, version: str) -> IngestR
     service = head.metadata.get("service") or service_of(key)
     config = IngestConfig()
     base = DocumentRecord(
-        doc_key=key, bucket=bucket, version_id=version, etag=head.etag, size=head.size, service=service,
+        doc_key=key,
+        bucket=bucket,
+        version_id=version,
+        etag=head.etag,
+        size=head.size,
+        service=service,
         status="processing",
     )
     if head.size > config.max_bytes:
@@ -135,10 +141,18 @@ def _store_processed(p: Platform, base: DocumentRecord, sha: str, result: Any) -
         [
             to_bus(
                 DocumentProcessed(
-                    doc_key=record.doc_key, bucket=record.bucket, version_id=record.version_id, sha256=sha,
-                    service=record.service, title=result.title, language=result.language,
-                    content_format=result.content_format, chunks_uri=chunks_uri, chunk_count=len(chunks),
-                    token_estimate=tokens, duplicate_of=decision.duplicate_of,
+                    doc_key=record.doc_key,
+                    bucket=record.bucket,
+                    version_id=record.version_id,
+                    sha256=sha,
+                    service=record.service,
+                    title=result.title,
+                    language=result.language,
+                    content_format=result.content_format,
+                    chunks_uri=chunks_uri,
+                    chunk_count=len(chunks),
+                    token_estimate=tokens,
+                    duplicate_of=decision.duplicate_of,
                 ),
                 resources=[f"arn:aws:s3:::{record.bucket}/{record.doc_key}"],
             )
@@ -150,18 +164,32 @@ def _store_processed(p: Platform, base: DocumentRecord, sha: str, result: Any) -
 
 
 def _quarantine(p: Platform, base: DocumentRecord, sha: str | None, code: str, reason: str) -> IngestResult:
-    record = base.model_copy(update={"sha256": sha, "status": "quarantined", "reason_code": code, "reason": reason,
-                                     "chunk_count": 0, "token_estimate": 0})
+    record = base.model_copy(
+        update={
+            "sha256": sha,
+            "status": "quarantined",
+            "reason_code": code,
+            "reason": reason,
+            "chunk_count": 0,
+            "token_estimate": 0,
+        }
+    )
     # A quarantined overwrite must not leave the previous version's chunks searchable.
-    try:
+    with contextlib.suppress(NotFoundError):
         p.objects.delete(p.settings.processed_bucket, chunks_key(base.doc_key))
-    except NotFoundError:
-        pass
     save_record(p, record)
     p.bus.publish(
         [
-            to_bus(DocumentQuarantined(doc_key=record.doc_key, bucket=record.bucket, version_id=record.version_id,
-                                       sha256=sha, reason_code=code, reason=reason)),
+            to_bus(
+                DocumentQuarantined(
+                    doc_key=record.doc_key,
+                    bucket=record.bucket,
+                    version_id=record.version_id,
+                    sha256=sha,
+                    reason_code=code,
+                    reason=reason,
+                )
+            ),
             to_bus(DocumentRemoved(doc_key=record.doc_key, bucket=record.bucket, version_id=record.version_id)),
         ]
     )
@@ -181,12 +209,11 @@ def remove_document(p: Platform, bucket: str, key: str, version: str) -> IngestR
     from docllm.ingest.dedup import DedupLedger
 
     DedupLedger(p.state).forget(key)
-    try:
+    with contextlib.suppress(NotFoundError):
         p.objects.delete(p.settings.processed_bucket, chunks_key(key))
-    except NotFoundError:
-        pass
-    record = record.model_copy(update={"status": "removed", "version_id": version or record.version_id,
-                                       "chunk_count": 0, "token_estimate": 0})
+    record = record.model_copy(
+        update={"status": "removed", "version_id": version or record.version_id, "chunk_count": 0, "token_estimate": 0}
+    )
     save_record(p, record)
     p.bus.publish([to_bus(DocumentRemoved(doc_key=key, bucket=bucket, version_id=version or None))])
     p.metrics.put("DocumentsRemoved", 1)

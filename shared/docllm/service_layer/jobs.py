@@ -25,7 +25,6 @@ from docllm.ports.jobs import JobSpec
 from docllm.ports.objects import split_uri
 from docllm.records import JOBS_PK, JobRecord, utcnow
 
-TOKENIZERS_PK = "tokenizers"
 SHARDS_PK = "shards"
 MODELS_PK = "models"
 
@@ -44,7 +43,7 @@ def job_name(prefix: str, version: str, p: Platform) -> str:
 
 def launch(p: Platform, spec: JobSpec, stage: str, context: dict[str, str]) -> str:
     """Record, then submit; an existing record for the name means it was already launched."""
-    record = JobRecord(name=spec.name, stage=stage, output_uri=spec.output_uri, context=context)  # type: ignore[arg-type]
+    record = JobRecord(name=spec.name, stage=stage, output_uri=spec.output_uri, context=context)
     try:
         p.state.put(JOBS_PK, spec.name, record.model_dump(mode="json"), if_absent=True)
     except ConflictError:
@@ -74,9 +73,16 @@ def handle_job_state(p: Platform, raw: dict[str, Any]) -> dict[str, str]:
         return {"job": record.name, "outcome": "already handled"}
     if d.TrainingJobStatus == "Completed":
         try:
+            if record.stage == "tokenize":
+                from docllm.dataset.tokens import finalize_tokenize_output
+
+                # A multi-host tokenize job has one part result per host; none of them can
+                # know when the others finished, so the merge happens here.
+                parts = int(record.context.get("instance_count", "1"))
+                finalize_tokenize_output(p.objects, record.output_uri, expected_parts=parts)
             result = read_result(p, record.output_uri)
-        except NotFoundError:
-            return _fail(p, record, "the job completed but published no result.json")
+        except NotFoundError as e:
+            return _fail(p, record, f"the job completed but its result is missing: {e}")
         next_event = _completed(p, record, result)
         record.status = "Completed"
         record.updated_at = utcnow()
@@ -101,25 +107,47 @@ def _completed(p: Platform, record: JobRecord, result: dict[str, Any]) -> EventD
     family = ctx.get("family") or None
     train_after = ctx.get("train_after") == "true"
     if record.stage == "tokenizer":
+        from docllm.tokenizer.artifacts import TokenizerResult, record_tokenizer
+
         version = ctx["tokenizer_version"]
-        p.state.put(TOKENIZERS_PK, version, {"version": version, "dataset_version": ctx["dataset_version"],
-                                             "artifacts_uri": record.output_uri, "result": result})
-        return TokenizerTrained(tokenizer_version=version, dataset_version=ctx["dataset_version"],
-                                artifacts_uri=record.output_uri, vocab_size=int(result["vocab_size"]),
-                                family=family, train_after=train_after)
+        record_tokenizer(p.state, TokenizerResult.model_validate(result), record.output_uri)
+        return TokenizerTrained(
+            tokenizer_version=version,
+            dataset_version=ctx["dataset_version"],
+            artifacts_uri=record.output_uri,
+            vocab_size=int(result["vocab_size"]),
+            family=family,
+            train_after=train_after,
+        )
     if record.stage == "tokenize":
         tokens = {str(k): int(v) for k, v in (result.get("tokens") or {}).items()}
         key = f"{ctx['dataset_version']}/{ctx['tokenizer_version']}"
         p.state.put(SHARDS_PK, key, {"shards_uri": record.output_uri, "tokens": tokens, **ctx})
-        return DatasetTokenized(dataset_version=ctx["dataset_version"], tokenizer_version=ctx["tokenizer_version"],
-                                shards_uri=record.output_uri, tokens=tokens, family=family, train_after=train_after)
+        return DatasetTokenized(
+            dataset_version=ctx["dataset_version"],
+            tokenizer_version=ctx["tokenizer_version"],
+            shards_uri=record.output_uri,
+            tokens=tokens,
+            family=family,
+            train_after=train_after,
+        )
     if record.stage == "train":
         version = str(result.get("model_version") or record.name)
         metrics = {k: float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         export_uri = record.output_uri.rstrip("/") + "/hf/"
-        p.state.put(MODELS_PK, version, {"version": version, "job": record.name, "export_uri": export_uri,
-                                         "metrics": metrics, **ctx})
-        return ModelTrained(model_version=version, family=ctx["family"], job_name=record.name,
-                            dataset_version=ctx["dataset_version"], tokenizer_version=ctx["tokenizer_version"],
-                            export_uri=export_uri, checkpoint_uri=ctx.get("checkpoint_uri"), metrics=metrics)
+        p.state.put(
+            MODELS_PK,
+            version,
+            {"version": version, "job": record.name, "export_uri": export_uri, "metrics": metrics, **ctx},
+        )
+        return ModelTrained(
+            model_version=version,
+            family=ctx["family"],
+            job_name=record.name,
+            dataset_version=ctx["dataset_version"],
+            tokenizer_version=ctx["tokenizer_version"],
+            export_uri=export_uri,
+            checkpoint_uri=ctx.get("checkpoint_uri"),
+            metrics=metrics,
+        )
     raise NotFoundError(f"no completion rule for stage {record.stage!r}")

@@ -17,19 +17,40 @@ def handle_tokenizer_trained(p: Platform, raw: dict[str, Any]) -> dict[str, Any]
     key = f"{trained.dataset_version}/{trained.tokenizer_version}"
     existing = p.state.get(SHARDS_PK, key)
     if existing is not None:
-        p.bus.publish([to_bus(DatasetTokenized(
-            dataset_version=trained.dataset_version, tokenizer_version=trained.tokenizer_version,
-            shards_uri=existing["shards_uri"], tokens=existing["tokens"], family=trained.family,
-            train_after=trained.train_after,
-        ))])
+        p.bus.publish(
+            [
+                to_bus(
+                    DatasetTokenized(
+                        dataset_version=trained.dataset_version,
+                        tokenizer_version=trained.tokenizer_version,
+                        shards_uri=existing["shards_uri"],
+                        tokens=existing["tokens"],
+                        family=trained.family,
+                        train_after=trained.train_after,
+                    )
+                )
+            ]
+        )
         return {"shards": key, "outcome": "reused"}
     manifest = load_manifest(p.objects, p.settings.artifact_bucket, trained.dataset_version)
     name = job_name("shards", f"{trained.dataset_version[:8]}{trained.tokenizer_version[:8]}", p)
-    spec = tokenize_job_spec(manifest=manifest, tokenizer_version=trained.tokenizer_version,
-                             artifact_bucket=p.settings.artifact_bucket, job_name=name)
-    outcome = launch(p, spec, "tokenize", {
-        "dataset_version": trained.dataset_version, "tokenizer_version": trained.tokenizer_version,
-        "tokenizer_uri": trained.artifacts_uri, "family": trained.family or "",
-        "train_after": str(trained.train_after).lower(),
-    })
+    spec = tokenize_job_spec(
+        manifest=manifest,
+        tokenizer_version=trained.tokenizer_version,
+        artifact_bucket=p.settings.artifact_bucket,
+        job_name=name,
+    )
+    outcome = launch(
+        p,
+        spec,
+        "tokenize",
+        {
+            "dataset_version": trained.dataset_version,
+            "tokenizer_version": trained.tokenizer_version,
+            "tokenizer_uri": trained.artifacts_uri,
+            "family": trained.family or "",
+            "train_after": str(trained.train_after).lower(),
+            "instance_count": str(spec.instance_count),
+        },
+    )
     return {"shards": key, "job": name, "outcome": outcome}

@@ -6,11 +6,12 @@ from typing import Any
 
 from docllm.bootstrap import Platform
 from docllm.events.contracts import DatasetBuilt, TokenizerTrained, parse_detail, to_bus
-from docllm.service_layer.jobs import TOKENIZERS_PK, job_name, launch
+from docllm.service_layer.jobs import job_name, launch
 
 
 def handle_dataset_built(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
     from docllm.dataset.versions import load_manifest
+    from docllm.tokenizer.artifacts import find_tokenizer
     from docllm.tokenizer.settings import TokenizerSettings, tokenizer_job_spec, tokenizer_version
 
     built = parse_detail(raw, DatasetBuilt)
@@ -19,21 +20,41 @@ def handle_dataset_built(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
     if built.family:
         from docllm.training.families import load_families
 
-        settings = settings.model_copy(update=load_families()[built.family].tokenizer_overrides())
+        # A family may ask for its own vocabulary (a tiny CPU model wants a small one).
+        overrides = dict(getattr(load_families()[built.family], "tokenizer", {}) or {})
+        settings = TokenizerSettings.model_validate({**settings.model_dump(), **overrides})
     version = tokenizer_version(settings, manifest)
-    existing = p.state.get(TOKENIZERS_PK, version)
+    existing = find_tokenizer(p.state, version)
     if existing is not None:
-        p.bus.publish([to_bus(TokenizerTrained(
-            tokenizer_version=version, dataset_version=built.dataset_version,
-            artifacts_uri=existing["artifacts_uri"], vocab_size=int(existing["result"]["vocab_size"]),
-            reused=True, family=built.family, train_after=built.train_after,
-        ))])
+        p.bus.publish(
+            [
+                to_bus(
+                    TokenizerTrained(
+                        tokenizer_version=version,
+                        dataset_version=built.dataset_version,
+                        artifacts_uri=existing.artifacts_uri,
+                        vocab_size=existing.vocab_size,
+                        reused=True,
+                        family=built.family,
+                        train_after=built.train_after,
+                    )
+                )
+            ]
+        )
         return {"tokenizer_version": version, "outcome": "reused"}
     name = job_name("tok", version, p)
-    spec = tokenizer_job_spec(manifest=manifest, settings=settings, artifact_bucket=p.settings.artifact_bucket,
-                              job_name=name)
-    outcome = launch(p, spec, "tokenizer", {
-        "dataset_version": built.dataset_version, "tokenizer_version": version,
-        "family": built.family or "", "train_after": str(built.train_after).lower(),
-    })
+    spec = tokenizer_job_spec(
+        manifest=manifest, settings=settings, artifact_bucket=p.settings.artifact_bucket, job_name=name
+    )
+    outcome = launch(
+        p,
+        spec,
+        "tokenizer",
+        {
+            "dataset_version": built.dataset_version,
+            "tokenizer_version": version,
+            "family": built.family or "",
+            "train_after": str(built.train_after).lower(),
+        },
+    )
     return {"tokenizer_version": version, "job": name, "outcome": outcome}

@@ -13,7 +13,7 @@ from docllm.events.contracts import (
     to_bus,
 )
 from docllm.events.envelope import BusEvent
-from docllm.service_layer.jobs import SHARDS_PK, TOKENIZERS_PK, job_name, launch
+from docllm.service_layer.jobs import SHARDS_PK, job_name, launch
 
 
 def handle_train_event(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
@@ -37,17 +37,30 @@ def _launch(p: Platform, family_name: str, dataset_version: str, tokenizer_versi
 
     family = load_families()[family_name]
     shards = p.state.get(SHARDS_PK, f"{dataset_version}/{tokenizer_version}")
-    tokenizer = p.state.get(TOKENIZERS_PK, tokenizer_version)
+    from docllm.tokenizer.artifacts import find_tokenizer
+
+    tokenizer = find_tokenizer(p.state, tokenizer_version)
     if shards is None or tokenizer is None:
         raise LookupError(f"no shards for dataset {dataset_version} with tokenizer {tokenizer_version}")
     name = job_name(f"train-{family_name}"[:24], f"{dataset_version[:8]}{tokenizer_version[:8]}", p)
     spec = train_job_spec(
-        family=family, dataset_version=dataset_version, tokenizer_version=tokenizer_version,
-        shards_uri=shards["shards_uri"], tokenizer_uri=tokenizer["artifacts_uri"],
-        artifact_bucket=p.settings.artifact_bucket, job_name=name,
+        family=family,
+        dataset_version=dataset_version,
+        tokenizer_version=tokenizer_version,
+        shards_uri=shards["shards_uri"],
+        tokenizer_uri=tokenizer.artifacts_uri,
+        artifact_bucket=p.settings.artifact_bucket,
+        job_name=name,
     )
-    outcome = launch(p, spec, "train", {
-        "family": family_name, "dataset_version": dataset_version, "tokenizer_version": tokenizer_version,
-        "checkpoint_uri": spec.checkpoint_uri or "",
-    })
+    outcome = launch(
+        p,
+        spec,
+        "train",
+        {
+            "family": family_name,
+            "dataset_version": dataset_version,
+            "tokenizer_version": tokenizer_version,
+            "checkpoint_uri": spec.checkpoint_uri or "",
+        },
+    )
     return {"job": name, "outcome": outcome}

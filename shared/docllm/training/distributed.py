@@ -61,7 +61,7 @@ def wrap_model(model: nn.Module, info: DistInfo, strategy: Literal["ddp", "fsdp"
         return DistributedDataParallel(model, device_ids=ids)
     from torch.distributed.fsdp import fully_shard
 
-    for block in model.transformer["h"]:  # type: ignore[index,union-attr]
+    for block in model.transformer["h"]:  # type: ignore[index]
         fully_shard(block)
     fully_shard(model)
     return model

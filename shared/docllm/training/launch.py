@@ -3,8 +3,8 @@
 Example
 -------
 >>> from docllm.training.families import load_families
->>> spec = train_job_spec(family=load_families()["tiny-s3"], dataset_version="ds-1", tokenizer_version="tok-1",
-...     shards_uri="s3://art/shards/ds-1/", tokenizer_uri="s3://art/tokenizers/tok-1/",
+>>> spec = train_job_spec(family=load_families()["tiny-s3"], dataset_version="ds-1",
+...     tokenizer_version="tok-1", shards_uri="s3://art/shards/ds-1/", tokenizer_uri="s3://art/tokenizers/tok-1/",
 ...     artifact_bucket="art", job_name="tiny-s3-ds-1")
 >>> spec.image, spec.entry_point, spec.hyperparameters["family"]
 ('train', 'docllm.jobs.train_job', 'tiny-s3')

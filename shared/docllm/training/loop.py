@@ -233,9 +233,7 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(
-        groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda"
-    )
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
 
 
 class _State:
@@ -322,8 +320,10 @@ def train(
             train_data.load_state_dict(rank_states[info.rank]["data"])
         else:
             # Another world size: weights and optimizer carry over, data order and RNG restart.
-            print(f"resuming on {info.world_size} ranks from {len(rank_states)}: data order restarts",
-                  file=sys.stderr)
+            print(
+                f"resuming on {info.world_size} ranks from {len(rank_states)}: data order restarts",
+                file=sys.stderr,
+            )
         resumed_from = state.step
 
     if cfg.compile:
@@ -386,8 +386,9 @@ def train(
             dist.all_gather_object(rank_states, mine)
         path: Path | None = None
         if is_main:
-            counters = {k: getattr(state, k) for k in
-                        ("step", "tokens_seen", "elapsed_s", "best_val", "last_val", "last_train")}
+            counters = {
+                k: getattr(state, k) for k in ("step", "tokens_seen", "elapsed_s", "best_val", "last_val", "last_train")
+            }
             payload = {
                 "model": msd,
                 "optimizer": osd,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+
 import pytest
 from moto import mock_aws
 
@@ -24,4 +25,3 @@ def aws() -> Iterator[None]:
     """An empty moto account for the duration of one test."""
     with mock_aws():
         yield
-

@@ -7,7 +7,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-
 from docllm.adapters.aws.dynamodb import DynamoStateStore, UnstorableItemError
 from docllm.exceptions import ConflictError, TransientError
 
@@ -49,7 +48,7 @@ def test_integral_floats_come_back_as_equal_ints(store: DynamoStateStore) -> Non
     store.put("p", "s", {"x": 2.0})
     back = store.get("p", "s")
     assert back == {"x": 2}
-    assert isinstance(back["x"], int)  # type: ignore[index]
+    assert isinstance(back["x"], int)
 
 
 def test_missing_item_is_none(store: DynamoStateStore) -> None:
@@ -92,7 +91,9 @@ def test_query_follows_pages() -> None:
         return {"pk": {"S": "p"}, "sk": {"S": sk}, "n": {"N": "1"}}
 
     with Stubber(client) as stub:
-        stub.add_response("query", {"Items": [row("a")], "LastEvaluatedKey": {"pk": {"S": "p"}, "sk": {"S": "a"}}})
+        stub.add_response(
+            "query", {"Items": [row("a")], "LastEvaluatedKey": {"pk": {"S": "p"}, "sk": {"S": "a"}}}
+        )
         stub.add_response("query", {"Items": [row("b")]})
         assert [sk for sk, _ in DynamoStateStore(TABLE, client).query("p")] == ["a", "b"]
         stub.assert_no_pending_responses()

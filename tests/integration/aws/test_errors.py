@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError, EndpointConnectionError, ParamValidationError
-
 from docllm.adapters.aws.errors import (
     AwsConflictError,
     AwsNotFoundError,
@@ -50,8 +49,14 @@ def test_known_codes_map_to_their_docllm_type(code: str, status: int, expected: 
 
 @pytest.mark.parametrize(
     ("status", "expected"),
-    [(503, AwsTransientError), (429, AwsTransientError), (404, AwsNotFoundError), (409, AwsConflictError),
-     (400, AwsPermanentError), (None, AwsPermanentError)],
+    [
+        (503, AwsTransientError),
+        (429, AwsTransientError),
+        (404, AwsNotFoundError),
+        (409, AwsConflictError),
+        (400, AwsPermanentError),
+        (None, AwsPermanentError),
+    ],
 )
 def test_unknown_codes_fall_back_to_http_status(status: int | None, expected: type[Exception]) -> None:
     assert type(translate(client_error("BrandNewCode", status))) is expected
@@ -79,7 +84,9 @@ def test_translated_error_keeps_code_operation_status_and_cause() -> None:
 
 
 def test_overrides_take_precedence_over_the_table() -> None:
-    error = translate(client_error("ValidationException"), overrides={"ValidationException": AwsNotFoundError})
+    error = translate(
+        client_error("ValidationException"), overrides={"ValidationException": AwsNotFoundError}
+    )
     assert isinstance(error, NotFoundError)
 
 

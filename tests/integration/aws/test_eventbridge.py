@@ -8,7 +8,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-
 from docllm.adapters.aws.eventbridge import (
     MAX_REQUEST_BYTES,
     EventBridgeBus,
@@ -93,7 +92,9 @@ def test_only_failed_entries_are_resent() -> None:
 
 def test_entries_still_failing_after_the_last_attempt_raise_transient_error_naming_them() -> None:
     events = [event(i) for i in range(3)]
-    client = RecordingClient(failures=[{2: "ThrottlingException"}, {0: "ThrottlingException"}, {0: "ThrottlingException"}])
+    client = RecordingClient(
+        failures=[{2: "ThrottlingException"}, {0: "ThrottlingException"}, {0: "ThrottlingException"}]
+    )
     with pytest.raises(PublishError) as info:
         make_bus(client, max_attempts=3).publish(events)
     assert isinstance(info.value, TransientError)

@@ -9,7 +9,6 @@ import botocore.session
 import pytest
 from botocore.stub import Stubber
 from botocore.validate import validate_parameters
-
 from docllm.adapters.aws.sagemaker import (
     CHECKPOINT_LOCAL_PATH,
     ENTRY_POINT_ENV,
@@ -41,7 +40,9 @@ def spec(**overrides: Any) -> JobSpec:
 def assert_valid_for_service_model(request: dict[str, Any]) -> None:
     model = botocore.session.get_session().get_service_model("sagemaker")
     # Raises ParamValidationError naming every missing/mistyped/unknown field.
-    validate_parameters(request, model.operation_model("CreateTrainingJob").input_shape)
+    shape = model.operation_model("CreateTrainingJob").input_shape
+    assert shape is not None
+    validate_parameters(request, shape)
 
 
 @pytest.mark.parametrize(
@@ -64,7 +65,11 @@ def test_request_maps_every_spec_field() -> None:
     assert request["TrainingJobName"] == "train-v3-1"
     assert request["RoleArn"] == ROLE
     assert request["AlgorithmSpecification"] == {"TrainingImage": IMAGE, "TrainingInputMode": "File"}
-    assert request["HyperParameters"] == {"n_layer": "4", "lr": "3e-4", "entry_point": "docllm.jobs.train_job"}
+    assert request["HyperParameters"] == {
+        "n_layer": "4",
+        "lr": "3e-4",
+        "entry_point": "docllm.jobs.train_job",
+    }
     assert request["Environment"][ENTRY_POINT_ENV] == "docllm.jobs.train_job"
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"] for c in request["InputDataConfig"]}
     assert channels["train"] == {
@@ -123,8 +128,16 @@ def test_instances_with_local_storage_get_no_volume_key() -> None:
 
 @pytest.mark.parametrize(
     ("instance", "local"),
-    [("ml.m5.xlarge", False), ("ml.m5d.xlarge", True), ("ml.g4dn.xlarge", True), ("ml.p4d.24xlarge", True),
-     ("ml.g5.xlarge", True), ("ml.c5.2xlarge", False), ("ml.p3.2xlarge", False), ("ml.trn1.2xlarge", True)],
+    [
+        ("ml.m5.xlarge", False),
+        ("ml.m5d.xlarge", True),
+        ("ml.g4dn.xlarge", True),
+        ("ml.p4d.24xlarge", True),
+        ("ml.g5.xlarge", True),
+        ("ml.c5.2xlarge", False),
+        ("ml.p3.2xlarge", False),
+        ("ml.trn1.2xlarge", True),
+    ],
 )
 def test_local_storage_instance_families(instance: str, local: bool) -> None:
     assert has_local_storage(instance) is local
@@ -140,7 +153,9 @@ def runner(aws: None) -> SageMakerJobRunner:
     )
 
 
-def test_submitted_job_is_described_with_artifacts_hyperparameters_and_tags(runner: SageMakerJobRunner) -> None:
+def test_submitted_job_is_described_with_artifacts_hyperparameters_and_tags(
+    runner: SageMakerJobRunner,
+) -> None:
     arn = runner.submit(spec())
     assert arn.endswith(":training-job/train-v3-1")
     job = runner.describe("train-v3-1")
@@ -227,7 +242,11 @@ def test_failed_job_reports_its_reason() -> None:
         stub.add_response("describe_training_job", response, {"TrainingJobName": "train-v3-1"})
         stub.add_response("list_tags", {"Tags": [{"Key": "docllm:stage", "Value": "train"}]})
         job = r.describe("train-v3-1")
-    assert (job.status, job.failure_reason, job.tags) == ("Failed", "AlgorithmError: loss is NaN", {"docllm:stage": "train"})
+    assert (job.status, job.failure_reason, job.tags) == (
+        "Failed",
+        "AlgorithmError: loss is NaN",
+        {"docllm:stage": "train"},
+    )
 
 
 def test_service_model_check_rejects_a_misspelt_field() -> None:

@@ -9,7 +9,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-
 from docllm.adapters.aws.sqs import DEFAULT_DEAD_REASON, MAX_VISIBILITY_S, SqsQueue, backoff_seconds
 from docllm.exceptions import NotFoundError
 from docllm.ports.queue import Message
@@ -148,7 +147,11 @@ def test_retry_later_backs_off_exponentially_with_the_receive_count(count: int, 
         stub.add_response(
             "change_message_visibility",
             {},
-            {"QueueUrl": "https://sqs.eu-west-1.amazonaws.com/1/q", "ReceiptHandle": "r", "VisibilityTimeout": expected},
+            {
+                "QueueUrl": "https://sqs.eu-west-1.amazonaws.com/1/q",
+                "ReceiptHandle": "r",
+                "VisibilityTimeout": expected,
+            },
         )
         q.retry_later("q", message, reason="x")
         stub.assert_no_pending_responses()

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from docllm.ports.objects import ObjectStore
 from docllm.ports.queue import Queue
 from docllm.ports.state import StateStore
+from moto import mock_aws
 
 REGION = "eu-west-1"
 BUCKET = "contract-bucket"
@@ -93,7 +92,9 @@ def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Queue:
 
     client = boto3.client("sqs", region_name=REGION)
     dlq_url = client.create_queue(QueueName=f"{QUEUE}-dlq")["QueueUrl"]
-    dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     client.create_queue(
         QueueName=QUEUE,
         Attributes={

@@ -6,17 +6,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from opensearchpy import OpenSearch
-
 from docllm.adapters.aws.opensearch import OpenSearchIndex
 from docllm.adapters.local.search import open_local_index
 from docllm.ports.search import IndexedChunk, SearchIndex
 from docllm.search.opensearch_emulator import OpenSearchEmulator
+from opensearchpy import OpenSearch
 
 
 def chunk(doc_key: str, n: int, text: str, service: str = "s3", title: str = "Guide") -> IndexedChunk:
-    return IndexedChunk(chunk_id=f"{doc_key}#{n}", doc_key=doc_key, service=service, title=title,
-                        heading_path=[title, f"Section {n}"], text=text)
+    return IndexedChunk(
+        chunk_id=f"{doc_key}#{n}",
+        doc_key=doc_key,
+        service=service,
+        title=title,
+        heading_path=[title, f"Section {n}"],
+        text=text,
+    )
 
 
 @pytest.fixture(params=["local", "opensearch"])
@@ -27,21 +32,45 @@ def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SearchInde
         local.close()
     else:
         emulator = OpenSearchEmulator()
-        client = OpenSearch(hosts=[{"host": "emulated", "port": 9200}], connection_class=emulator.connection_class())
+        client = OpenSearch(
+            hosts=[{"host": "emulated", "port": 9200}], connection_class=emulator.connection_class()
+        )
         yield OpenSearchIndex(client=client, sleep=lambda _: None)
 
 
 def seed(index: SearchIndex) -> None:
-    index.replace_document("s3/versioning.md", "v1", [
-        chunk("s3/versioning.md", 0, "Enable versioning on a bucket to keep every object version."),
-        chunk("s3/versioning.md", 1, "Suspended versioning stores a null version id."),
-    ])
-    index.replace_document("iam/policies.md", "v1", [
-        chunk("iam/policies.md", 0, "Grant s3:PutObject in an identity policy attached to a role.", service="iam"),
-    ])
-    index.replace_document("lambda/timeout.md", "v1", [
-        chunk("lambda/timeout.md", 0, "Raise the function timeout with --timeout in the CLI.", service="lambda"),
-    ])
+    index.replace_document(
+        "s3/versioning.md",
+        "v1",
+        [
+            chunk("s3/versioning.md", 0, "Enable versioning on a bucket to keep every object version."),
+            chunk("s3/versioning.md", 1, "Suspended versioning stores a null version id."),
+        ],
+    )
+    index.replace_document(
+        "iam/policies.md",
+        "v1",
+        [
+            chunk(
+                "iam/policies.md",
+                0,
+                "Grant s3:PutObject in an identity policy attached to a role.",
+                service="iam",
+            ),
+        ],
+    )
+    index.replace_document(
+        "lambda/timeout.md",
+        "v1",
+        [
+            chunk(
+                "lambda/timeout.md",
+                0,
+                "Raise the function timeout with --timeout in the CLI.",
+                service="lambda",
+            ),
+        ],
+    )
 
 
 def test_search_finds_the_chunk_that_mentions_the_terms(index: SearchIndex) -> None:
@@ -65,7 +94,9 @@ def test_service_filter_keeps_only_that_service(index: SearchIndex) -> None:
 
 def test_replace_swaps_every_chunk_of_the_document(index: SearchIndex) -> None:
     seed(index)
-    index.replace_document("s3/versioning.md", "v2", [chunk("s3/versioning.md", 0, "Object lock retention modes.")])
+    index.replace_document(
+        "s3/versioning.md", "v2", [chunk("s3/versioning.md", 0, "Object lock retention modes.")]
+    )
     assert index.search("suspended null", k=5) == []
     hits = index.search("retention", k=5)
     assert [h.chunk_id for h in hits] == ["s3/versioning.md#0"]
@@ -75,10 +106,14 @@ def test_replace_swaps_every_chunk_of_the_document(index: SearchIndex) -> None:
 
 def test_same_version_again_is_a_no_op(index: SearchIndex) -> None:
     seed(index)
-    index.replace_document("s3/versioning.md", "v1", [chunk("s3/versioning.md", 0, "Different text entirely.")])
+    index.replace_document(
+        "s3/versioning.md", "v1", [chunk("s3/versioning.md", 0, "Different text entirely.")]
+    )
     assert index.search("different entirely", k=5) == []
     assert {h.chunk_id for h in index.search("versioning", k=10, service="s3")} == {
-        "s3/versioning.md#0", "s3/versioning.md#1"}
+        "s3/versioning.md#0",
+        "s3/versioning.md#1",
+    }
 
 
 def test_delete_removes_the_document_and_its_chunks(index: SearchIndex) -> None:
@@ -94,7 +129,11 @@ def test_document_versions_and_services_describe_what_is_indexed(index: SearchIn
     assert index.document_versions() == {}
     assert index.services() == set()
     seed(index)
-    assert index.document_versions() == {"s3/versioning.md": "v1", "iam/policies.md": "v1", "lambda/timeout.md": "v1"}
+    assert index.document_versions() == {
+        "s3/versioning.md": "v1",
+        "iam/policies.md": "v1",
+        "lambda/timeout.md": "v1",
+    }
     assert index.services() == {"s3", "iam", "lambda"}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from docllm.events.aws import (
     AlarmStateChangeEvent,
     EndpointStateChangeEvent,
@@ -16,6 +15,7 @@ from docllm.events.aws import (
 from docllm.exceptions import ContractError
 from docllm.runtime.patterns import matches
 from docllm.runtime.template import read_wiring
+
 from tests.conftest import REPO
 
 APPLICABLE = {

@@ -14,8 +14,17 @@ from docllm.search.sqlite_index import SqliteSearchIndex
 
 def doc(doc_key: str, version: str, n: int) -> list[IndexedChunk]:
     # Every chunk carries the version word, so a mixed result is detectable.
-    return [IndexedChunk(chunk_id=f"{doc_key}#{i}", doc_key=doc_key, service="s3", title="T", heading_path=[],
-                         text=f"marker {version} part {i}") for i in range(n)]
+    return [
+        IndexedChunk(
+            chunk_id=f"{doc_key}#{i}",
+            doc_key=doc_key,
+            service="s3",
+            title="T",
+            heading_path=[],
+            text=f"marker {version} part {i}",
+        )
+        for i in range(n)
+    ]
 
 
 def test_index_survives_reopening(tmp_path: Path) -> None:

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import pytest
-
 from docllm.cli.main import COMMANDS, build_parser, main, resolve
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c.path))
 def test_every_command_in_the_table_parses_and_resolves(cmd):
-    required = {"ingest": ["x", "--service", "s"], "chunks": ["d"], "search": ["q"], "eval": ["f"], "dlq": ["Q"]}
-    argv = [*cmd.path, *required.get(cmd.path[0], [])]
+    required = {
+        ("ingest",): ["x", "--service", "s"],
+        ("chunks",): ["d"],
+        ("search",): ["q"],
+        ("eval", "retrieval"): ["f"],
+        ("dlq", "redrive"): ["Q"],
+        ("dataset", "show"): ["v"],
+        ("dataset", "diff"): ["a", "b"],
+        ("train",): ["--model-family", "tiny-s3"],
+    }
+    argv = [*cmd.path, *required.get(cmd.path, [])]
     args = build_parser().parse_args(argv)
     assert args._func == cmd.func
     assert callable(resolve(cmd.func))

@@ -124,7 +124,7 @@ def add_document(
         version_id=revision,
         sha256=sha,
         service=service,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         chunks_uri=f"s3://processed/{key}",
         chunk_count=len(chunks),
     )

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from docllm.dataset.exceptions import ShardFormatError
 from docllm.dataset.shards import (
     LocalShardSource,
@@ -15,6 +14,7 @@ from docllm.dataset.shards import (
     load_index,
     write_shards,
 )
+
 from tests.unit.dataset.fakes import DictObjects
 
 EOS = 2
@@ -146,7 +146,9 @@ def test_object_store_source_reads_same_windows_by_range(tmp_path: Path) -> None
     objects = DictObjects()
     for p in tmp_path.iterdir():
         objects.put("art", f"shards/ds/tok/train/{p.name}", p.read_bytes())
-    remote = PackedSequenceReader(S3ShardSource(objects, "s3://art/shards/ds/tok/train"), block_size=8, seed=5)
+    remote = PackedSequenceReader(
+        S3ShardSource(objects, "s3://art/shards/ds/tok/train"), block_size=8, seed=5
+    )
     local = PackedSequenceReader(tmp_path, block_size=8, seed=5)
     for x, y in zip(islice(remote, len(local)), islice(local, len(local)), strict=True):
         assert np.array_equal(x, y)

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from docllm.dataset.exceptions import DatasetNotFoundError, EmptyDatasetError
 from docllm.dataset.versions import (
     assign_split,
@@ -12,6 +11,7 @@ from docllm.dataset.versions import (
     list_datasets,
     load_manifest,
 )
+
 from tests.unit.dataset.fakes import DictObjects, DictState, add_document
 
 
@@ -19,7 +19,9 @@ def _corpus(n: int = 12) -> tuple[DictState, DictObjects]:
     state, objects = DictState(), DictObjects()
     for i in range(n):
         service = "s3" if i % 2 else "ec2"
-        add_document(state, objects, f"{service}/doc{i}.md", [f"# Doc {i}\n\ntext {i}", f"more {i}"], service=service)
+        add_document(
+            state, objects, f"{service}/doc{i}.md", [f"# Doc {i}\n\ntext {i}", f"more {i}"], service=service
+        )
     return state, objects
 
 
@@ -74,7 +76,7 @@ def test_only_processed_documents_of_requested_services_are_frozen() -> None:
 def test_split_files_hold_every_chunk_of_their_documents_in_order() -> None:
     state, objects = _corpus(30)
     manifest, _ = build_dataset(state, objects, artifact_bucket="art")
-    seen = {}
+    seen: dict[str, tuple[str, list[str]]] = {}
     for split in ("train", "validation", "test"):
         raw = objects.get("art", f"datasets/{manifest.version}/{split}.jsonl").decode()
         rows = [json.loads(line) for line in raw.splitlines()]

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture()
-def fixture_bytes() -> "callable[[str], bytes]":  # type: ignore[valid-type]
+def fixture_bytes() -> callable[[str], bytes]:  # type: ignore[valid-type]
     def read(name: str) -> bytes:
         return (FIXTURES / name).read_bytes()
 

@@ -16,7 +16,8 @@ def test_breadcrumb_follows_heading_nesting() -> None:
         Block("heading", "Sub", 3), _para(60),
         Block("heading", "Other", 2), _para(60),
     ]
-    paths = [c.heading_path for c in chunk_blocks(blocks, base_path=["Guide", "Page"], budget=200, min_tokens=10)]
+    chunks = chunk_blocks(blocks, base_path=["Guide", "Page"], budget=200, min_tokens=10)
+    paths = [c.heading_path for c in chunks]
     assert paths == [["Guide", "Page"], ["Guide", "Page", "Section"], ["Guide", "Page", "Section", "Sub"],
                      ["Guide", "Page", "Other"]]
 

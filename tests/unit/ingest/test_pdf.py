@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import io
 
-from pdf_factory import deflate_bomb, make_pdf
-
 from docllm.ingest.pipeline import IngestConfig, Processed, Quarantine, process_document
+from pdf_factory import deflate_bomb, make_pdf
 
 
 def _process(data: bytes, **cfg: int) -> Processed | Quarantine:

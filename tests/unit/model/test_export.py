@@ -6,14 +6,29 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from docllm.model.config import ModelConfig, Variant
 from docllm.model.exceptions import ExportError, TokenizerFilesError
 from docllm.model.export import export_hf, load_hf_export, read_tokenizer_info
 from docllm.model.gpt import GPT
 from docllm.model.sampling import generate_text
 
-WORDS = "amazon s3 stores objects in buckets a bucket is container for iam policies grant permissions".split()
+WORDS = [
+    "amazon",
+    "s3",
+    "stores",
+    "objects",
+    "in",
+    "buckets",
+    "a",
+    "bucket",
+    "is",
+    "container",
+    "for",
+    "iam",
+    "policies",
+    "grant",
+    "permissions",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +55,15 @@ def sp_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     text = [" ".join(WORDS)] * 40
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(text), model_writer=buf, vocab_size=40, model_type="bpe",
-        pad_id=0, unk_id=1, bos_id=2, eos_id=3, minloglevel=2,
+        sentence_iterator=iter(text),
+        model_writer=buf,
+        vocab_size=40,
+        model_type="bpe",
+        pad_id=0,
+        unk_id=1,
+        bos_id=2,
+        eos_id=3,
+        minloglevel=2,
     )
     out = tmp_path_factory.mktemp("sp")
     (out / "tokenizer.model").write_bytes(buf.getvalue())
@@ -61,7 +83,11 @@ def trained_looking(variant: Variant) -> GPT:
 
 @pytest.mark.parametrize(
     ("variant", "hf_class"),
-    [("gelu-learned", "GPTBigCodeForCausalLM"), ("gelu-rotary", "GPTNeoXForCausalLM"), ("llama", "LlamaForCausalLM")],
+    [
+        ("gelu-learned", "GPTBigCodeForCausalLM"),
+        ("gelu-rotary", "GPTNeoXForCausalLM"),
+        ("llama", "LlamaForCausalLM"),
+    ],
 )
 def test_transformers_loads_the_export_and_its_logits_match_ours(
     variant: Variant, hf_class: str, tmp_path: Path, hf_tokenizer_dir: Path
@@ -90,8 +116,14 @@ def test_export_loads_back_into_our_model_unchanged(variant: Variant, tmp_path: 
 
 def test_export_carries_tokenizer_files_special_ids_and_a_card(tmp_path: Path, hf_tokenizer_dir: Path) -> None:
     export_hf(trained_looking("llama"), tmp_path, tokenizer_dir=hf_tokenizer_dir, card={"family": "tiny-s3"})
-    for name in ("config.json", "model.safetensors", "generation_config.json", "README.md",
-                 "tokenizer.json", "tokenizer_config.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "README.md",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ):
         assert (tmp_path / name).exists(), name
     config = json.loads((tmp_path / "config.json").read_text())
     generation = json.loads((tmp_path / "generation_config.json").read_text())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from docllm.runtime.patterns import PatternError, matches
 
 EVENT = {

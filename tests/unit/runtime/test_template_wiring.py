@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from docllm.exceptions import ConfigurationError
 from docllm.runtime.template import read_wiring
+
 from tests.conftest import REPO
 
 WIRING = read_wiring(REPO / "template.yaml")
@@ -19,8 +19,13 @@ ROUTES = [
     ("DatasetFunction", "DatasetQueue", "DocllmBus", ["docllm.dataset"], ["Dataset Build Requested"]),
     ("TokenizerFunction", "TokenizerQueue", "DocllmBus", ["docllm.dataset"], ["Dataset Built"]),
     ("ShardsFunction", "ShardsQueue", "DocllmBus", ["docllm.tokenizer"], ["Tokenizer Trained"]),
-    ("TrainFunction", "TrainQueue", "DocllmBus", ["docllm.dataset", "docllm.training"],
-     ["Dataset Tokenized", "Training Requested"]),
+    (
+        "TrainFunction",
+        "TrainQueue",
+        "DocllmBus",
+        ["docllm.dataset", "docllm.training"],
+        ["Dataset Tokenized", "Training Requested"],
+    ),
     ("JobEventsFunction", "JobEventsQueue", "default", ["aws.sagemaker"], ["SageMaker Training Job State Change"]),
 ]
 

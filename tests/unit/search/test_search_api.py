@@ -3,13 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
-
 from docllm.exceptions import PermanentError
 from docllm.ports.search import IndexedChunk
 from docllm.search.api import SearchQuery, run_search
 from docllm.search.exceptions import UnknownServiceError
 from docllm.search.sqlite_index import SqliteSearchIndex
+from pydantic import ValidationError
 
 
 @pytest.mark.parametrize("q", ["", "   ", "x" * 513, "bucket\x00", "line\nbreak"])
@@ -33,8 +32,20 @@ def test_unknown_service_is_a_permanent_typed_error(tmp_path: Path) -> None:
 
 def test_response_echoes_the_query_and_carries_the_hits(tmp_path: Path) -> None:
     index = SqliteSearchIndex(tmp_path)
-    index.replace_document("s3/a.md", "v1", [IndexedChunk(chunk_id="c", doc_key="s3/a.md", service="s3",
-                                                         title="Buckets", heading_path=[], text="bucket rules")])
+    index.replace_document(
+        "s3/a.md",
+        "v1",
+        [
+            IndexedChunk(
+                chunk_id="c",
+                doc_key="s3/a.md",
+                service="s3",
+                title="Buckets",
+                heading_path=[],
+                text="bucket rules",
+            )
+        ],
+    )
     response = run_search(index, SearchQuery(q=" bucket ", k=3, service="s3"))
     assert (response.query, response.k, response.service) == ("bucket", 3, "s3")
     assert [h.chunk_id for h in response.hits] == ["c"]

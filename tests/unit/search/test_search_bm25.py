@@ -3,7 +3,6 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from docllm.search.bm25 import BM25Scorer
 
 

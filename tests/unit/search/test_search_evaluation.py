@@ -3,7 +3,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-
 from docllm.ports.search import IndexedChunk, SearchHit, SearchIndex
 from docllm.search.evaluation import evaluate, format_table, load_questions
 from docllm.search.exceptions import DevsetFormatError
@@ -24,8 +23,12 @@ class Canned(SearchIndex):
         return set()
 
     def search(self, query: str, *, k: int = 10, service: str | None = None) -> list[SearchHit]:
-        return [SearchHit(chunk_id=f"{d}#{i}", doc_key=d, service="s", title="", heading_path=[], text="",
-                          score=1.0) for i, d in enumerate(self.answers[query])][:k]
+        return [
+            SearchHit(
+                chunk_id=f"{d}#{i}", doc_key=d, service="s", title="", heading_path=[], text="", score=1.0
+            )
+            for i, d in enumerate(self.answers[query])
+        ][:k]
 
 
 def test_bad_line_is_reported_with_its_number() -> None:
@@ -37,11 +40,13 @@ def test_bad_line_is_reported_with_its_number() -> None:
 
 def test_hits_are_reduced_to_documents_before_ranking() -> None:
     index = Canned({"q1": ["x", "x", "x", "a"], "q2": ["b", "y"], "q3": ["z"]})
-    questions = load_questions([
-        '{"question": "q1", "expected_doc_keys": ["a"]}',
-        '{"question": "q2", "expected_doc_keys": ["b"]}',
-        '{"question": "q3", "expected_doc_keys": ["c"]}',
-    ])
+    questions = load_questions(
+        [
+            '{"question": "q1", "expected_doc_keys": ["a"]}',
+            '{"question": "q2", "expected_doc_keys": ["b"]}',
+            '{"question": "q3", "expected_doc_keys": ["c"]}',
+        ]
+    )
     report = evaluate(index, questions)
     assert report.details[0].retrieved_doc_keys == ["x", "a"]
     assert report.details[0].first_relevant_rank == 2

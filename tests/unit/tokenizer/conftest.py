@@ -3,15 +3,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from docllm.dataset.versions import SplitRecord
 from docllm.tokenizer.settings import TokenizerSettings
 from docllm.tokenizer.train import train_sentencepiece, write_training_text
+
 from tests.unit.tokenizer.corpus import texts
 
 
 def train_small(tmp: Path, model_type: str = "bpe", vocab_size: int = 384) -> Path:
-    settings = TokenizerSettings(model_type=model_type, vocab_size=vocab_size, num_threads=1)  # type: ignore[arg-type]
+    settings = TokenizerSettings(model_type=model_type, vocab_size=vocab_size, num_threads=1)
     records = [SplitRecord(chunk_id=f"c{i}", doc_key=f"d{i}", text=t) for i, t in enumerate(texts())]
     write_training_text(records, tmp / "sample.txt", settings, split_bytes=10**9)
     path = tmp / "tokenizer.model"

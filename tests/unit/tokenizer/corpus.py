@@ -4,18 +4,53 @@ from __future__ import annotations
 
 import random
 
-WORDS = (
-    "bucket object lambda function policy role instance volume snapshot region endpoint "
-    "request response access denied configure permission version lifecycle replication "
-    "the a of to and in is for with that on by this you your can use are"
-).split()
+WORDS = [
+    "bucket",
+    "object",
+    "lambda",
+    "function",
+    "policy",
+    "role",
+    "instance",
+    "volume",
+    "snapshot",
+    "region",
+    "endpoint",
+    "request",
+    "response",
+    "access",
+    "denied",
+    "configure",
+    "permission",
+    "version",
+    "lifecycle",
+    "replication",
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "is",
+    "for",
+    "with",
+    "that",
+    "on",
+    "by",
+    "this",
+    "you",
+    "your",
+    "can",
+    "use",
+    "are",
+]
 
-CODE = '''def handler(event, context):
+CODE = """def handler(event, context):
     for record in event["Records"]:
         if record.get("eventName") == "ObjectCreated:Put":
 \t\tprint(record)   # tab-indented on purpose
     return {"statusCode": 200}
-'''
+"""
 
 SPECIAL = [
     "Ünïcödé café naïve résumé — “quotes” and ‘apostrophes’",

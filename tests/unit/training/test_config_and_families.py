@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from docllm.model.config import PRESETS
 from docllm.training.config import TrainConfig, parse_train_config
 from docllm.training.exceptions import TrainingConfigError
@@ -72,16 +71,23 @@ def test_family_without_budget_is_rejected(tmp_path: Path) -> None:
 
 
 def test_families_and_launch_import_without_torch() -> None:
-    code = ("import sys, docllm.training.families, docllm.training.launch, docllm.training.config;"
-            "assert 'torch' not in sys.modules")
+    code = (
+        "import sys, docllm.training.families, docllm.training.launch, docllm.training.config;"
+        "assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_job_spec_follows_the_family() -> None:
     fam = load_families()["unified-1.3b"]
     spec = train_job_spec(
-        family=fam, dataset_version="ds-7", tokenizer_version="tok-3", shards_uri="s3://a/shards/ds-7/",
-        tokenizer_uri="s3://a/tok/tok-3/", artifact_bucket="a", job_name="unified-1-3b-ds-7",
+        family=fam,
+        dataset_version="ds-7",
+        tokenizer_version="tok-3",
+        shards_uri="s3://a/shards/ds-7/",
+        tokenizer_uri="s3://a/tok/tok-3/",
+        artifact_bucket="a",
+        job_name="unified-1-3b-ds-7",
     )
     assert (spec.instance_type, spec.instance_count, spec.spot) == (fam.instance_type, 2, True)
     assert spec.max_wait_s is not None and spec.max_wait_s >= spec.max_runtime_s
@@ -94,6 +100,12 @@ def test_job_spec_follows_the_family() -> None:
 def test_job_spec_rejects_bad_overrides_before_submitting() -> None:
     with pytest.raises(TrainingConfigError):
         train_job_spec(
-            family=load_families()["tiny-s3"], dataset_version="d", tokenizer_version="t", shards_uri="s3://a/s/",
-            tokenizer_uri="s3://a/t/", artifact_bucket="a", job_name="j", train_overrides={"micro_batch_size": 0},
+            family=load_families()["tiny-s3"],
+            dataset_version="d",
+            tokenizer_version="t",
+            shards_uri="s3://a/s/",
+            tokenizer_uri="s3://a/t/",
+            artifact_bucket="a",
+            job_name="j",
+            train_overrides={"micro_batch_size": 0},
         )

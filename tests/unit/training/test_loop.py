@@ -5,7 +5,6 @@ import math
 from pathlib import Path
 
 import pytest
-
 from docllm.ports.metrics import MetricsSink
 from docllm.training.checkpoint import CHECKPOINT_FILE, META_FILE
 from docllm.training.config import TrainConfig
@@ -105,8 +104,14 @@ class RecordingSink(MetricsSink):
 def test_metrics_reach_the_sink_with_dimensions() -> None:
     sink = RecordingSink()
     tr, va = streams()
-    train(tiny_model(), tiny_train(max_steps=4, log_interval=2), tr, va, metrics=sink,
-          metric_dimensions={"family": "t"})
+    train(
+        tiny_model(),
+        tiny_train(max_steps=4, log_interval=2),
+        tr,
+        va,
+        metrics=sink,
+        metric_dimensions={"family": "t"},
+    )
     names = {n for n, _, _ in sink.points}
     assert {"TrainLoss", "LearningRate", "TokensPerSecond", "ValidationLoss"} <= names
     assert all(d == {"family": "t"} for _, _, d in sink.points)

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 DEFAULT_ALIAS = "docllm-chunks"
 ANALYZER = "docllm_english"
 #: Same field weights as the embedded engine's defaults (title, headings, body).
-FIELD_BOOSTS = {"title": 2.0, "headings": 2.0, "text": 1.0}
+FIELD_BOOSTS = {"title": 1.0, "headings": 1.0, "text": 1.0}
 _MAX_RESULT_WINDOW = 10_000
 
 # The embedded analyzer's compound-token pattern in Java regex syntax.
@@ -73,7 +73,11 @@ def index_settings(shards: int = 1) -> dict[str, Any]:
         "analysis": {
             "char_filter": {
                 # Markdown escapes: "versioning\-suspended" -> "versioning-suspended".
-                "docllm_md_escape": {"type": "pattern_replace", "pattern": r"\\(?=[^\w\s])", "replacement": ""}
+                "docllm_md_escape": {
+                    "type": "pattern_replace",
+                    "pattern": r"\\(?=[^\w\s])",
+                    "replacement": "",
+                }
             },
             "tokenizer": {"docllm_compound": {"type": "pattern", "pattern": _COMPOUND_JAVA, "group": 0}},
             "filter": {
@@ -293,7 +297,9 @@ class OpenSearchIndex(SearchIndex):
             if not self.client.indices.exists(index=first):
                 self.client.indices.create(index=first, body={"aliases": {self.alias: {}}})
             else:
-                self.client.indices.update_aliases(body={"actions": [{"add": {"index": first, "alias": self.alias}}]})
+                self.client.indices.update_aliases(
+                    body={"actions": [{"add": {"index": first, "alias": self.alias}}]}
+                )
         self._ready = True
 
     def physical_indexes(self) -> list[str]:
@@ -313,7 +319,9 @@ class OpenSearchIndex(SearchIndex):
             lines = json.dumps(action) + "\n" + (json.dumps(source) + "\n" if source is not None else "")
             n = len(lines.encode())
             if n > self.max_bulk_bytes:
-                raise BulkIndexingError(f"one action is {n} bytes, over the {self.max_bulk_bytes} byte bulk limit")
+                raise BulkIndexingError(
+                    f"one action is {n} bytes, over the {self.max_bulk_bytes} byte bulk limit"
+                )
             if batch and size + n > self.max_bulk_bytes:
                 self._send_bulk(batch, index)
                 batch, size = [], 0
@@ -368,23 +376,38 @@ class OpenSearchIndex(SearchIndex):
         return [h["_id"] for h in self.client.search(index=index, body=body)["hits"]["hits"]]
 
     @staticmethod
-    def _actions(doc_key: str, version: str, chunks: Sequence[IndexedChunk], index: str,
-                 stale: Iterable[str]) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+    def _actions(
+        doc_key: str, version: str, chunks: Sequence[IndexedChunk], index: str, stale: Iterable[str]
+    ) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
         fresh = set()
         for c in chunks:
             _id = chunk_doc_id(doc_key, c.chunk_id)
             fresh.add(_id)
-            yield {"index": {"_index": index, "_id": _id}}, {
-                "kind": "chunk", "chunk_id": c.chunk_id, "doc_key": doc_key, "version": version,
-                "service": c.service, "title": c.title, "headings": " \n ".join(c.heading_path),
-                "heading_path": c.heading_path, "text": c.text,
-            }
+            yield (
+                {"index": {"_index": index, "_id": _id}},
+                {
+                    "kind": "chunk",
+                    "chunk_id": c.chunk_id,
+                    "doc_key": doc_key,
+                    "version": version,
+                    "service": c.service,
+                    "title": c.title,
+                    "headings": " \n ".join(c.heading_path),
+                    "heading_path": c.heading_path,
+                    "text": c.text,
+                },
+            )
         for _id in stale:
             if _id not in fresh:
                 yield {"delete": {"_index": index, "_id": _id}}, None
-        yield {"index": {"_index": index, "_id": document_doc_id(doc_key)}}, {
-            "kind": "document", "doc_key": doc_key, "version": version,
-        }
+        yield (
+            {"index": {"_index": index, "_id": document_doc_id(doc_key)}},
+            {
+                "kind": "document",
+                "doc_key": doc_key,
+                "version": version,
+            },
+        )
 
     def replace_document(self, doc_key: str, version: str, chunks: Sequence[IndexedChunk]) -> None:
         """Swap the chunks of ``doc_key``; a no-op when ``version`` is already indexed."""
@@ -416,8 +439,11 @@ class OpenSearchIndex(SearchIndex):
         self.ensure_index()
         response = self.client.search(index=self.alias, body=search_body(query, k=k, service=service))
         return [
-            SearchHit(**{f: h["_source"][f] for f in ("chunk_id", "doc_key", "service", "title", "text")},
-                      heading_path=h["_source"]["heading_path"], score=float(h["_score"]))
+            SearchHit(
+                **{f: h["_source"][f] for f in ("chunk_id", "doc_key", "service", "title", "text")},
+                heading_path=h["_source"]["heading_path"],
+                score=float(h["_score"]),
+            )
             for h in response["hits"]["hits"]
         ]
 
@@ -452,8 +478,9 @@ class OpenSearchIndex(SearchIndex):
         return {b["key"] for b in response["aggregations"]["services"]["buckets"]}
 
     # -- blue/green full reindex -------------------------------------------------------------
-    def reindex_all(self, documents: Iterable[tuple[str, str, Sequence[IndexedChunk]]], *,
-                    delete_old: bool = True) -> str:
+    def reindex_all(
+        self, documents: Iterable[tuple[str, str, Sequence[IndexedChunk]]], *, delete_old: bool = True
+    ) -> str:
         """Build ``<alias>-v<N+1>`` from ``(doc_key, version, chunks)`` and swap the alias to it atomically.
 
         Searches keep hitting the old index until the swap. Returns the new index's name.

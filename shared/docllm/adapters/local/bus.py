@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from docllm.adapters.local.queue import SqliteQueue
 from docllm.adapters.local.sqlite import SqliteFile
@@ -35,7 +36,7 @@ class LoggedEvent:
     bus: str
     source: str
     detail_type: str
-    body: dict[str, object]
+    body: dict[str, Any]
     targets: list[str]
 
 
@@ -48,18 +49,19 @@ class EventLog:
         with self._db.transaction() as conn:
             conn.executemany(
                 "INSERT INTO events (ts_ms, bus, source, detail_type, body, targets) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (now, bus, e.source, e.detail_type, json.dumps(e.to_wire()), json.dumps(t))
-                    for e, t in events
-                ],
+                [(now, bus, e.source, e.detail_type, json.dumps(e.to_wire()), json.dumps(t)) for e, t in events],
             )
 
     def since(self, seq: int = 0, *, limit: int = 1000) -> list[LoggedEvent]:
-        rows = self._db.connection().execute(
-            "SELECT seq, ts_ms, bus, source, detail_type, body, targets FROM events WHERE seq > ? "
-            "ORDER BY seq LIMIT ?",
-            (seq, limit),
-        ).fetchall()
+        rows = (
+            self._db.connection()
+            .execute(
+                "SELECT seq, ts_ms, bus, source, detail_type, body, targets FROM events WHERE seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (seq, limit),
+            )
+            .fetchall()
+        )
         return [LoggedEvent(s, t, b, src, dt, json.loads(body), json.loads(tg)) for s, t, b, src, dt, body, tg in rows]
 
     def last(self, n: int) -> list[LoggedEvent]:

@@ -33,10 +33,14 @@ class SqliteIdempotencyStore(BasePersistenceLayer):
         self._db = SqliteFile(path, _SCHEMA)
 
     def _get_record(self, idempotency_key: str) -> DataRecord:
-        row = self._db.connection().execute(
-            "SELECT status, expiration, in_progress_expiration, data, validation FROM idempotency WHERE id = ?",
-            (idempotency_key,),
-        ).fetchone()
+        row = (
+            self._db.connection()
+            .execute(
+                "SELECT status, expiration, in_progress_expiration, data, validation FROM idempotency WHERE id = ?",
+                (idempotency_key,),
+            )
+            .fetchone()
+        )
         if row is None:
             raise IdempotencyItemNotFoundError
         status, expiration, in_progress, data, validation = row
@@ -91,3 +95,17 @@ class SqliteIdempotencyStore(BasePersistenceLayer):
     def _delete_record(self, data_record: DataRecord) -> None:
         with self._db.transaction() as conn:
             conn.execute("DELETE FROM idempotency WHERE id = ?", (data_record.idempotency_key,))
+
+
+def release_in_progress(path: Path) -> int:
+    """Drop INPROGRESS records of invocations that died with the runtime.
+
+    On AWS a redelivery waits out the queue's visibility timeout (six times the
+    function timeout), by which time Powertools' in-progress expiry has passed;
+    the local runtime redelivers at once on restart, so it releases them itself.
+    """
+    if not path.exists():
+        return 0
+    db = SqliteFile(path, _SCHEMA)
+    with db.transaction() as conn:
+        return conn.execute("DELETE FROM idempotency WHERE status = 'INPROGRESS'").rowcount

@@ -13,6 +13,7 @@ Change" event on the default bus.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -89,9 +90,11 @@ class LocalJobRunner(JobRunner):
         return f"arn:aws:sagemaker:local:000000000000:training-job/{spec.name}"
 
     def describe(self, name: str) -> JobDescription:
-        row = self._db.connection().execute(
-            "SELECT spec, status, failure, artifacts FROM jobs WHERE name = ?", (name,)
-        ).fetchone()
+        row = (
+            self._db.connection()
+            .execute("SELECT spec, status, failure, artifacts FROM jobs WHERE name = ?", (name,))
+            .fetchone()
+        )
         if row is None:
             raise NotFoundError(f"no training job named {name!r}")
         spec = JobSpec.model_validate_json(row[0])
@@ -113,10 +116,8 @@ class LocalJobRunner(JobRunner):
             with self._db.transaction() as conn:
                 conn.execute("UPDATE jobs SET status = 'Stopping' WHERE name = ?", (name,))
             # SIGTERM as SageMaker sends on stop/spot interruption: the job saves a checkpoint and exits.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     # -- local extras --------------------------------------------------------
     def wait(self, name: str, timeout_s: float = 600) -> JobDescription:
@@ -132,15 +133,15 @@ class LocalJobRunner(JobRunner):
     def recover(self) -> list[str]:
         """Fail jobs left running by a runtime that died: nothing waits for their exit any more."""
         failed = []
-        rows = self._db.connection().execute(
-            "SELECT name, spec, pid FROM jobs WHERE status IN ('InProgress', 'Stopping')"
-        ).fetchall()
+        rows = (
+            self._db.connection()
+            .execute("SELECT name, spec, pid FROM jobs WHERE status IN ('InProgress', 'Stopping')")
+            .fetchall()
+        )
         for name, spec_json, pid in rows:
             if pid:
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGTERM)
-                except (ProcessLookupError, PermissionError):
-                    pass
             reason = "the local runtime stopped while the job ran; start it again to retry"
             self._finish(JobSpec.model_validate_json(spec_json), "Failed", reason, None)
             failed.append(name)
@@ -155,7 +156,9 @@ class LocalJobRunner(JobRunner):
         hps = {**spec.hyperparameters, "entry_point": spec.entry_point}
         (config / "hyperparameters.json").write_text(json.dumps(hps), encoding="utf-8")
         (config / "inputdataconfig.json").write_text(
-            json.dumps({c: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"} for c in spec.channels}),
+            json.dumps(
+                {c: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"} for c in spec.channels}
+            ),
             encoding="utf-8",
         )
         (config / "resourceconfig.json").write_text(
@@ -167,13 +170,13 @@ class LocalJobRunner(JobRunner):
             target.mkdir(parents=True, exist_ok=True)
             bucket, prefix = split_uri(uri)
             for info in self._objects.list(bucket, prefix):
-                rel = info.key[len(prefix):].lstrip("/") or Path(info.key).name
+                rel = info.key[len(prefix) :].lstrip("/") or Path(info.key).name
                 self._objects.download_file(bucket, info.key, target / rel)
         if spec.checkpoint_uri:
             # SageMaker restores the checkpoint prefix into /opt/ml/checkpoints before starting: resume works.
             bucket, prefix = split_uri(spec.checkpoint_uri)
             for info in self._objects.list(bucket, prefix):
-                self._objects.download_file(bucket, info.key, ml / "checkpoints" / info.key[len(prefix):].lstrip("/"))
+                self._objects.download_file(bucket, info.key, ml / "checkpoints" / info.key[len(prefix) :].lstrip("/"))
         env = dict(os.environ)
         env.update(self._environment)
         env.update(spec.environment)
@@ -286,5 +289,12 @@ class LocalJobRunner(JobRunner):
         if artifacts:
             detail["ModelArtifacts"] = {"S3ModelArtifacts": artifacts}
         self._bus.publish(
-            [BusEvent(source="aws.sagemaker", detail_type="SageMaker Training Job State Change", resources=[arn], detail=detail)]
+            [
+                BusEvent(
+                    source="aws.sagemaker",
+                    detail_type="SageMaker Training Job State Change",
+                    resources=[arn],
+                    detail=detail,
+                )
+            ]
         )

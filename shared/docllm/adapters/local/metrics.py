@@ -24,9 +24,7 @@ class SqliteMetrics(MetricsSink):
         self._pending: list[tuple[int, str, float, str, str]] = []
         self._lock = threading.Lock()
 
-    def put(
-        self, name: str, value: float, *, unit: str = "Count", dimensions: dict[str, str] | None = None
-    ) -> None:
+    def put(self, name: str, value: float, *, unit: str = "Count", dimensions: dict[str, str] | None = None) -> None:
         dims = json.dumps(sorted((dimensions or {}).items()))
         with self._lock:
             self._pending.append((int(time.time() * 1000), name, float(value), unit, dims))
@@ -39,17 +37,23 @@ class SqliteMetrics(MetricsSink):
                 conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)", pending)
 
     def query(self, name: str, *, since_ms: int = 0) -> list[MetricPoint]:
-        rows = self._db.connection().execute(
-            "SELECT ts_ms, name, value, unit, dims FROM metrics WHERE name = ? AND ts_ms >= ? ORDER BY ts_ms",
-            (name, since_ms),
-        ).fetchall()
+        rows = (
+            self._db.connection()
+            .execute(
+                "SELECT ts_ms, name, value, unit, dims FROM metrics WHERE name = ? AND ts_ms >= ? ORDER BY ts_ms",
+                (name, since_ms),
+            )
+            .fetchall()
+        )
         return [
             MetricPoint(name=n, value=v, unit=u, dimensions=tuple(tuple(d) for d in json.loads(dims)), timestamp_ms=ts)
             for ts, n, v, u, dims in rows
         ]
 
     def totals(self, *, since_ms: int = 0) -> dict[str, float]:
-        rows = self._db.connection().execute(
-            "SELECT name, SUM(value) FROM metrics WHERE ts_ms >= ? GROUP BY name ORDER BY name", (since_ms,)
-        ).fetchall()
+        rows = (
+            self._db.connection()
+            .execute("SELECT name, SUM(value) FROM metrics WHERE ts_ms >= ? GROUP BY name ORDER BY name", (since_ms,))
+            .fetchall()
+        )
         return {name: total for name, total in rows}

@@ -64,9 +64,11 @@ class LocalObjectStore(ObjectStore):
             )
 
     def _bucket(self, name: str) -> tuple[bool, bool]:
-        row = self._db.connection().execute(
-            "SELECT versioned, notifications FROM buckets WHERE name = ?", (name,)
-        ).fetchone()
+        row = (
+            self._db.connection()
+            .execute("SELECT versioned, notifications FROM buckets WHERE name = ?", (name,))
+            .fetchone()
+        )
         if row is None:
             raise NotFoundError(f"NoSuchBucket: {name}")
         return bool(row[0]), bool(row[1])
@@ -109,7 +111,7 @@ class LocalObjectStore(ObjectStore):
     def _tmp_path(self) -> Path:
         return self._blobs / f".tmp-{uuid.uuid4().hex}"
 
-    def _commit(
+    def _commit(  # noqa: PLR0917 - private; mirrors put()'s arguments one to one
         self,
         bucket: str,
         key: str,
@@ -237,11 +239,15 @@ class LocalObjectStore(ObjectStore):
 
     def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
         self._bucket(bucket)
-        rows = self._db.connection().execute(
-            "SELECT key, version_id, size, etag, modified_ms, metadata, content_type FROM versions "
-            "WHERE bucket = ? AND is_latest = 1 AND delete_marker = 0 AND key >= ? AND key < ? ORDER BY key",
-            (bucket, prefix, prefix + "\U0010ffff"),
-        ).fetchall()
+        rows = (
+            self._db.connection()
+            .execute(
+                "SELECT key, version_id, size, etag, modified_ms, metadata, content_type FROM versions "
+                "WHERE bucket = ? AND is_latest = 1 AND delete_marker = 0 AND key >= ? AND key < ? ORDER BY key",
+                (bucket, prefix, prefix + "\U0010ffff"),
+            )
+            .fetchall()
+        )
         for key, vid, size, etag, modified, metadata, content_type in rows:
             yield ObjectInfo(
                 bucket=bucket,

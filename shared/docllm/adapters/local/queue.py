@@ -88,9 +88,7 @@ class SqliteQueue(Queue):
                 "INSERT INTO messages (id, queue, body, sent_ms, visible_at_ms) VALUES (?, ?, ?, ?, ?)", rows
             )
 
-    def receive(
-        self, queue: str, *, max_messages: int = 10, visibility_timeout: int | None = None
-    ) -> list[Message]:
+    def receive(self, queue: str, *, max_messages: int = 10, visibility_timeout: int | None = None) -> list[Message]:
         config = self._config(queue)
         visibility_ms = (config.visibility_timeout_s if visibility_timeout is None else visibility_timeout) * 1000
         now = _now_ms()
@@ -102,7 +100,7 @@ class SqliteQueue(Queue):
                 "ORDER BY visible_at_ms, sent_ms LIMIT ?",
                 (queue, now, max_messages),
             ).fetchall()
-            for message_id, body, sent_ms, count, first in rows:
+            for message_id, body, sent_ms, count, first_seen in rows:
                 if count >= config.max_receive_count:
                     # As SQS does: a message received maxReceiveCount times moves to the DLQ
                     # when it becomes visible again instead of being delivered once more.
@@ -113,7 +111,7 @@ class SqliteQueue(Queue):
                     )
                     continue
                 receipt = str(uuid.uuid4())
-                first = first or now
+                first = first_seen or now
                 conn.execute(
                     "UPDATE messages SET state = 'inflight', receipt = ?, receive_count = ?, "
                     "first_received_ms = ?, visible_at_ms = ? WHERE id = ?",
@@ -163,23 +161,33 @@ class SqliteQueue(Queue):
     def stats(self, queue: str) -> QueueStats:
         self._config(queue)
         now = _now_ms()
-        row = self._db.connection().execute(
-            "SELECT "
-            "SUM(state IN ('ready','inflight') AND visible_at_ms <= ?), "
-            "SUM(state = 'inflight' AND visible_at_ms > ?), "
-            "SUM(state = 'ready' AND visible_at_ms > ?), "
-            "SUM(state = 'dead') FROM messages WHERE queue = ?",
-            (now, now, now, queue),
-        ).fetchone()
+        row = (
+            self._db.connection()
+            .execute(
+                "SELECT "
+                "SUM(state IN ('ready','inflight') AND visible_at_ms <= ?), "
+                # As SQS counts them: a message waiting out a retry backoff is NotVisible (in flight);
+                # only a message sent with a delay that was never received is Delayed.
+                "SUM(visible_at_ms > ? AND (state = 'inflight' OR (state = 'ready' AND receive_count > 0))), "
+                "SUM(state = 'ready' AND receive_count = 0 AND visible_at_ms > ?), "
+                "SUM(state = 'dead') FROM messages WHERE queue = ?",
+                (now, now, now, queue),
+            )
+            .fetchone()
+        )
         visible, in_flight, delayed, dead = (int(v or 0) for v in row)
         return QueueStats(name=queue, visible=visible, in_flight=in_flight, delayed=delayed, dead=dead)
 
     def dead_letters(self, queue: str, *, limit: int = 100) -> list[DeadLetter]:
-        rows = self._db.connection().execute(
-            "SELECT id, body, receive_count, reason, dead_ms FROM messages "
-            "WHERE queue = ? AND state = 'dead' ORDER BY dead_ms LIMIT ?",
-            (queue, limit),
-        ).fetchall()
+        rows = (
+            self._db.connection()
+            .execute(
+                "SELECT id, body, receive_count, reason, dead_ms FROM messages "
+                "WHERE queue = ? AND state = 'dead' ORDER BY dead_ms LIMIT ?",
+                (queue, limit),
+            )
+            .fetchall()
+        )
         return [
             DeadLetter(message_id=i, body=b, receive_count=c, reason=r or "", source_queue=queue, dead_at_ms=d)
             for i, b, c, r, d in rows

@@ -23,9 +23,7 @@ class SqliteStateStore(StateStore):
         self._db = SqliteFile(path, _SCHEMA)
 
     def get(self, pk: str, sk: str) -> Item | None:
-        row = self._db.connection().execute(
-            "SELECT body FROM items WHERE pk = ? AND sk = ?", (pk, sk)
-        ).fetchone()
+        row = self._db.connection().execute("SELECT body FROM items WHERE pk = ? AND sk = ?", (pk, sk)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
     def put(self, pk: str, sk: str, item: Item, *, if_absent: bool = False) -> None:
@@ -47,9 +45,13 @@ class SqliteStateStore(StateStore):
     def query(self, pk: str, sk_prefix: str = "") -> Iterator[tuple[str, Item]]:
         # Materialise first: a generator holding a cursor open across yields would
         # block writers from other threads for as long as the caller iterates.
-        rows = self._db.connection().execute(
-            "SELECT sk, body FROM items WHERE pk = ? AND sk >= ? AND sk < ? ORDER BY sk",
-            (pk, sk_prefix, sk_prefix + "\U0010ffff"),
-        ).fetchall()
+        rows = (
+            self._db.connection()
+            .execute(
+                "SELECT sk, body FROM items WHERE pk = ? AND sk >= ? AND sk < ? ORDER BY sk",
+                (pk, sk_prefix, sk_prefix + "\U0010ffff"),
+            )
+            .fetchall()
+        )
         for sk, body in rows:
             yield sk, dict(json.loads(body))

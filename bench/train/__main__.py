@@ -1,0 +1,3 @@
+from bench.train.run import main
+
+raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""``dataset build|list|show|diff`` and ``train``: the training side of the platform."""
+
+from __future__ import annotations
+
+import time
+from argparse import Namespace
+
+from rich.table import Table
+
+from docllm.bootstrap import Platform
+from docllm.cli.common import console, emit_json, out, running_platform
+from docllm.events.contracts import DatasetBuildRequested, TrainingRequested, to_bus
+from docllm.events.envelope import BusEvent
+
+DONE = {"Dataset Built", "Model Trained", "Stage Failed"}
+
+
+def _wait_for(p: Platform, after_seq: int, wanted: set[str], timeout_s: float, show: bool) -> dict | None:
+    """Follow the event log until one of ``wanted`` appears (or a stage fails)."""
+    deadline = time.monotonic() + timeout_s
+    seq = after_seq
+    with console.status("waiting for the pipeline…", spinner="dots") if show else _Null():
+        while time.monotonic() < deadline:
+            for e in p.event_log.since(seq):
+                seq = e.seq
+                if show:
+                    console.print(f"[dim]{e.source}[/dim] {e.detail_type}")
+                if e.detail_type in wanted or e.detail_type == "Stage Failed":
+                    return e.body
+            time.sleep(0.5)
+    return None
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _last_seq(p: Platform) -> int:
+    last = p.event_log.last(1)
+    return last[0].seq if last else 0
+
+
+def cmd_dataset_build(args: Namespace) -> int:
+    p, _ = running_platform(args)
+    seq = _last_seq(p)
+    services = [s for s in (args.services or "").split(",") if s]
+    p.bus.publish([to_bus(DatasetBuildRequested(family=args.family, services=services))])
+    if args.no_wait:
+        return 0
+    body = _wait_for(p, seq, {"Dataset Built"}, args.timeout, show=not args.json)
+    if body is None:
+        console.print("[red]timed out[/red]; see docllm status")
+        return 1
+    if args.json:
+        emit_json(body["detail"])
+    elif body["detail-type"] == "Dataset Built":
+        d = body["detail"]
+        out.print(
+            f"dataset [bold]{d['dataset_version']}[/bold]: {d['documents']} documents, {d['chunks']} chunks "
+            f"(+{d['added']} −{d['removed']} ~{d['changed']} vs {d['previous_version'] or 'nothing'})"
+        )
+    return 0 if body["detail-type"] == "Dataset Built" else 1
+
+
+def cmd_dataset_list(args: Namespace) -> int:
+    from docllm.dataset.versions import list_datasets
+
+    p, _ = running_platform(args)
+    rows = list_datasets(p.state)
+    if args.json:
+        emit_json([r.model_dump(mode="json") for r in rows])
+        return 0
+    t = Table("version", "created", "family", "services", "docs", "chunks", "tokens≈", "+/−/~")
+    for r in rows:
+        t.add_row(
+            r.version,
+            r.created_at[:19],
+            r.family or "",
+            ",".join(r.services) or "all",
+            str(r.documents),
+            str(r.chunks),
+            str(r.token_estimate),
+            f"{r.added}/{r.removed}/{r.changed}",
+        )
+    out.print(t)
+    return 0
+
+
+def cmd_dataset_show(args: Namespace) -> int:
+    from docllm.dataset.tokens import load_token_counts
+    from docllm.dataset.versions import load_manifest
+
+    p, _ = running_platform(args)
+    manifest = load_manifest(p.objects, p.settings.artifact_bucket, args.version)
+    tokenized = [item for sk, item in p.state.query("shards", args.version + "/")]
+    exact = None
+    if tokenized:
+        counts = load_token_counts(p.objects, str(tokenized[-1]["shards_uri"]))
+        exact = {
+            "tokenizer_version": tokenized[-1]["tokenizer_version"],
+            "splits": counts.splits,
+            "documents": counts.documents,
+        }
+    if args.json:
+        emit_json({"manifest": manifest.model_dump(mode="json"), "tokens": exact})
+        return 0
+    s = manifest.stats
+    out.print(
+        f"[bold]{manifest.version}[/bold] created {manifest.created_at} family {manifest.family or '-'}; "
+        f"{s.documents} documents, {s.chunks} chunks, ≈{s.token_estimate} tokens, {s.bytes} bytes"
+    )
+    t = Table("split", "documents", "chunks", "tokens≈", "tokens (exact)")
+    for split, c in s.per_split.items():
+        t.add_row(
+            split,
+            str(c.documents),
+            str(c.chunks),
+            str(c.token_estimate),
+            str(exact["splits"].get(split, "")) if exact else "not tokenized",
+        )
+    out.print(t)
+    t = Table("service", "documents", "chunks", "tokens≈")
+    for service, c in s.per_service.items():
+        t.add_row(service, str(c.documents), str(c.chunks), str(c.token_estimate))
+    out.print(t)
+    return 0
+
+
+def cmd_dataset_diff(args: Namespace) -> int:
+    from docllm.dataset.versions import diff_manifests, load_manifest
+
+    p, _ = running_platform(args)
+    a = load_manifest(p.objects, p.settings.artifact_bucket, args.a)
+    b = load_manifest(p.objects, p.settings.artifact_bucket, args.b)
+    diff = diff_manifests(a, b)
+    if args.json:
+        emit_json(diff.model_dump(mode="json"))
+        return 0
+    for label, keys, colour in (
+        ("added", diff.added, "green"),
+        ("removed", diff.removed, "red"),
+        ("changed", diff.changed, "yellow"),
+    ):
+        for key in keys:
+            out.print(f"[{colour}]{label:8}[/{colour}] {key}")
+    out.print(f"{len(diff.added)} added, {len(diff.removed)} removed, {len(diff.changed)} changed")
+    return 0
+
+
+def cmd_train(args: Namespace) -> int:
+    from docllm.training.families import load_families
+
+    families = load_families()
+    if args.model_family not in families:
+        console.print(f"[red]unknown model family {args.model_family!r}[/red]; known: {', '.join(sorted(families))}")
+        return 2
+    p, _ = running_platform(args)
+    seq = _last_seq(p)
+    p.bus.publish([to_bus(TrainingRequested(family=args.model_family))])
+    if args.no_wait:
+        return 0
+    body = _wait_for(p, seq, {"Model Trained"}, args.timeout, show=not args.json)
+    if body is None:
+        console.print("[red]timed out[/red]; the job may still run: docllm jobs / docllm status")
+        return 1
+    if args.json:
+        emit_json(body)
+    else:
+        event = BusEvent.model_validate(body)
+        if event.detail_type == "Model Trained":
+            out.print(f"model [bold]{event.detail['model_version']}[/bold] → {event.detail['export_uri']}")
+        else:
+            out.print(f"[red]{event.detail.get('stage')} failed[/red]: {event.detail.get('reason')}")
+    return 0 if body.get("detail-type") == "Model Trained" else 1

@@ -1,0 +1,94 @@
+"""Two CPU processes (gloo) train exactly like one process with the same global batch."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from docllm.model.config import ModelConfig
+from docllm.training.config import TrainConfig
+from docllm.training.distributed import DistInfo
+from docllm.training.loop import train
+from docllm.training.streams import ArrayTokenStream
+
+BLOCK, VOCAB = 16, 64
+
+
+def _tokens() -> np.ndarray:
+    return np.resize(np.random.default_rng(0).integers(0, VOCAB, size=29), 4000)
+
+
+def _model() -> ModelConfig:
+    return ModelConfig(variant="llama", n_layer=2, n_head=2, n_embd=32, block_size=BLOCK, vocab_size=VOCAB)
+
+
+def _cfg(micro: int, strategy: str) -> TrainConfig:
+    return TrainConfig.model_validate(
+        {
+            "max_steps": 6,
+            "micro_batch_size": micro,
+            "grad_accum_steps": 2,
+            "warmup_steps": 1,
+            "learning_rate": 3e-3,
+            "log_interval": 1,
+            "eval_interval": 100,
+            "device": "cpu",
+            "precision": "fp32",
+            "progress": False,
+            "distributed": strategy,
+        }
+    )
+
+
+def _worker(rank: int, world: int, port: int, strategy: str, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        # Unshuffled, round-robin: rank r takes sequences r, r+2, …; together they cover what one
+        # process takes with a batch twice as large.
+        stream = ArrayTokenStream(_tokens(), block_size=BLOCK, shuffle=False, rank=rank, world_size=world)
+        info = DistInfo(rank=rank, world_size=world, local_rank=rank, device=torch.device("cpu"))
+        outcome = train(_model(), _cfg(2, strategy), stream, dist_info=info, checkpoint_dir=Path(out) / "ckpt")
+        if rank == 0:
+            assert outcome.model is not None
+            losses = [r.loss for r in outcome.history if r.kind == "train"]
+            torch.save({"state": outcome.model.state_dict(), "losses": losses}, Path(out) / "result.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one_process_with_the_same_global_batch(strategy: str, tmp_path: Path) -> None:
+    mp.spawn(_worker, args=(2, _free_port(), strategy, str(tmp_path)), nprocs=2, join=True)
+    multi = torch.load(tmp_path / "result.pt", weights_only=True)
+    assert (tmp_path / "ckpt" / "ckpt.pt").exists()
+
+    torch.set_num_threads(1)
+    single_stream = ArrayTokenStream(_tokens(), block_size=BLOCK, shuffle=False)
+    single = train(_model(), _cfg(4, strategy), single_stream)
+    assert single.model is not None
+    np.testing.assert_allclose(
+        multi["losses"], [r.loss for r in single.history if r.kind == "train"], rtol=0, atol=1e-5
+    )
+    for name, value in single.model.state_dict().items():
+        torch.testing.assert_close(multi["state"][name], value, atol=1e-5, rtol=1e-4, msg=name)
