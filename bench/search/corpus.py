@@ -71,9 +71,7 @@ def sections(text: str) -> Iterator[tuple[list[str], str]]:
 
 def heading_chunks(doc: Document, text: str) -> list[IndexedChunk]:
     """The stand-in chunker: one chunk per section, long sections cut on paragraph boundaries."""
-    title = next(
-        (clean_heading(m.group(2)) for m in map(_HEADING.match, text.splitlines()) if m), doc.path.stem
-    )
+    title = next((clean_heading(m.group(2)) for m in map(_HEADING.match, text.splitlines()) if m), doc.path.stem)
     out: list[IndexedChunk] = []
     for heading_path, body in sections(text):
         piece: list[str] = []

@@ -1,6 +1,6 @@
 """Bounded HTTP load client for the search API (127.0.0.1 only).
 
-Sends ``GET {base_url}/search?q=...`` at a fixed rate for a fixed time
+Sends ``GET {base_url}/v1/search?q=...`` at a fixed rate for a fixed time
 (open loop: a slow server does not slow the sender down, so latency under
 load is measured honestly), at most ``max_in_flight`` requests at once, and
 reports throughput, latency p50/p99 and errors.
@@ -105,7 +105,7 @@ def run_load(
     queries: list[str],
     *,
     max_in_flight: int = 64,
-    path: str = "/search",
+    path: str = "/v1/search",
 ) -> LoadReport:
     """Send ``rate * duration_s`` searches to ``base_url`` (loopback only) and report.
 
@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--api-key", default=None, help="sent as x-api-key")
     parser.add_argument("--rate", type=float, default=50.0, help="requests per second")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds")
-    parser.add_argument("--path", default="/search", help="search route")
+    parser.add_argument("--path", default="/v1/search", help="search route")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args()
     queries = [q.question for q in load_question_file(DEVSET)]

@@ -87,9 +87,7 @@ def build(per_service: int, seed: int = 13, root: Path = AWSDOCS) -> list[dict[s
     return out
 
 
-def _question(
-    text: str, df: Counter[str], heading_df: Counter[str], n_docs: int, *, terse: bool
-) -> str | None:
+def _question(text: str, df: Counter[str], heading_df: Counter[str], n_docs: int, *, terse: bool) -> str | None:
     for path, body in sections(text):
         if len(path) < 2 or len(body) < _MIN_BODY:
             continue
@@ -97,9 +95,7 @@ def _question(
         if heading_df[heading.lower()] > 2 or len(heading.split()) < 2:
             continue
         in_heading = set(_words(heading))
-        tf = Counter(
-            w for w in _words(body) if w not in STOPWORDS and w not in _COMMON and w not in in_heading
-        )
+        tf = Counter(w for w in _words(body) if w not in STOPWORDS and w not in _COMMON and w not in in_heading)
         scored = sorted(tf, key=lambda w: (-tf[w] * math.log(n_docs / (1 + df[w])), w))
         if len(scored) >= 4:
             if terse:

@@ -14,5 +14,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         event,
         context,
         dataset.handle_build_request,
-        idempotency_key="[detail.TrainingJobName, detail.TrainingJobStatus]",
+        idempotency_key='["detail-type", detail]',
     )

@@ -14,5 +14,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         event,
         context,
         index.handle_document_event,
-        idempotency_key='["detail-type", detail.doc_key, detail.version_id]',
+        idempotency_key='["detail-type", detail]',
     )

@@ -11,5 +11,5 @@ from docllm.service_layer import train
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return handle_sqs_events(
-        event, context, train.handle_train_event, idempotency_key="[detail.TrainingJobName, detail.TrainingJobStatus]"
+        event, context, train.handle_train_event, idempotency_key='["detail-type", detail]'
     )

@@ -62,7 +62,9 @@ def handle_sqs_events(
     processor = BatchProcessor(event_type=EventType.SQS)
     call: Callable[..., Any] = lambda event: _as_json(handle(platform, event))  # noqa: E731
     if idempotency_key:
-        config = IdempotencyConfig(event_key_jmespath=idempotency_key, expires_after_seconds=idempotency_ttl_s)
+        config = IdempotencyConfig(
+            event_key_jmespath=idempotency_key, expires_after_seconds=idempotency_ttl_s, raise_on_no_idempotency_key=True
+        )
         config.register_lambda_context(context)
         name = f"{context.function_name}.{getattr(handle, '__qualname__', 'handle')}"
         store_key = f"{name}@{platform.settings.data_dir or platform.settings.idempotency_table}"

@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import ValidationError
 
@@ -26,6 +27,19 @@ app = APIGatewayHttpResolver(enable_validation=True)
 @app.exception_handler(PermanentError)
 def _bad_request(e: PermanentError) -> Response[dict[str, str]]:
     return Response(status_code=400, content_type=content_types.APPLICATION_JSON, body={"message": str(e)})
+
+
+@app.exception_handler(RequestValidationError)
+def _invalid_request(e: RequestValidationError) -> Response[dict[str, Any]]:
+    errors = [
+        {"field": ".".join(str(x) for x in err.get("loc", ())), "message": str(err.get("msg") or err.get("type"))}
+        for err in e.errors()
+    ]
+    return Response(
+        status_code=422,
+        content_type=content_types.APPLICATION_JSON,
+        body={"message": "; ".join(f"{x['field']}: {x['message']}" for x in errors), "errors": errors},
+    )
 
 
 @app.exception_handler(ValidationError)

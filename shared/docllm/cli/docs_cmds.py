@@ -146,7 +146,7 @@ def cmd_chunks(args: Namespace) -> int:
     except NotFoundError:
         console.print(f"[red]no chunks for {args.doc!r}[/red] (see docllm docs for its status)")
         return 1
-    chunks = [json.loads(line) for line in body.decode("utf-8").splitlines() if line.strip()]
+    chunks = [json.loads(line) for line in body.decode("utf-8").split("\n") if line.strip()]
     if args.json:
         emit_json(chunks)
         return 0

@@ -11,6 +11,7 @@ Adding an event: subclass :class:`EventDetail`, set ``SOURCE`` and
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -18,7 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from docllm.events.envelope import BusEvent
 from docllm.exceptions import ContractError
 
-Sha256 = Field(pattern=r"^[0-9a-f]{64}$")
+
+def _request_id() -> str:
+    return uuid.uuid4().hex
+
+
+RequestId = Field(
+    default_factory=_request_id,
+    description="names one deliberate request; redeliveries repeat it, a new request gets a new one",
+)
+FollowsRequest = Field(default=None, description="request_id of the request this event continues, if any")
 
 
 class EventDetail(BaseModel):
@@ -101,6 +111,7 @@ class DatasetBuildRequested(EventDetail):
     family: str | None = Field(default=None, description="model family whose data filter applies")
     services: list[str] = Field(default_factory=list, description="empty: every service")
     train_after: bool = Field(default=False, description="continue to tokenizer and training")
+    request_id: str = RequestId
 
 
 class DatasetBuilt(EventDetail):
@@ -117,6 +128,7 @@ class DatasetBuilt(EventDetail):
     removed: int = Field(ge=0)
     changed: int = Field(ge=0)
     train_after: bool = False
+    request_id: str | None = FollowsRequest
 
 
 class TokenizerTrained(EventDetail):
@@ -130,6 +142,7 @@ class TokenizerTrained(EventDetail):
     reused: bool = False
     family: str | None = None
     train_after: bool = False
+    request_id: str | None = FollowsRequest
 
 
 class DatasetTokenized(EventDetail):
@@ -142,6 +155,7 @@ class DatasetTokenized(EventDetail):
     tokens: dict[str, int] = Field(description="tokens per split")
     family: str | None = None
     train_after: bool = False
+    request_id: str | None = FollowsRequest
 
 
 # --- training --------------------------------------------------------------
@@ -154,6 +168,7 @@ class TrainingRequested(EventDetail):
     family: str
     dataset_version: str | None = Field(default=None, description="None: the newest tokenized")
     tokenizer_version: str | None = None
+    request_id: str = RequestId
 
 
 class ModelTrained(EventDetail):

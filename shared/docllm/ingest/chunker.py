@@ -19,6 +19,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
+from docllm.ingest.text import _ASCII_CHARS_PER_TOKEN as _CHARS_PER_TOKEN
 from docllm.ingest.text import Block, estimate_tokens
 
 
@@ -78,28 +79,34 @@ def _split_long_text(text: str, budget: int) -> list[str]:
 
 def _sections(blocks: list[Block], base: list[str], budget: int) -> list[_Section]:
     sections: list[_Section] = [_Section(list(base))]
+    section = sections[0]
+    units = section.units
     stack: list[Block] = []
     for block in blocks:
-        if block.kind == "heading":
+        kind = block.kind
+        if kind == "heading":
             stack = [h for h in stack if h.level < block.level]
             stack.append(block)
-            path = list(base)
             titles = [h.text for h in stack]
             # The page's H1 usually repeats the title already in the breadcrumb.
-            if titles and path and titles[0] == path[-1]:
+            if titles and base and titles[0] == base[-1]:
                 titles = titles[1:]
-            sections.append(_Section(path + titles))
-        section = sections[-1]
-        rendered = block.render()
-        tokens = estimate_tokens(rendered)
-        if block.kind == "text" and tokens > budget:
+            section = _Section(base + titles)
+            sections.append(section)
+            units = section.units
+            rendered = block.render()
+        else:
+            rendered = block.text
+        # estimate_tokens inlined for ASCII text, the common case (one call per block).
+        tokens = int(-(-len(rendered) // _CHARS_PER_TOKEN)) if rendered.isascii() else estimate_tokens(rendered)
+        if kind == "text" and tokens > budget:
             # Pieces aim at 90% of the budget: the section heading opens the first chunk too.
             for piece in _split_long_text(rendered, max(16, budget * 9 // 10)):
                 t = estimate_tokens(piece)
-                section.units.append(_Unit(piece, t, "text", block.pages))
+                units.append(_Unit(piece, t, "text", block.pages))
                 section.tokens += t
             continue
-        section.units.append(_Unit(rendered, tokens, block.kind, block.pages))
+        units.append(_Unit(rendered, tokens, kind, block.pages))
         section.tokens += tokens
     return [s for s in sections if s.units]
 
@@ -186,8 +193,6 @@ def chunk_id(doc_key: str, heading_path: list[str], text: str, occurrence: int) 
     >>> chunk_id("s3/a.md", ["S3", "A"], "text", 0) == chunk_id("s3/a.md", ["S3", "A"], "text", 0)
     True
     """
-    h = hashlib.sha256()
-    for part in (doc_key, "\x1f".join(heading_path), text, str(occurrence)):
-        h.update(part.encode("utf-8", "surrogatepass"))
-        h.update(b"\x00")
-    return h.hexdigest()[:32]
+    # One encode of the NUL-terminated parts: the same bytes as hashing them one by one.
+    joined = f"{doc_key}\x00{chr(31).join(heading_path)}\x00{text}\x00{occurrence}\x00"
+    return hashlib.sha256(joined.encode("utf-8", "surrogatepass")).hexdigest()[:32]

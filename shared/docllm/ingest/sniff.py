@@ -149,11 +149,17 @@ def _guess_encoding(sample: bytes) -> str:
     return str(best.encoding)
 
 
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
+
+
 def _check_readable(text: str, max_garbage_ratio: float) -> None:
     sample = text[:65536]
     if not sample:
         return
-    garbage = len(_CONTROL.findall(sample))
+    # The same count as _CONTROL.findall: ASCII controls are single UTF-8 bytes, which
+    # bytes.translate deletes at memory speed (a regex scan costs ~10x as much).
+    raw = sample.encode("utf-8", "surrogatepass")
+    garbage = len(raw) - len(raw.translate(None, _CONTROL_BYTES)) + sample.count("\ufffd")
     if garbage / len(sample) > max_garbage_ratio:
         raise BinaryContentError(
             f"{garbage} of the first {len(sample)} characters are control or undecodable characters:"

@@ -34,20 +34,73 @@ class Block:
 
 
 # Unicode spaces other than the ASCII space collapse to a space; zero-width
-# characters and the BOM vanish.  ZWNJ (U+200C) is kept: it is meaningful in
-# Persian and some Indic scripts.
-_SPACE_TRANSLATION = {
-    **{cp: " " for cp in (0x00A0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)},
-    **{cp: None for cp in (0x200B, 0x200D, 0x2060, 0xFEFF, 0x00AD)},
-    # C0/C1 controls other than tab and newline carry nothing readable.
-    **{cp: None for cp in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F, *range(0x80, 0xA0))},
-}
-_SPECIAL = re.compile(
-    "[" + "".join(re.escape(chr(cp)) for cp in _SPACE_TRANSLATION if cp >= 0x80) + "]"
-)
-_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# characters, the soft hyphen and the BOM vanish.  ZWNJ (U+200C) is kept: it is
+# meaningful in Persian and some Indic scripts.  C0/C1 controls other than tab and
+# newline carry nothing readable.  Both are regex substitutions with a literal
+# replacement, which CPython runs entirely in C (str.translate with a dict does one
+# Python-level lookup per character of non-ASCII text).
+_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b\u200d\u2060\ufeff]")
+_ASCII_CONTROL_BYTES = bytes([*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+_ASCII_BYTES = bytes(range(0x80))
+# UTF-8 of the non-ASCII members of _INVISIBLE: C1 controls and U+00AD (C2 xx),
+# U+200B and U+200D (E2 80 xx), U+2060 (E2 81 A0), U+FEFF (EF BB BF).
+_INVISIBLE_UTF8 = re.compile(rb"\xc2[\x80-\x9f\xad]|\xe2\x80[\x8b\x8d]|\xe2\x81\xa0|\xef\xbb\xbf")
 _MULTI_SPACE = re.compile(r"(?<=\S)[ \t]{2,}")
+# Same rule for space-only runs, but with a literal two-space prefix, which the regex
+# engine finds with a fast scan instead of trying the lookbehind at every character.
+_MULTI_SPACE_ONLY = re.compile(r"  +")
 _TRAILING_SPACE = re.compile(r"[ \t]+\n")
+
+
+def _strip_trailing_blanks(text: str) -> str:
+    if "\t\n" not in text:
+        # str.replace runs at memchr speed; a regex tries every space of the text.
+        # Each pass removes one trailing space per line: a few passes cover real text.
+        for _ in range(4):
+            text = text.replace(" \n", "\n")
+            if " \n" not in text:
+                return text
+    return _TRAILING_SPACE.sub("\n", text)
+
+
+def _has_invisible(text: str) -> bool:
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw.translate(None, _ASCII_CONTROL_BYTES)) != len(raw):
+        return True
+    # The multi-byte characters of the class, searched among the non-ASCII bytes only
+    # (a few per cent of the text).  Bytes of neighbouring characters can meet and give
+    # a false alarm, which only costs the exact regex pass; a real one is never missed.
+    rest = raw.translate(None, _ASCII_BYTES)
+    return bool(rest) and _INVISIBLE_UTF8.search(rest) is not None
+
+
+def normalize_prose_unstripped(text: str) -> str:
+    """:func:`normalize_prose` without the final strip, for batches of paragraphs.
+
+    The rules look at no more than one line at a time, so paragraphs joined by a
+    separator line normalise exactly as they would one by one.
+    """
+    # Invisible characters go before NFKC so that a mark after one still composes.
+    # A regex scan costs about ten times the byte-level test that nearly always says no.
+    if _has_invisible(text):
+        text = _INVISIBLE.sub("", text)
+    if not text.isascii():
+        # NFKC maps every Unicode space of the list to U+0020 except the Ogham space
+        # mark.  Replacing the common no-break space first usually leaves the text
+        # normalised, and the quick check is much cheaper than a normalisation.
+        if "\u00a0" in text:
+            text = text.replace("\u00a0", " ")
+        if "\u1680" in text:
+            text = text.replace("\u1680", " ")
+        if not unicodedata.is_normalized("NFKC", text):
+            text = unicodedata.normalize("NFKC", text)
+    if " \n" in text or "\t\n" in text:
+        text = _strip_trailing_blanks(text)
+    if "  " in text:
+        text = _MULTI_SPACE.sub(" ", text) if "\t" in text else _MULTI_SPACE_ONLY.sub(" ", text)
+    elif "\t" in text:
+        text = _MULTI_SPACE.sub(" ", text)
+    return text
 
 
 def normalize_prose(text: str) -> str:
@@ -61,20 +114,7 @@ def normalize_prose(text: str) -> str:
     >>> normalize_prose("ﬁle\u00a0 name  \\nnext")
     'file name\\nnext'
     """
-    if not text.isascii():
-        # translate() with a dict walks every character in Python-level lookups:
-        # a C-level search first keeps curly quotes alone from paying for it.
-        if _SPECIAL.search(text):
-            text = text.translate(_SPACE_TRANSLATION)
-        if not unicodedata.is_normalized("NFKC", text):
-            text = unicodedata.normalize("NFKC", text)
-    elif _ASCII_CONTROL.search(text):
-        text = _ASCII_CONTROL.sub("", text)
-    if " \n" in text or "\t\n" in text:
-        text = _TRAILING_SPACE.sub("\n", text)
-    if "  " in text or "\t" in text:
-        text = _MULTI_SPACE.sub(" ", text)
-    return text.strip()
+    return normalize_prose_unstripped(text).strip()
 
 
 def normalize_newlines(text: str) -> str:
@@ -103,10 +143,9 @@ def estimate_tokens(text: str) -> int:
     >>> estimate_tokens("")
     0
     """
-    if not text:
-        return 0
     n = len(text)
     if text.isascii():
+        # -(-n // c) is ceil(n / c).
         return int(-(-n // _ASCII_CHARS_PER_TOKEN))
     extra = len(text.encode("utf-8", "surrogatepass")) - n
     # A 2-byte char adds 1 extra byte, a 3-byte (CJK) char adds 2: halve for a char count

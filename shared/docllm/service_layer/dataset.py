@@ -35,6 +35,7 @@ def handle_build_request(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
                     removed=len(diff.removed),
                     changed=len(diff.changed),
                     train_after=request.train_after,
+                    request_id=request.request_id,
                 )
             )
         ]

@@ -49,10 +49,15 @@ def index_document(p: Platform, detail: DocumentProcessed) -> IndexResult:
         return IndexResult(detail.doc_key, "stale")
     chunks = [
         IndexedChunk.model_validate({k: v for k, v in json.loads(line).items() if k in IndexedChunk.model_fields})
-        for line in p.objects.get(bucket, key).decode("utf-8").splitlines()
+        # split on "\n" only: splitlines() also breaks on U+2028, form feed… inside JSON strings.
+        for line in p.objects.get(bucket, key).decode("utf-8").split("\n")
         if line.strip()
     ]
-    p.search.replace_document(detail.doc_key, detail.version_id, chunks)
+    if chunks:
+        p.search.replace_document(detail.doc_key, detail.version_id, chunks)
+    else:
+        # A duplicate keeps its record but has nothing to find: the index holds only documents with chunks.
+        p.search.delete_document(detail.doc_key)
     p.bus.publish(
         [to_bus(DocumentIndexed(doc_key=detail.doc_key, version_id=detail.version_id, chunk_count=len(chunks)))]
     )

@@ -110,18 +110,10 @@ def _store_processed(p: Platform, base: DocumentRecord, sha: str, result: Any) -
     ledger = DedupLedger(p.state)
     ledger.forget(base.doc_key)  # an overwrite must not be judged a duplicate of its old self
     decision = ledger.decide(base.doc_key, base.service, result.fingerprint)
-    if decision.boilerplate_hashes:
+    if decision.boilerplate_hashes and not decision.duplicate_of:
         result = apply_boilerplate(result, decision.boilerplate_hashes)
     chunks = [] if decision.duplicate_of else result.chunks
-    body = "".join(c.model_dump_json() + "\n" for c in chunks).encode("utf-8")
-    p.objects.put(
-        p.settings.processed_bucket,
-        chunks_key(base.doc_key),
-        body,
-        metadata={"doc-version": base.version_id, "source-sha256": sha},
-        content_type="application/x-ndjson",
-    )
-    chunks_uri = f"s3://{p.settings.processed_bucket}/{chunks_key(base.doc_key)}"
+    chunks_uri = _write_chunks(p, base.doc_key, base.version_id, sha, chunks)
     tokens = sum(c.token_estimate for c in chunks)
     record = base.model_copy(
         update={
@@ -160,7 +152,54 @@ def _store_processed(p: Platform, base: DocumentRecord, sha: str, result: Any) -
     )
     p.metrics.put("DocumentsProcessed", 1, dimensions={"service": record.service})
     p.metrics.put("ChunksWritten", len(chunks), dimensions={"service": record.service})
+    for older in decision.supersedes:
+        _mark_superseded(p, older, record.doc_key)
     return IngestResult(record.doc_key, "duplicate" if decision.duplicate_of else "processed")
+
+
+def _write_chunks(p: Platform, doc_key: str, version: str, sha: str, chunks: list[Any]) -> str:
+    body = "".join(c.model_dump_json() + "\n" for c in chunks).encode("utf-8")
+    p.objects.put(
+        p.settings.processed_bucket,
+        chunks_key(doc_key),
+        body,
+        metadata={"doc-version": version, "source-sha256": sha},
+        content_type="application/x-ndjson",
+    )
+    return f"s3://{p.settings.processed_bucket}/{chunks_key(doc_key)}"
+
+
+def _mark_superseded(p: Platform, doc_key: str, canonical: str) -> None:
+    """A document processed earlier turned out to duplicate ``canonical`` (whose key sorts first):
+    it keeps its record, loses its chunks, and the index follows through the usual event."""
+    record = load_record(p, doc_key)
+    if record is None or record.status != "processed" or record.sha256 is None:
+        return
+    chunks_uri = _write_chunks(p, doc_key, record.version_id, record.sha256, [])
+    record = record.model_copy(
+        update={"status": "duplicate", "duplicate_of": canonical, "chunk_count": 0, "token_estimate": 0}
+    )
+    save_record(p, record)
+    p.bus.publish(
+        [
+            to_bus(
+                DocumentProcessed(
+                    doc_key=doc_key,
+                    bucket=record.bucket,
+                    version_id=record.version_id,
+                    sha256=record.sha256,
+                    service=record.service,
+                    title=record.title or doc_key,
+                    language=record.language or "en",
+                    content_format=record.content_format or "text",
+                    chunks_uri=chunks_uri,
+                    chunk_count=0,
+                    token_estimate=0,
+                    duplicate_of=canonical,
+                )
+            )
+        ]
+    )
 
 
 def _quarantine(p: Platform, base: DocumentRecord, sha: str | None, code: str, reason: str) -> IngestResult:

@@ -7,6 +7,7 @@ routed back to the stage that asked, with the inputs it asked with.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -29,6 +30,11 @@ SHARDS_PK = "shards"
 MODELS_PK = "models"
 
 
+def digest(*parts: str) -> str:
+    """16 hex digits naming a combination of inputs (job names must stay under 63 characters)."""
+    return hashlib.sha256("/".join(parts).encode("utf-8")).hexdigest()[:16]
+
+
 def job_name(prefix: str, version: str, p: Platform) -> str:
     """Deterministic per input, so a redelivered request cannot start a second job; a new
     attempt number only after earlier attempts ended without success."""
@@ -43,7 +49,9 @@ def job_name(prefix: str, version: str, p: Platform) -> str:
 
 def launch(p: Platform, spec: JobSpec, stage: str, context: dict[str, str]) -> str:
     """Record, then submit; an existing record for the name means it was already launched."""
-    record = JobRecord(name=spec.name, stage=stage, output_uri=spec.output_uri, context=context)
+    # Jobs publish under the prefix their hyperparameters name (spec.output_uri is SageMaker's own).
+    output = spec.hyperparameters.get("output_uri", spec.output_uri)
+    record = JobRecord(name=spec.name, stage=stage, output_uri=output, context=context)
     try:
         p.state.put(JOBS_PK, spec.name, record.model_dump(mode="json"), if_absent=True)
     except ConflictError:
@@ -106,6 +114,7 @@ def _completed(p: Platform, record: JobRecord, result: dict[str, Any]) -> EventD
     ctx = record.context
     family = ctx.get("family") or None
     train_after = ctx.get("train_after") == "true"
+    request_id = ctx.get("request_id") or None
     if record.stage == "tokenizer":
         from docllm.tokenizer.artifacts import TokenizerResult, record_tokenizer
 
@@ -118,6 +127,7 @@ def _completed(p: Platform, record: JobRecord, result: dict[str, Any]) -> EventD
             vocab_size=int(result["vocab_size"]),
             family=family,
             train_after=train_after,
+            request_id=request_id,
         )
     if record.stage == "tokenize":
         tokens = {str(k): int(v) for k, v in (result.get("tokens") or {}).items()}
@@ -130,11 +140,31 @@ def _completed(p: Platform, record: JobRecord, result: dict[str, Any]) -> EventD
             tokens=tokens,
             family=family,
             train_after=train_after,
+            request_id=request_id,
         )
     if record.stage == "train":
-        version = str(result.get("model_version") or record.name)
-        metrics = {k: float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        export_uri = record.output_uri.rstrip("/") + "/hf/"
+        from docllm.training.result import TrainingJobResult
+
+        trained = TrainingJobResult.model_validate(result)
+        version = trained.model_version
+        metrics = {
+            k: float(v)
+            for k, v in trained.model_dump(
+                include={
+                    "final_train_loss",
+                    "final_val_loss",
+                    "best_val_loss",
+                    "unigram_val_loss",
+                    "tokens_seen",
+                    "steps",
+                    "elapsed_s",
+                    "tokens_per_s",
+                    "n_params",
+                }
+            ).items()
+            if v is not None
+        }
+        export_uri = record.output_uri.rstrip("/") + "/" + trained.export_path.strip("/") + "/"
         p.state.put(
             MODELS_PK,
             version,

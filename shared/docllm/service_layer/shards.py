@@ -6,7 +6,7 @@ from typing import Any
 
 from docllm.bootstrap import Platform
 from docllm.events.contracts import DatasetTokenized, TokenizerTrained, parse_detail, to_bus
-from docllm.service_layer.jobs import SHARDS_PK, job_name, launch
+from docllm.service_layer.jobs import SHARDS_PK, digest, job_name, launch
 
 
 def handle_tokenizer_trained(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
@@ -27,13 +27,14 @@ def handle_tokenizer_trained(p: Platform, raw: dict[str, Any]) -> dict[str, Any]
                         tokens=existing["tokens"],
                         family=trained.family,
                         train_after=trained.train_after,
+                        request_id=trained.request_id,
                     )
                 )
             ]
         )
         return {"shards": key, "outcome": "reused"}
     manifest = load_manifest(p.objects, p.settings.artifact_bucket, trained.dataset_version)
-    name = job_name("shards", f"{trained.dataset_version[:8]}{trained.tokenizer_version[:8]}", p)
+    name = job_name("shards", digest(trained.dataset_version, trained.tokenizer_version), p)
     spec = tokenize_job_spec(
         manifest=manifest,
         tokenizer_version=trained.tokenizer_version,
@@ -51,6 +52,7 @@ def handle_tokenizer_trained(p: Platform, raw: dict[str, Any]) -> dict[str, Any]
             "family": trained.family or "",
             "train_after": str(trained.train_after).lower(),
             "instance_count": str(spec.instance_count),
+            "request_id": trained.request_id or "",
         },
     )
     return {"shards": key, "job": name, "outcome": outcome}

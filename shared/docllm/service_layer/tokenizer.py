@@ -21,7 +21,7 @@ def handle_dataset_built(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
         from docllm.training.families import load_families
 
         # A family may ask for its own vocabulary (a tiny CPU model wants a small one).
-        overrides = dict(getattr(load_families()[built.family], "tokenizer", {}) or {})
+        overrides = load_families()[built.family].tokenizer
         settings = TokenizerSettings.model_validate({**settings.model_dump(), **overrides})
     version = tokenizer_version(settings, manifest)
     existing = find_tokenizer(p.state, version)
@@ -37,6 +37,7 @@ def handle_dataset_built(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
                         reused=True,
                         family=built.family,
                         train_after=built.train_after,
+                        request_id=built.request_id,
                     )
                 )
             ]
@@ -55,6 +56,7 @@ def handle_dataset_built(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
             "tokenizer_version": version,
             "family": built.family or "",
             "train_after": str(built.train_after).lower(),
+            "request_id": built.request_id or "",
         },
     )
     return {"tokenizer_version": version, "job": name, "outcome": outcome}

@@ -13,7 +13,7 @@ from docllm.events.contracts import (
     to_bus,
 )
 from docllm.events.envelope import BusEvent
-from docllm.service_layer.jobs import SHARDS_PK, job_name, launch
+from docllm.service_layer.jobs import SHARDS_PK, digest, job_name, launch
 
 
 def handle_train_event(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
@@ -22,16 +22,22 @@ def handle_train_event(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
         tokenized = parse_detail(event, DatasetTokenized)
         if not (tokenized.train_after and tokenized.family):
             return {"outcome": "no training asked for"}
-        return _launch(p, tokenized.family, tokenized.dataset_version, tokenized.tokenizer_version)
+        return _launch(
+            p, tokenized.family, tokenized.dataset_version, tokenized.tokenizer_version, tokenized.request_id or ""
+        )
     request = parse_detail(event, TrainingRequested)
     if request.dataset_version and request.tokenizer_version:
-        return _launch(p, request.family, request.dataset_version, request.tokenizer_version)
+        return _launch(p, request.family, request.dataset_version, request.tokenizer_version, request.request_id)
     # Nothing named: run the whole chain for this family (dataset → tokenizer → shards → train).
-    p.bus.publish([to_bus(DatasetBuildRequested(family=request.family, train_after=True))])
+    p.bus.publish(
+        [to_bus(DatasetBuildRequested(family=request.family, train_after=True, request_id=request.request_id))]
+    )
     return {"outcome": "dataset build requested", "family": request.family}
 
 
-def _launch(p: Platform, family_name: str, dataset_version: str, tokenizer_version: str) -> dict[str, Any]:
+def _launch(
+    p: Platform, family_name: str, dataset_version: str, tokenizer_version: str, request_id: str
+) -> dict[str, Any]:
     from docllm.training.families import load_families
     from docllm.training.launch import train_job_spec
 
@@ -42,7 +48,8 @@ def _launch(p: Platform, family_name: str, dataset_version: str, tokenizer_versi
     tokenizer = find_tokenizer(p.state, tokenizer_version)
     if shards is None or tokenizer is None:
         raise LookupError(f"no shards for dataset {dataset_version} with tokenizer {tokenizer_version}")
-    name = job_name(f"train-{family_name}"[:24], f"{dataset_version[:8]}{tokenizer_version[:8]}", p)
+    # One job per request: a redelivery finds the same name, a new request trains again.
+    name = job_name(f"train-{family_name}"[:24], digest(dataset_version, tokenizer_version, request_id), p)
     spec = train_job_spec(
         family=family,
         dataset_version=dataset_version,
@@ -61,6 +68,7 @@ def _launch(p: Platform, family_name: str, dataset_version: str, tokenizer_versi
             "dataset_version": dataset_version,
             "tokenizer_version": tokenizer_version,
             "checkpoint_uri": spec.checkpoint_uri or "",
+            "request_id": request_id,
         },
     )
     return {"job": name, "outcome": outcome}

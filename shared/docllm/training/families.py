@@ -59,6 +59,16 @@ class ModelFamily(BaseModel):
     max_wait_minutes: int | None = Field(default=None, ge=1, description="spot only; None: 2x runtime")
     volume_gb: int = Field(default=50, ge=1)
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides")
+    tokenizer: dict[str, Any] = Field(
+        default_factory=dict, description="TokenizerSettings overrides, e.g. a small vocab_size for a tiny model"
+    )
+
+    @model_validator(mode="after")
+    def _tokenizer_overrides_valid(self) -> Self:
+        from docllm.tokenizer.settings import TokenizerSettings
+
+        TokenizerSettings.model_validate(self.tokenizer)  # raises with the field named
+        return self
 
     @model_validator(mode="after")
     def _train_overrides_valid(self) -> Self:
