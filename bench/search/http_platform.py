@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from docllm.bootstrap import Platform, reset_platforms
-from docllm.search.evaluation import DEPTH, Question, distinct_docs
-from docllm.settings import Settings
 
 from bench.search.corpus import REPO, Document
 from bench.search.load import run_load
+from docllm.bootstrap import Platform, reset_platforms
+from docllm.search.evaluation import DEPTH, Question, distinct_docs
+from docllm.settings import Settings
 
 TERMINAL = ("processed", "duplicate", "quarantined")
 FRESH_POLL_S = 0.02

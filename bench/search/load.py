@@ -125,9 +125,8 @@ def run_load(
 
 
 def main() -> None:
-    from docllm.search.evaluation import load_question_file
-
     from bench.search.run import DEVSET
+    from docllm.search.evaluation import load_question_file
 
     parser = argparse.ArgumentParser(description="bounded HTTP load on the search API")
     parser.add_argument("base_url", help="e.g. http://127.0.0.1:8080 (loopback only)")

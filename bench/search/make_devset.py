@@ -33,9 +33,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from docllm.search.analyzer import STOPWORDS
-
 from bench.search.corpus import AWSDOCS, SERVICES, Document, clean_heading, documents, sections
+from docllm.search.analyzer import STOPWORDS
 
 OUT = Path(__file__).resolve().parent / "devset.jsonl"
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]{3,}")

@@ -36,13 +36,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from docllm.ports.search import IndexedChunk
-from docllm.search.evaluation import DEPTH, Question, distinct_docs, load_question_file, ndcg
-from docllm.search.sqlite_index import SqliteSearchIndex
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, track
 
 from bench.search.corpus import AWSDOCS, SERVICES, chunk_document, chunker_name, documents
 from bench.search.http_platform import HttpSettings, bench_http
+from docllm.ports.search import IndexedChunk
+from docllm.search.evaluation import DEPTH, Question, distinct_docs, load_question_file, ndcg
+from docllm.search.sqlite_index import SqliteSearchIndex
 
 DEVSET = Path(__file__).resolve().parent / "devset.jsonl"
 IDENTSET = Path(__file__).resolve().parent / "identset.jsonl"

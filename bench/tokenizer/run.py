@@ -38,6 +38,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 import psutil
+
 from docllm.dataset.shards import write_shards
 from docllm.dataset.versions import (
     DatasetDocument,
@@ -190,8 +191,9 @@ def tiktoken_encoding(hf_bytelevel_json: Path) -> tuple[Any, str]:
 
 def bench_encode(channel: Path, tok_dir: Path, hf_bpe: Path, repeats: int) -> list[dict[str, Any]]:
     import sentencepiece as spm
-    from docllm.tokenizer.encode import SentencePieceTokenizer, encode_documents
     from tokenizers import Tokenizer
+
+    from docllm.tokenizer.encode import SentencePieceTokenizer, encode_documents
 
     records = [r for s in ("validation", "test") for r in read_split_file(channel / f"{s}.jsonl")]
     texts = [r.text for r in records]

@@ -50,8 +50,9 @@ def _worker(impl: str, shape: str, variant: str, steps: int, warmup: int, thread
         def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return model(x, y)[1]
     else:
-        from docllm.model.export import hf_config
         from transformers import AutoConfig, AutoModelForCausalLM
+
+        from docllm.model.export import hf_config
 
         raw = hf_config(cfg)
         hf_cfg = AutoConfig.for_model(raw.pop("model_type"), **raw)

@@ -3,6 +3,7 @@
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from docllm.lambda_support import handle_sqs_events, logger, tracer
 from docllm.service_layer import tokenizer
 

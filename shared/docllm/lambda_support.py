@@ -62,8 +62,11 @@ def handle_sqs_events(
     processor = BatchProcessor(event_type=EventType.SQS)
     call: Callable[..., Any] = lambda event: _as_json(handle(platform, event))  # noqa: E731
     if idempotency_key:
+        # A key expression that finds nothing is a wiring bug: fail loudly instead of silently skipping.
         config = IdempotencyConfig(
-            event_key_jmespath=idempotency_key, expires_after_seconds=idempotency_ttl_s, raise_on_no_idempotency_key=True
+            event_key_jmespath=idempotency_key,
+            expires_after_seconds=idempotency_ttl_s,
+            raise_on_no_idempotency_key=True,
         )
         config.register_lambda_context(context)
         name = f"{context.function_name}.{getattr(handle, '__qualname__', 'handle')}"

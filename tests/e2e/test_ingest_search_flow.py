@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -83,9 +82,9 @@ def test_deleting_a_document_removes_its_chunks_and_its_hits(runtime, capsys, tm
 @pytest.mark.slow
 def test_malformed_pdfs_are_quarantined_or_recovered_with_a_reason(runtime, corpus_dir, capsys):
     folder = corpus_dir / "pdf" / "malformed"
-    code, summary = cli(runtime, capsys, "ingest", str(folder), "--service", "broken")
+    _code, summary = cli(runtime, capsys, "ingest", str(folder), "--service", "broken")
     assert summary["pending"] == []
-    code, docs = cli(runtime, capsys, "docs", "--prefix", "broken/")
+    _, docs = cli(runtime, capsys, "docs", "--prefix", "broken/")
     assert len(docs) == len([p for p in folder.iterdir() if p.is_file()])
     for d in docs:
         assert d["status"] in ("processed", "quarantined")
@@ -96,13 +95,15 @@ def test_malformed_pdfs_are_quarantined_or_recovered_with_a_reason(runtime, corp
 @pytest.mark.slow
 def test_site_pages_keep_content_and_error_pages_are_quarantined(runtime, corpus_dir, capsys):
     site = corpus_dir / "html" / "aws-eks-best-practices-guide"
-    code, summary = cli(runtime, capsys, "ingest", str(site), "--service", "eks")
+    _code, summary = cli(runtime, capsys, "ingest", str(site), "--service", "eks")
     assert summary["pending"] == []
-    code, docs = cli(runtime, capsys, "docs", "--prefix", "eks/")
+    _, docs = cli(runtime, capsys, "docs", "--prefix", "eks/")
     by_key = {d["doc_key"]: d for d in docs}
     assert by_key["eks/404.html"]["status"] == "quarantined"
     assert by_key["eks/karpenter/index.html"]["status"] == "processed"
     assert by_key["eks/ko/karpenter/index.html"]["language"] == "ko"
-    chunks = runtime.platform.objects.get(runtime.platform.settings.processed_bucket, "chunks/eks/karpenter/index.html.jsonl")
+    chunks = runtime.platform.objects.get(
+        runtime.platform.settings.processed_bucket, "chunks/eks/karpenter/index.html.jsonl"
+    )
     texts = [json.loads(line)["text"] for line in chunks.decode().splitlines()]
     assert texts and not any("Edit this page" in t for t in texts)

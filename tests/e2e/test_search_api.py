@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from docllm.runtime.local import LocalRuntime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from docllm.runtime.local import LocalRuntime
 from tests.conftest import REPO
 
 PAGES = {

@@ -35,15 +35,34 @@ def corpus(tmp: Path) -> Path:
     """A small corpus of original text: enough tokens for a tokenizer, a split and a few steps."""
     folder = tmp / "docs"
     folder.mkdir()
-    topics = ["buckets", "objects", "versioning", "lifecycle", "replication", "encryption", "access points",
-              "inventory", "batch operations", "event notifications", "storage classes", "object lock"]
+    topics = [
+        "buckets",
+        "objects",
+        "versioning",
+        "lifecycle",
+        "replication",
+        "encryption",
+        "access points",
+        "inventory",
+        "batch operations",
+        "event notifications",
+        "storage classes",
+        "object lock",
+    ]
     for i, topic in enumerate(topics):
         body = [f"# Working with {topic}", "", f"This page explains {topic} in the storage service."]
         for j in range(6):
-            body += ["", f"## {topic.title()} task {j}", "",
-                     f"To configure {topic} for step {j}, open the console, choose the bucket, and set the "
-                     f"{topic} option. The setting applies to new objects; existing objects keep version {j}.",
-                     "", "```", f"aws s3api put-{topic.replace(' ', '-')} --bucket amzn-example-{i} --step {j}", "```"]
+            body += [
+                "",
+                f"## {topic.title()} task {j}",
+                "",
+                f"To configure {topic} for step {j}, open the console, choose the bucket, and set the "
+                f"{topic} option. The setting applies to new objects; existing objects keep version {j}.",
+                "",
+                "```",
+                f"aws s3api put-{topic.replace(' ', '-')} --bucket amzn-example-{i} --step {j}",
+                "```",
+            ]
         (folder / f"{topic.replace(' ', '-')}.md").write_text("\n".join(body) + "\n")
     return folder
 
@@ -60,22 +79,32 @@ def test_training_a_family_runs_every_stage_by_events_and_exports_a_model(runtim
     assert trained["detail-type"] == "Model Trained"
     detail = trained["detail"]
 
-    chain = [e.detail_type for e in runtime.platform.event_log.since(start)
-             if e.source.startswith("docllm.")]
+    chain = [e.detail_type for e in runtime.platform.event_log.since(start) if e.source.startswith("docllm.")]
     for earlier, later in zip(
-        ["Training Requested", "Dataset Build Requested", "Dataset Built", "Tokenizer Trained",
-         "Dataset Tokenized", "Model Trained"],
-        ["Dataset Build Requested", "Dataset Built", "Tokenizer Trained", "Dataset Tokenized",
-         "Model Trained", None], strict=True,
+        [
+            "Training Requested",
+            "Dataset Build Requested",
+            "Dataset Built",
+            "Tokenizer Trained",
+            "Dataset Tokenized",
+            "Model Trained",
+        ],
+        ["Dataset Build Requested", "Dataset Built", "Tokenizer Trained", "Dataset Tokenized", "Model Trained", None],
+        strict=True,
     ):
         assert earlier in chain
         if later:
             assert chain.index(earlier) < chain.index(later)
 
     bucket, prefix = split_uri(detail["export_uri"])
-    files = {o.key[len(prefix):] for o in runtime.platform.objects.list(bucket, prefix)}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
-            "generation_config.json"} <= files
+    files = {o.key[len(prefix) :] for o in runtime.platform.objects.list(bucket, prefix)}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    } <= files
     config = json.loads(runtime.platform.objects.get(bucket, prefix + "config.json"))
     assert config["architectures"] == ["LlamaForCausalLM"]
     assert detail["metrics"]["final_val_loss"] > 0 and detail["metrics"]["tokens_seen"] > 0
@@ -87,6 +116,24 @@ def test_training_a_family_runs_every_stage_by_events_and_exports_a_model(runtim
     assert all(q["dead"] == 0 for q in status["queues"])
 
     capsys.readouterr()
+    assert (
+        main(
+            [
+                *data,
+                "generate",
+                "To configure versioning",
+                "--model",
+                detail["model_version"],
+                "--max-tokens",
+                "8",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    generated = json.loads(capsys.readouterr().out)
+    assert generated["completion"].strip()
+
     assert main([*data, "dataset", "list", "--json"]) == 0
     (dataset,) = json.loads(capsys.readouterr().out)
     assert dataset["version"] == detail["dataset_version"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from cfnlint.decode import decode
+
 from docllm.events.contracts import CONTRACTS
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"

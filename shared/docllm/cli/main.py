@@ -159,6 +159,23 @@ COMMANDS: tuple[Command, ...] = (
         ),
     ),
     Command(
+        ("models",), "pipeline_cmds:cmd_models", "list trained models with their data, tokenizer and losses", (JSON,)
+    ),
+    Command(
+        ("generate",),
+        "pipeline_cmds:cmd_generate",
+        "continue a prompt with a trained model (local CPU inference)",
+        (
+            arg("prompt", help="text to continue"),
+            arg("--model", required=True, help="model version (docllm models)"),
+            arg("--max-tokens", type=int, default=64, help="tokens to generate"),
+            arg("--temperature", type=float, default=0.8, help="sampling temperature (0: greedy)"),
+            arg("--top-k", type=int, default=50, help="sample from the k most likely tokens"),
+            arg("--seed", type=int, default=0, help="sampling seed"),
+            JSON,
+        ),
+    ),
+    Command(
         ("eval", "retrieval"),
         "docs_cmds:cmd_eval_retrieval",
         "recall@1/5/10, MRR@10, nDCG@10 on a question set",

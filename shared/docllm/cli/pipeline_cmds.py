@@ -176,3 +176,60 @@ def cmd_train(args: Namespace) -> int:
         else:
             out.print(f"[red]{event.detail.get('stage')} failed[/red]: {event.detail.get('reason')}")
     return 0 if body.get("detail-type") == "Model Trained" else 1
+
+
+def cmd_models(args: Namespace) -> int:
+    from docllm.service_layer.jobs import MODELS_PK
+
+    p, _ = running_platform(args)
+    models = [item for _, item in p.state.query(MODELS_PK)]
+    if args.json:
+        emit_json(models)
+        return 0
+    t = Table("model", "family", "dataset", "tokenizer", "val loss", "unigram", "tokens", "export")
+    for m in models:
+        metrics = m.get("metrics", {})
+        t.add_row(
+            m["version"],
+            m.get("family", ""),
+            m.get("dataset_version", ""),
+            m.get("tokenizer_version", ""),
+            f"{metrics.get('final_val_loss', float('nan')):.3f}",
+            f"{metrics.get('unigram_val_loss', float('nan')):.3f}",
+            str(int(metrics.get("tokens_seen", 0))),
+            m.get("export_uri", ""),
+        )
+    out.print(t)
+    return 0
+
+
+def cmd_generate(args: Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from docllm.model import generate_text
+    from docllm.ports.objects import split_uri
+    from docllm.service_layer.jobs import MODELS_PK
+
+    p, _ = running_platform(args)
+    item = p.state.get(MODELS_PK, args.model)
+    if item is None:
+        console.print(f"[red]no model {args.model!r}[/red]; see docllm models")
+        return 2
+    bucket, prefix = split_uri(str(item["export_uri"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        for info in p.objects.list(bucket, prefix):
+            p.objects.download_file(bucket, info.key, Path(tmp) / info.key[len(prefix) :])
+        text = generate_text(
+            Path(tmp),
+            args.prompt,
+            max_new_tokens=args.max_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            seed=args.seed,
+        )
+    if args.json:
+        emit_json({"model": args.model, "prompt": args.prompt, "completion": text})
+    else:
+        out.print(f"[bold]{args.prompt}[/bold]{text}", markup=False, highlight=False)
+    return 0

@@ -12,6 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
+from docllm.bootstrap import Platform
 from docllm.cli.common import console, data_dir, emit_json, out, running_platform
 from docllm.records import DOCS_PK
 
@@ -78,6 +79,9 @@ def cmd_status(args: Namespace) -> int:
         for e in p.event_log.last(args.events)
     ]
     jobs = [j.model_dump(mode="json") for j in p.jobs.list_jobs()]  # type: ignore[attr-defined]
+    for job in jobs:
+        if job["status"] == "InProgress":
+            job["progress"] = _latest_training_metrics(p, job["name"])
     health = {
         q["function"]: ("failing" if q["dead"] else "busy" if q["visible"] or q["in_flight"] else "ok")
         for q in queues
@@ -116,6 +120,8 @@ def cmd_status(args: Namespace) -> int:
     out.print("documents: " + (", ".join(f"{k} {v}" for k, v in sorted(docs.items())) or "none"))
     for j in jobs[-5:]:
         out.print(f"job {j['name']}: {j['status']}" + (f" — {j['failure_reason']}" if j.get("failure_reason") else ""))
+        if j.get("progress"):
+            out.print("    " + ", ".join(f"{k} {v:.4g}" for k, v in j["progress"].items()))
     for e in events:
         out.print(f"[dim]{e['time']}[/dim] {e['source']} {e['detail_type']} → {', '.join(e['targets']) or '(no rule)'}")
     return 0
@@ -176,3 +182,16 @@ def cmd_jobs(args: Namespace) -> int:
         t.add_row(j.name, j.status, j.failure_reason or j.model_artifacts_uri or "")
     out.print(t)
     return 0
+
+
+def _latest_training_metrics(p: Platform, job: str) -> dict[str, float]:
+    """The newest TrainLoss / ValidationLoss / TokensPerSecond a running job reported."""
+    query = getattr(p.metrics, "query", None)
+    if query is None:
+        return {}
+    latest: dict[str, float] = {}
+    for name in ("TrainLoss", "ValidationLoss", "TokensPerSecond", "LearningRate"):
+        points = [m for m in query(name) if ("job", job) in m.dimensions]
+        if points:
+            latest[name] = points[-1].value
+    return latest

@@ -23,8 +23,8 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
-from hashlib import blake2b
 from collections.abc import Callable, Iterable
+from hashlib import blake2b
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -145,7 +145,8 @@ def minhash_signature(text: str) -> list[int]:
     values = np.multiply.outer(shingles >> _SHIFT, _PERM_A)
     values += _PERM_B
     # The shift is monotonic, so it is applied to the 64 minima, not to every value.
-    return (values.min(axis=0) >> _SHIFT).tolist()  # type: ignore[no-any-return]
+    signature: list[int] = (values.min(axis=0) >> _SHIFT).tolist()
+    return signature
 
 
 def jaccard(a: list[int], b: list[int]) -> float:
@@ -165,7 +166,7 @@ def fingerprint(blocks: Iterable[Block]) -> Fingerprint:
     (1, 64)
     """
     blocks = list(blocks)
-    text = "\n\n".join(b.render() for b in blocks)
+    text = "\n\n".join(b.render() if b.kind == "heading" else b.text for b in blocks)
     return Fingerprint(
         content_sha256=hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
         minhash=minhash_signature(text),

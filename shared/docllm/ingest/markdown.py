@@ -122,7 +122,8 @@ def _closing_fence(fence: str) -> re.Pattern[str]:
     key = (fence[0], len(fence))
     pattern = _fence_close_cache.get(key)
     if pattern is None:
-        pattern = re.compile(r"^[^\S\n]*" + re.escape(fence[0]) + "{%d,}[^\\S\\n]*$" % len(fence), re.MULTILINE)
+        # A line of only the fence character, at least as many as opened the block.
+        pattern = re.compile(rf"^[^\S\n]*{re.escape(fence[0])}{{{len(fence)},}}[^\S\n]*$", re.MULTILINE)
         _fence_close_cache[key] = pattern
     return pattern
 
@@ -141,9 +142,9 @@ def parse_markdown(text: str, *, clean: bool = True) -> list[Block]:
     ['heading', 'text', 'code']
     """
     # Structure first, with the raw prose collected; then all prose is cleaned at once.
-    # An item is ("text", first, end) for a run of paragraphs in ``raw``,
-    # ("heading", index in ``raw``, level) or ("code", text, 0).
-    items: list[tuple[str, int | str, int]] = []
+    # An item is ("text", first, end, "") for a run of paragraphs in ``raw``,
+    # ("heading", index in ``raw``, level, "") or ("code", 0, 0, text).
+    items: list[tuple[str, int, int, str]] = []
     raw: list[str] = []
     # A leading newline lets every line, the first included, be found after a "\n".
     text = "\n" + text
@@ -165,7 +166,7 @@ def parse_markdown(text: str, *, clean: bool = True) -> list[Block]:
                 if seg_start < line_start:
                     first = len(raw)
                     raw += paragraphs(text, seg_start, line_start)
-                    items.append(("text", first, len(raw)))
+                    items.append(("text", first, len(raw), ""))
                 fence = fm.group(2)
                 close = _closing_fence(fence).search(text, line_end + 1) if line_end < n else None
                 if close is None:
@@ -175,14 +176,14 @@ def parse_markdown(text: str, *, clean: bool = True) -> list[Block]:
                 else:
                     code = text[line_start : close.end()]
                     pos = seg_start = close.end() + 1
-                items.append(("code", code, 0))
+                items.append(("code", 0, 0, code))
                 continue
         elif (hm := _HEADING.fullmatch(line)) is not None:
             if seg_start < line_start:
                 first = len(raw)
                 raw += paragraphs(text, seg_start, line_start)
-                items.append(("text", first, len(raw)))
-            items.append(("heading", len(raw), len(hm.group(1))))
+                items.append(("text", first, len(raw), ""))
+            items.append(("heading", len(raw), len(hm.group(1)), ""))
             raw.append(hm.group(2) or "")
             pos = seg_start = line_end + 1
             continue
@@ -192,16 +193,16 @@ def parse_markdown(text: str, *, clean: bool = True) -> list[Block]:
     if seg_start < n:
         first = len(raw)
         raw += paragraphs(text, seg_start)
-        items.append(("text", first, len(raw)))
+        items.append(("text", first, len(raw), ""))
 
     cleaned = clean_many(raw) if clean else raw
     blocks: list[Block] = []
-    for kind, ref, arg in items:
+    for kind, ref, arg, code in items:
         if kind == "text":
-            blocks += [Block("text", t) for t in cleaned[ref:arg] if t]  # type: ignore[misc]
+            blocks += [Block("text", t) for t in cleaned[ref:arg] if t]
         elif kind == "code":
-            blocks.append(Block("code", ref))  # type: ignore[arg-type]
-        elif (label := _TAB_LABEL.match(value := cleaned[ref])) is not None:  # type: ignore[index]
+            blocks.append(Block("code", code))
+        elif (label := _TAB_LABEL.match(value := cleaned[ref])) is not None:
             # ``#### [ Python ]`` labels a code tab, not a section.
             blocks.append(Block("text", f"**{label.group(1)}**"))
         elif value:

@@ -48,7 +48,7 @@ _INVISIBLE_UTF8 = re.compile(rb"\xc2[\x80-\x9f\xad]|\xe2\x80[\x8b\x8d]|\xe2\x81\
 _MULTI_SPACE = re.compile(r"(?<=\S)[ \t]{2,}")
 # Same rule for space-only runs, but with a literal two-space prefix, which the regex
 # engine finds with a fast scan instead of trying the lookbehind at every character.
-_MULTI_SPACE_ONLY = re.compile(r"  +")
+_MULTI_SPACE_ONLY = re.compile(r"  (?<=\S  ) *")
 _TRAILING_SPACE = re.compile(r"[ \t]+\n")
 
 

@@ -21,6 +21,7 @@ Smoke run on a laptop (after laying out /tmp/sm as SageMaker would)::
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -137,7 +138,12 @@ def main(env: JobEnvironment) -> None:
     train_stream = stream("train", True)
     val_stream = stream("validation", False) if (shards / "validation").is_dir() else None
     model_version = env.hp("model_version", f"{env.current_host}-{time.strftime('%Y%m%d%H%M%S')}")
-    dims = {"family": family.name if family else "custom"}
+    dims = {"family": family.name if family else "custom", "job": os.environ.get("TRAINING_JOB_NAME", "local")}
+    from docllm.bootstrap import build_platform
+
+    # Loss, learning rate and tokens/s go where every other metric goes (EMF on AWS, the
+    # data directory locally), which is how `docllm status` shows a running job's progress.
+    metrics = build_platform().metrics if info.is_main else None
     outcome = train(
         model_cfg,
         train_cfg,
@@ -145,6 +151,7 @@ def main(env: JobEnvironment) -> None:
         val_stream,
         checkpoint_dir=env.checkpoint_dir,
         stop=stop,
+        metrics=metrics,
         metric_dimensions=dims,
         dist_info=info,
     )

@@ -7,6 +7,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
+
 from docllm.adapters.aws.dynamodb import DynamoStateStore, UnstorableItemError
 from docllm.exceptions import ConflictError, TransientError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError, EndpointConnectionError, ParamValidationError
+
 from docllm.adapters.aws.errors import (
     AwsConflictError,
     AwsNotFoundError,

@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
+
 from docllm.adapters.aws.eventbridge import (
     MAX_REQUEST_BYTES,
     EventBridgeBus,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.metrics import Metrics
+
 from docllm.adapters.aws.metrics import InvalidMetricError, PowertoolsMetrics
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.stub import ANY, Stubber
+
 from docllm.adapters.aws.s3 import MiB, S3ObjectStore
 from docllm.exceptions import NotFoundError, PermanentError
 

@@ -9,6 +9,7 @@ import botocore.session
 import pytest
 from botocore.stub import Stubber
 from botocore.validate import validate_parameters
+
 from docllm.adapters.aws.sagemaker import (
     CHECKPOINT_LOCAL_PATH,
     ENTRY_POINT_ENV,

@@ -9,6 +9,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
+
 from docllm.adapters.aws.sqs import DEFAULT_DEAD_REASON, MAX_VISIBILITY_S, SqsQueue, backoff_seconds
 from docllm.exceptions import NotFoundError
 from docllm.ports.queue import Message

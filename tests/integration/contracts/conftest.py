@@ -14,10 +14,11 @@ from pathlib import Path
 
 import boto3
 import pytest
+from moto import mock_aws
+
 from docllm.ports.objects import ObjectStore
 from docllm.ports.queue import Queue
 from docllm.ports.state import StateStore
-from moto import mock_aws
 
 REGION = "eu-west-1"
 BUCKET = "contract-bucket"

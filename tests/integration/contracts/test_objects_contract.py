@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from docllm.exceptions import NotFoundError, PermanentError
 from docllm.ports.objects import ObjectStore
 

@@ -7,6 +7,7 @@ Visibility is driven by explicit timeouts of 0 or 30 s and a retry backoff of
 from __future__ import annotations
 
 import pytest
+
 from docllm.exceptions import NotFoundError
 from docllm.ports.queue import Queue, QueueStats
 

@@ -6,11 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opensearchpy import OpenSearch
+
 from docllm.adapters.aws.opensearch import OpenSearchIndex
 from docllm.adapters.local.search import open_local_index
 from docllm.ports.search import IndexedChunk, SearchIndex
 from docllm.search.opensearch_emulator import OpenSearchEmulator
-from opensearchpy import OpenSearch
 
 
 def chunk(doc_key: str, n: int, text: str, service: str = "s3", title: str = "Guide") -> IndexedChunk:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from docllm.exceptions import ConflictError
 from docllm.ports.state import StateStore
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from docllm.dataset.versions import build_dataset, list_datasets, load_manifest
 
+from docllm.dataset.versions import build_dataset, list_datasets, load_manifest
 from tests.unit.dataset.fakes import add_document
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from docllm.events.aws import (
     AlarmStateChangeEvent,
     EndpointStateChangeEvent,
@@ -15,7 +16,6 @@ from docllm.events.aws import (
 from docllm.exceptions import ContractError
 from docllm.runtime.patterns import matches
 from docllm.runtime.template import read_wiring
-
 from tests.conftest import REPO
 
 APPLICABLE = {

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from docllm.ingest.pipeline import Processed, Quarantine, process_document
 
 pytestmark = pytest.mark.corpus

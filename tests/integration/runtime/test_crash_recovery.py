@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from docllm.bootstrap import Platform
 from docllm.records import DOCS_PK
 from docllm.settings import Settings
-
 from tests.conftest import REPO
 
 

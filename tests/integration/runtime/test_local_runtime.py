@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from docllm.adapters.local.queue import QueueConfig
 from docllm.cli.main import main
 from docllm.runtime.local import LocalRuntime
-
 from tests.conftest import REPO
 
 FIXTURE = REPO / "tests" / "fixtures" / "runtime" / "template.yaml"

@@ -9,11 +9,12 @@ import json
 
 import boto3
 import pytest
+from opensearchpy import OpenSearch
+
 from docllm.adapters.aws.opensearch import OpenSearchIndex, index_template
 from docllm.exceptions import ConfigurationError, TransientError
 from docllm.ports.search import IndexedChunk
 from docllm.search.opensearch_emulator import OpenSearchEmulator
-from opensearchpy import OpenSearch
 
 
 def chunks(doc_key: str, n: int, text: str = "bucket policy") -> list[IndexedChunk]:

@@ -29,6 +29,10 @@ def put(rt: LocalRuntime, key: str, text: str) -> str:
     return info.version_id or info.etag
 
 
+def uploads_of(rt: LocalRuntime, key: str) -> list:
+    return [e for e in rt.platform.event_log.last(50) if e.body.get("detail", {}).get("object", {}).get("key") == key]
+
+
 def indexed_keys(rt: LocalRuntime, query: str) -> list[str]:
     return [h.doc_key for h in rt.platform.search.search(query, k=20)]
 
@@ -62,7 +66,7 @@ def test_the_same_bytes_under_a_new_version_keep_the_chunks_and_emit_nothing_new
 
 def test_a_redelivered_object_event_is_processed_once(rt):
     put(rt, "s/d.md", DOC.format(n=2))
-    (created,) = [e for e in rt.platform.event_log.last(50) if e.body.get("detail", {}).get("object", {}).get("key") == "s/d.md"]
+    (created,) = uploads_of(rt, "s/d.md")
     before = rt.platform.event_log.last(1)[0].seq
     fn = rt.wiring.functions["IngestFunction"]
     q = rt.platform.local_queue
@@ -74,7 +78,7 @@ def test_a_redelivered_object_event_is_processed_once(rt):
 
 def test_a_stale_event_for_a_replaced_version_does_nothing(rt):
     put(rt, "s/e.md", DOC.format(n=3))
-    (first,) = [e for e in rt.platform.event_log.last(50) if e.body.get("detail", {}).get("object", {}).get("key") == "s/e.md"]
+    (first,) = uploads_of(rt, "s/e.md")
     v2 = put(rt, "s/e.md", DOC.format(n=4))
     handler = rt.handlers["IngestFunction"]
     from docllm.ports.queue import Message

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from docllm.dataset.shards import PackedSequenceReader, load_index
 from docllm.dataset.tokens import TokenizeResult, finalize_tokenize_output, load_token_counts
 from docllm.dataset.versions import DatasetManifest, build_dataset
 from docllm.jobs import tokenize_job
 from docllm.tokenizer.encode import CHUNK_SEPARATOR, SentencePieceTokenizer
-
 from tests.unit.dataset.fakes import DictObjects, DictState, add_document
 from tests.unit.tokenizer.corpus import texts
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
 from docllm.model.config import ModelConfig
 from docllm.training.config import TrainConfig
 from docllm.training.distributed import DistInfo

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from docllm.jobs.contract import JobEnvironment, JobInputError
 from docllm.jobs.train_job import EXIT_INTERRUPTED, main
 from docllm.training.result import TrainingJobResult
@@ -37,6 +38,7 @@ WORDS = [
 
 def _layout(root: Path, hyperparameters: dict[str, str]) -> dict[str, str]:
     import sentencepiece as spm
+
     from docllm.dataset.shards import write_shards
 
     tok = root / "input" / "data" / "tokenizer"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from docllm.cli.main import COMMANDS, build_parser, main, resolve
 
 
@@ -17,6 +18,7 @@ def test_every_command_in_the_table_parses_and_resolves(cmd):
         ("dataset", "show"): ["v"],
         ("dataset", "diff"): ["a", "b"],
         ("train",): ["--model-family", "tiny-s3"],
+        ("generate",): ["hello", "--model", "m"],
     }
     argv = [*cmd.path, *required.get(cmd.path, [])]
     args = build_parser().parse_args(argv)

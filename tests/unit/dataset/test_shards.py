@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from docllm.dataset.exceptions import ShardFormatError
 from docllm.dataset.shards import (
     LocalShardSource,
@@ -14,7 +15,6 @@ from docllm.dataset.shards import (
     load_index,
     write_shards,
 )
-
 from tests.unit.dataset.fakes import DictObjects
 
 EOS = 2

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from docllm.dataset.exceptions import DatasetNotFoundError, EmptyDatasetError
 from docllm.dataset.versions import (
     assign_split,
@@ -11,7 +12,6 @@ from docllm.dataset.versions import (
     list_datasets,
     load_manifest,
 )
-
 from tests.unit.dataset.fakes import DictObjects, DictState, add_document
 
 

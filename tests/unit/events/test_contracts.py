@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+
 from docllm.events.contracts import CONTRACTS, DocumentRemoved, contract_for, parse_detail, to_bus
 from docllm.events.envelope import BusEvent
 from docllm.events.schemas import event_schema, schema_name

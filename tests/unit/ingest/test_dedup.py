@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from itertools import count
 
 import pytest
+
 from docllm.exceptions import ConflictError
 from docllm.ingest.dedup import DedupLedger, apply_boilerplate, fingerprint, jaccard, minhash_signature
 from docllm.ingest.pipeline import IngestConfig, Processed, process_document

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference_impl as ref
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from docllm.ingest import dedup
 from docllm.ingest.exceptions import BinaryContentError
 from docllm.ingest.markdown import clean_inline, clean_many, parse_markdown
 from docllm.ingest.sniff import decode_text
 from docllm.ingest.text import normalize_prose
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-import reference_impl as ref
 
 _settings = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Characters each fast path treats specially, mixed with arbitrary text.
 _tricky = st.sampled_from([
-    "\\", "\\\\", "\\.", "\\`", "`", "``", "`a\\b`", "<a name=\"x\"></a>", "<A NAME='y'></a>", "![\\[Image NOT FOUND\\]](i.png)",
+    "\\", "\\\\", "\\.", "\\`", "`", "``", "`a\\b`", "<a name=\"x\"></a>", "<A NAME='y'></a>",
+    "![\\[Image NOT FOUND\\]](i.png)",
     "![alt *x*](p.png \"t\")", "<!--", "-->", " ", "  ", "\t", " \n", "\n", "\n\n", "\u00a0", "\u1680", "\u3000",
     "\u200b", "\u00ad", "\ufeff", "\x07", "\x85", "ﬁ", "e\u0301", "\ue000", "\ue001", "#", "## ", "```", "~~~",
     "    ```", "``` x`y", "* ", "1. ", "[ Python ]", "é", "中文",
@@ -59,6 +60,20 @@ def test_regex_scanner_gives_the_same_blocks_as_the_line_scanner(text: str) -> N
 )
 def test_backslash_escapes_follow_the_left_to_right_rule(source: str, expected: str) -> None:
     assert clean_inline(source) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("a  b", "a b"),
+        ("a\n  - nested", "a\n  - nested"),  # indentation at a line start is structure
+        ("a \t b\t\nc", "a b\nc"),
+        ("a" + " " * 9 + "\nb", "a\nb"),  # more trailing blanks than the replace passes
+        ("x\u00a0\u00a0y\u3000z", "x y z"),
+    ],
+)
+def test_whitespace_rules_hold_on_the_fast_paths(source: str, expected: str) -> None:
+    assert normalize_prose(source) == expected == ref.normalize_prose(source)
 
 
 def test_control_characters_are_removed_from_non_ascii_prose_too() -> None:

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import io
 
-from docllm.ingest.pipeline import IngestConfig, Processed, Quarantine, process_document
 from pdf_factory import deflate_bomb, make_pdf
+
+from docllm.ingest.pipeline import IngestConfig, Processed, Quarantine, process_document
 
 
 def _process(data: bytes, **cfg: int) -> Processed | Quarantine:

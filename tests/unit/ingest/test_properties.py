@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from docllm.ingest.pipeline import IngestConfig, Processed, Quarantine, process_document
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from docllm.ingest.pipeline import IngestConfig, Processed, Quarantine, process_document
 
 CFG = IngestConfig(chunk_tokens=64, min_chunk_tokens=8)
 _settings = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

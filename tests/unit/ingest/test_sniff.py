@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from docllm.ingest.exceptions import BinaryContentError
 from docllm.ingest.pipeline import Processed, Quarantine, process_document
 from docllm.ingest.sniff import decode_text, sniff_format

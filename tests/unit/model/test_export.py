@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from docllm.model.config import ModelConfig, Variant
 from docllm.model.exceptions import ExportError, TokenizerFilesError
 from docllm.model.export import export_hf, load_hf_export, read_tokenizer_info

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from docllm.model.config import ModelConfig, Variant
 from docllm.model.gpt import GPT, KVCache
 from docllm.model.sampling import generate

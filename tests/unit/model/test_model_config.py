@@ -4,8 +4,9 @@ import subprocess
 import sys
 
 import pytest
-from docllm.model.config import PRESETS, ModelConfig, pad_vocab
 from pydantic import ValidationError
+
+from docllm.model.config import PRESETS, ModelConfig, pad_vocab
 
 
 @pytest.mark.parametrize(("raw", "padded"), [(1, 64), (64, 64), (65, 128), (50257, 50304)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from docllm.runtime.patterns import PatternError, matches
 
 EVENT = {

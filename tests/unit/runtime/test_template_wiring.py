@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from docllm.exceptions import ConfigurationError
 from docllm.runtime.template import read_wiring
-
 from tests.conftest import REPO
 
 WIRING = read_wiring(REPO / "template.yaml")

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from docllm.search.analyzer import analyze, analyze_query
 from hypothesis import given
 from hypothesis import strategies as st
+
+from docllm.search.analyzer import analyze, analyze_query
 
 
 def test_action_names_keep_the_whole_identifier_and_its_parts() -> None:

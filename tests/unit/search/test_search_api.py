@@ -3,12 +3,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from docllm.exceptions import PermanentError
 from docllm.ports.search import IndexedChunk
 from docllm.search.api import SearchQuery, run_search
 from docllm.search.exceptions import UnknownServiceError
 from docllm.search.sqlite_index import SqliteSearchIndex
-from pydantic import ValidationError
 
 
 @pytest.mark.parametrize("q", ["", "   ", "x" * 513, "bucket\x00", "line\nbreak"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+
 from docllm.ports.search import IndexedChunk, SearchHit, SearchIndex
 from docllm.search.evaluation import evaluate, format_table, load_questions
 from docllm.search.exceptions import DevsetFormatError

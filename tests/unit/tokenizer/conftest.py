@@ -3,10 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from docllm.dataset.versions import SplitRecord
 from docllm.tokenizer.settings import TokenizerSettings
 from docllm.tokenizer.train import train_sentencepiece, write_training_text
-
 from tests.unit.tokenizer.corpus import texts
 
 

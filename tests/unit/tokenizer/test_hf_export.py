@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from docllm.tokenizer.encode import SentencePieceTokenizer
 from docllm.tokenizer.hf_export import export_hf
-
 from tests.unit.tokenizer.corpus import SPECIAL, texts
 
 SAMPLES = [*texts(40, seed=3), *SPECIAL, "\tx\n\n  y", "   ", "🚀" * 3, "plain"]

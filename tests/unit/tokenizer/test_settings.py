@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from docllm.dataset.versions import DatasetDocument, DatasetManifest, DatasetStats
 from docllm.tokenizer.exceptions import TokenizerSettingsError
 from docllm.tokenizer.settings import (

@@ -3,14 +3,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from docllm.dataset.versions import SplitRecord
 from docllm.tokenizer.encode import SentencePieceTokenizer
 from docllm.tokenizer.exceptions import TokenizerTrainingError
 from docllm.tokenizer.settings import TokenizerSettings
 from docllm.tokenizer.train import cut_long_line, train_sentencepiece, write_training_text
-from hypothesis import given
-from hypothesis import strategies as st
-
 from tests.unit.tokenizer.corpus import SPECIAL, texts
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from docllm.model.config import ModelConfig, Variant
 from docllm.training.config import TrainConfig
 from docllm.training.streams import ArrayTokenStream

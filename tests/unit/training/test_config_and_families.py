@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from docllm.model.config import PRESETS
 from docllm.training.config import TrainConfig, parse_train_config
 from docllm.training.exceptions import TrainingConfigError

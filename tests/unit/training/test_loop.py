@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
+
 from docllm.ports.metrics import MetricsSink
 from docllm.training.checkpoint import CHECKPOINT_FILE, META_FILE
 from docllm.training.config import TrainConfig

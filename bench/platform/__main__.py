@@ -1,0 +1,3 @@
+from bench.platform.run import main
+
+raise SystemExit(main())
