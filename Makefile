@@ -29,6 +29,7 @@ schemas: setup ## regenerate events/schemas from the event contracts
 
 bench: setup ## every benchmark, quick mode
 	$(VENV)/python -m bench.ingest --quick
+	$(VENV)/python -m bench.platform --quick
 	$(VENV)/python -m bench.search --quick
 	$(VENV)/python -m bench.tokenizer --quick
 	$(VENV)/python -m bench.train --quick

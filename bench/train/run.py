@@ -18,6 +18,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 SHAPES: dict[str, dict[str, int]] = {
@@ -26,7 +27,16 @@ SHAPES: dict[str, dict[str, int]] = {
 }
 
 
-def _worker(impl: str, shape: str, variant: str, steps: int, warmup: int, threads: int) -> dict[str, Any]:
+def _worker(
+    impl: str,
+    shape: str,
+    variant: str,
+    steps: int,
+    warmup: int,
+    threads: int,
+    precision: str = "fp32",
+    compiled: bool = False,
+) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
@@ -64,12 +74,28 @@ def _worker(impl: str, shape: str, variant: str, steps: int, warmup: int, thread
             return torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
 
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    # Both sides get the optimizer our loop uses on CPU: torch's fused AdamW kernel.
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    if compiled:
+        compiled_model = torch.compile(model)
+        if impl == "docllm":
+
+            def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                return compiled_model(x, y)[1]
+        else:
+
+            def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                logits = compiled_model(input_ids=x).logits
+                return torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+
     x = torch.randint(0, s["vocab"], (s["B"], s["T"]))
     y = torch.randint(0, s["vocab"], (s["B"], s["T"]))
 
+    bf16 = precision == "bf16"
+
     def step() -> None:
-        loss = loss_of(x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_of(x, y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -82,6 +108,8 @@ def _worker(impl: str, shape: str, variant: str, steps: int, warmup: int, thread
     dt = time.perf_counter() - t0
     return {
         "impl": impl,
+        "compiled": compiled,
+        "precision": precision,
         "shape": shape,
         "variant": variant,
         "steps": steps,
@@ -92,7 +120,10 @@ def _worker(impl: str, shape: str, variant: str, steps: int, warmup: int, thread
     }
 
 
-def _measure(impl: str, shape: str, variant: str, steps: int, warmup: int, threads: int) -> dict[str, Any]:
+def _measure(
+    impl: str, shape: str, variant: str, steps: int, warmup: int, threads: int, precision: str, compiled: bool
+) -> dict[str, Any]:
+    """One configuration in a fresh process, so allocator state and compile caches do not leak."""
     cmd = [
         sys.executable,
         "-m",
@@ -109,14 +140,27 @@ def _measure(impl: str, shape: str, variant: str, steps: int, warmup: int, threa
         str(warmup),
         "--threads",
         str(threads),
+        "--precision",
+        precision,
     ]
+    if compiled:
+        cmd.append("--compile")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def _default_precision() -> str:
+    """bf16 where the CPU has native bf16 matmuls (AMX / AVX512-BF16), as the training loop would choose."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "fp32"
+    return "bf16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "fp32"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny shape only, 3 steps: a smoke run")
+    p.add_argument("--quick", action="store_true", help="tiny shape only, 3 steps, eager only: a smoke run")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
     p.add_argument(
         "--variant",
@@ -125,29 +169,47 @@ def main(argv: list[str] | None = None) -> int:
         help="architecture; the HF peer is the class it exports to",
     )
     p.add_argument("--shapes", nargs="*", default=None, help=f"subset of {sorted(SHAPES)}")
-    p.add_argument("--steps", type=int, default=None, help="measured steps per run (default 10, quick 3)")
-    p.add_argument("--warmup", type=int, default=2, help="unmeasured steps first")
+    p.add_argument("--steps", type=int, default=None, help="measured steps per run (default 8, quick 3)")
+    p.add_argument("--warmup", type=int, default=3, help="unmeasured steps first (compilation happens here)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default=None,
+        help="autocast dtype for both sides (default: bf16 if the CPU has native bf16, else fp32)",
+    )
+    p.add_argument("--no-compile", action="store_true", help="eager only (skip the torch.compile columns)")
+    p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=["docllm", "hf"], help=argparse.SUPPRESS)
     p.add_argument("--shape", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    precision = a.precision or _default_precision()
     if a.worker:
-        print(json.dumps(_worker(a.worker, a.shape, a.variant, a.steps, a.warmup, a.threads)))
+        print(json.dumps(_worker(a.worker, a.shape, a.variant, a.steps, a.warmup, a.threads, precision, a.compile)))
         return 0
     shapes = a.shapes or (["tiny"] if a.quick else list(SHAPES))
-    steps = a.steps or (3 if a.quick else 10)
+    steps = a.steps or (3 if a.quick else 8)
     warmup = 1 if a.quick else a.warmup
+    modes = [False] if (a.quick or a.no_compile) else [False, True]
     rows = []
     for shape in shapes:
-        ours = _measure("docllm", shape, a.variant, steps, warmup, a.threads)
-        theirs = _measure("hf", shape, a.variant, steps, warmup, a.threads)
+        runs = {
+            (impl, compiled): _measure(impl, shape, a.variant, steps, warmup, a.threads, precision, compiled)
+            for impl in ("docllm", "hf")
+            for compiled in modes
+        }
+        ours = max((r for (i, _), r in runs.items() if i == "docllm"), key=lambda r: r["tokens_per_s"])
+        theirs = max((r for (i, _), r in runs.items() if i == "hf"), key=lambda r: r["tokens_per_s"])
         rows.append(
             {
                 "shape": shape,
                 "variant": a.variant,
-                "docllm": ours,
-                "hf": theirs,
-                "speedup": ours["tokens_per_s"] / theirs["tokens_per_s"],
+                "precision": precision,
+                "runs": [{"impl": i, "compiled": c, **r} for (i, c), r in runs.items()],
+                "best_docllm": ours,
+                "best_hf": theirs,
+                "speedup_best_vs_best": ours["tokens_per_s"] / theirs["tokens_per_s"],
+                "speedup_eager_vs_eager": runs[("docllm", False)]["tokens_per_s"] / runs[("hf", False)]["tokens_per_s"],
             }
         )
     if a.json:
@@ -156,20 +218,35 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"training step on CPU ({a.variant}, fp32, AdamW, {a.threads} thread(s), {steps} steps)")
-    for col in ("shape", "params", "docllm tok/s", "HF tok/s", "speedup", "docllm peak MB", "HF peak MB"):
+    title = (
+        f"training step on CPU ({a.variant}, {precision} autocast, fused AdamW, {a.threads} thread(s), {steps} steps)"
+    )
+    table = Table(title=title)
+    cols = ["shape", "params", "docllm eager", "HF eager"]
+    if True in modes:
+        cols += ["docllm compiled", "HF compiled"]
+    cols += ["best vs best", "eager vs eager", "docllm peak MB", "HF peak MB"]
+    for col in cols:
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(
+        by = {(x["impl"], x["compiled"]): x for x in r["runs"]}
+        cells = [
             r["shape"],
-            f"{r['docllm']['params']:,}",
-            f"{r['docllm']['tokens_per_s']:,.0f}",
-            f"{r['hf']['tokens_per_s']:,.0f}",
-            f"{r['speedup']:.2f}x",
-            f"{r['docllm']['peak_rss_mb']:,.0f}",
-            f"{r['hf']['peak_rss_mb']:,.0f}",
-        )
+            f"{r['best_docllm']['params']:,}",
+            f"{by[('docllm', False)]['tokens_per_s']:,.0f}",
+            f"{by[('hf', False)]['tokens_per_s']:,.0f}",
+        ]
+        if True in modes:
+            cells += [f"{by[('docllm', True)]['tokens_per_s']:,.0f}", f"{by[('hf', True)]['tokens_per_s']:,.0f}"]
+        cells += [
+            f"{r['speedup_best_vs_best']:.2f}x",
+            f"{r['speedup_eager_vs_eager']:.2f}x",
+            f"{r['best_docllm']['peak_rss_mb']:,.0f}",
+            f"{r['best_hf']['peak_rss_mb']:,.0f}",
+        ]
+        table.add_row(*cells)
     Console().print(table)
+    Console().print("tokens/s; speedups are docllm / HF at the same shape, batch, precision and optimizer.")
     return 0
 
 

@@ -44,6 +44,10 @@ def start_api_server(runtime: LocalRuntime, fn: FunctionSpec, handler: Handler) 
     from docllm.runtime.local import LocalContext
 
     key = runtime.api_key() if runtime.auth else None
+    # Lambda runs one request at a time per execution environment, and handlers rely on it:
+    # Powertools' resolver keeps the current event on the module-level app object. The
+    # server's threads therefore share one "execution environment" behind a lock.
+    invoke_lock = threading.Lock()
 
     class RequestHandler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -87,7 +91,8 @@ def start_api_server(runtime: LocalRuntime, fn: FunctionSpec, handler: Handler) 
             raw = self.rfile.read(length) if length else b""
             event = self._event(route.method, route.path, url.path, url.query, raw)
             try:
-                result = handler(event, LocalContext(fn.name, fn.timeout_s))
+                with invoke_lock:
+                    result = handler(event, LocalContext(fn.name, fn.timeout_s))
             except Exception as e:  # API Gateway turns a crashed integration into a 500
                 self._json(500, {"message": "Internal Server Error", "error": type(e).__name__})
                 return
