@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from docllm.bootstrap import Platform, build_platform, find_template, reset_platforms
-from docllm.exceptions import PlatformNotRunningError
+from docllm.exceptions import ConfigurationError, PlatformNotRunningError
 from docllm.ports.queue import Message
 from docllm.runtime.template import FunctionSpec, SqsSource, read_wiring
 from docllm.settings import Settings
@@ -138,6 +138,15 @@ class LocalRuntime:
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            other = read_runtime_file(self.data_dir)
+        except PlatformNotRunningError:
+            pass
+        else:
+            # A second runtime would make the first one's in-flight messages visible again on start.
+            raise ConfigurationError(
+                f"a local platform is already running for {self.data_dir} (pid {other['pid']}, {other['api_url']})"
+            )
         env: dict[str, str] = {}
         for fn in self.wiring.functions.values():
             env.update(fn.environment)

@@ -88,3 +88,10 @@ def test_events_that_match_no_rule_are_logged_but_not_delivered(runtime, tmp_pat
     assert received(tmp_path) == []
     (logged,) = runtime.platform.event_log.last(1)
     assert logged.targets == [] and logged.detail_type == "Object Created"
+
+
+def test_a_second_runtime_on_the_same_data_directory_is_refused(runtime):
+    from docllm.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="already running"):
+        LocalRuntime(runtime.data_dir, template=FIXTURE, port=0, auth=False).start()
