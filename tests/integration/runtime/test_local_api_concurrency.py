@@ -48,3 +48,30 @@ def test_handler_invocations_never_overlap_while_requests_do():
         server.server_close()
     assert answers == [str(i) for i in range(36)]
     assert peak == 1
+
+
+def _raw_exchange(port: int, data: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        return s.recv(4096).split(b"\r\n")[0]
+
+
+def test_malformed_oversized_and_unrouted_requests_get_a_4xx_not_a_crash():
+    def handler(event, context):
+        return {"statusCode": 200, "body": "{}"}
+
+    fn = FunctionSpec("Api", "x/", "app.handler", 30, {}, http_routes=(HttpRoute("GET", "/v1/search"),))
+    server = start_api_server(_Runtime(), fn, handler)  # type: ignore[arg-type]
+    port = server.server_address[1]
+    try:
+        assert _raw_exchange(port, b"\x00\x01 nonsense\r\n\r\n") == b"HTTP/1.1 400 "
+        oversized = b"GET /v1/search HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 40000 + b"\r\n\r\n"
+        assert _raw_exchange(port, oversized) == b"HTTP/1.1 431 "
+        big = b"POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + b"a" * 1_100_000
+        assert _raw_exchange(port, big) == b"HTTP/1.1 413 "
+        assert _raw_exchange(port, b"GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n") == b"HTTP/1.1 404 "
+        assert _raw_exchange(port, b"GET /v1/search?q=x HTTP/1.1\r\nHost: x\r\n\r\n") == b"HTTP/1.1 200 "
+    finally:
+        server.shutdown()
