@@ -75,13 +75,19 @@ def cmd_ingest(args: Namespace) -> int:
             pending: set[str] = set()
         else:
             pending = set(uploaded)
-            task2 = progress.add_task("processing", total=len(pending))
+            task2 = progress.add_task("processing and indexing", total=len(pending))
             deadline = time.monotonic() + args.timeout
             while pending and time.monotonic() < deadline:
+                # Done = processed (or quarantined) and, when it has chunks, searchable at that version:
+                # a search right after `docllm ingest` returns must find what was uploaded.
+                indexed = p.search.document_versions()
                 for k, item in p.state.query(DOCS_PK, args.service + "/"):
-                    if k in pending and item.get("version_id") == uploaded[k] and item.get("status") in TERMINAL:
-                        pending.discard(k)
-                        progress.advance(task2)
+                    if k not in pending or item.get("version_id") != uploaded[k] or item.get("status") not in TERMINAL:
+                        continue
+                    if item.get("chunk_count") and indexed.get(k) != uploaded[k]:
+                        continue
+                    pending.discard(k)
+                    progress.advance(task2)
                 if pending:
                     time.sleep(0.25)
     records = {k: DocumentRecord.model_validate(i) for k, i in p.state.query(DOCS_PK, args.service + "/")}

@@ -78,7 +78,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         ("ingest",),
         "docs_cmds:cmd_ingest",
-        "upload files or folders to the raw bucket and wait until each is processed",
+        "upload files or folders to the raw bucket and wait until each is processed and searchable",
         (
             arg("paths", nargs="+", help="files or folders (folders are walked recursively)"),
             arg(
