@@ -52,7 +52,7 @@ def source_fences(text: str) -> list[str]:
     out, i = [], 0
     while i < len(lines):
         m = _FENCE_OPEN.match(lines[i])
-        if m and not (m.group(2)[0] == "`" and "`" in lines[i][m.end():]):
+        if m and not (m.group(2)[0] == "`" and "`" in lines[i][m.end() :]):
             fch, flen = m.group(2)[0], len(m.group(2))
             j = i + 1
             while j < len(lines):
@@ -106,9 +106,7 @@ def bench_markdown(files: list[Path], repeat: int = 1) -> dict[str, Any]:
 
     data = [(p, p.read_bytes()) for p in files]
     mb = sum(len(d) for _, d in data) / 1e6
-    header = MarkdownHeaderTextSplitter(
-        [("#", "h1"), ("##", "h2"), ("###", "h3"), ("####", "h4")], strip_headers=False
-    )
+    header = MarkdownHeaderTextSplitter([("#", "h1"), ("##", "h2"), ("###", "h3"), ("####", "h4")], strip_headers=False)
     # 2,048 characters is about the 512-token budget docllm uses (3.6 chars/token).
     recursive = RecursiveCharacterTextSplitter.from_language(Language.MARKDOWN, chunk_size=2048, chunk_overlap=0)
 
@@ -141,8 +139,9 @@ def bench_markdown(files: list[Path], repeat: int = 1) -> dict[str, Any]:
             t4 = time.perf_counter()
             for name, seconds in zip(names, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                 totals[name] += seconds
-            outs["docllm"].append([c.text + "\n" + " > ".join(c.heading_path) for c in out.chunks]
-                                  if isinstance(out, Processed) else [])
+            outs["docllm"].append(
+                [c.text + "\n" + " > ".join(c.heading_path) for c in out.chunks] if isinstance(out, Processed) else []
+            )
             outs["docllm_extract_chunk"].append(structure)
             outs["docllm_extract_clean_chunk"].append(cleaned)
             outs["langchain"].append([doc.page_content + "\n" + " > ".join(doc.metadata.values()) for doc in docs])
@@ -161,15 +160,23 @@ def bench_markdown(files: list[Path], repeat: int = 1) -> dict[str, Any]:
             for h in source_headings(text):
                 heads += 1
                 heads_ok += h in joined
-        return {"code_blocks_intact": fences_ok / max(fences, 1), "headings_kept": heads_ok / max(heads, 1),
-                "code_blocks": fences}
+        return {
+            "code_blocks_intact": fences_ok / max(fences, 1),
+            "headings_kept": heads_ok / max(heads, 1),
+            "code_blocks": fences,
+        }
 
     result: dict[str, Any] = {"files": len(data), "mb": mb, "repeat": repeat}
     lc_mb_s = mb / best["langchain"]
     for name in names:
         mb_s = mb / best[name]
-        result[name] = {"seconds": best[name], "mb_s": mb_s, "vs_langchain": mb_s / lc_mb_s,
-                        **quality(outputs[name]), "breadcrumbs": True}
+        result[name] = {
+            "seconds": best[name],
+            "mb_s": mb_s,
+            "vs_langchain": mb_s / lc_mb_s,
+            **quality(outputs[name]),
+            "breadcrumbs": True,
+        }
     return result
 
 
@@ -196,9 +203,7 @@ def _page_facts(html: str) -> dict[str, list[str]]:
             parent_class = (pre.parent.attributes.get("class") if pre.parent is not None else None) or ""
             if pre.css_first(".linenos") is not None or "linenodiv" in parent_class:
                 continue
-            code_lines += [
-                ln for ln in pre.text(deep=True).split("\n") if ln.startswith((" ", "\t")) and ln.strip()
-            ]
+            code_lines += [ln for ln in pre.text(deep=True).split("\n") if ln.startswith((" ", "\t")) and ln.strip()]
         headings = [" ".join(h.text(deep=True).replace("¶", "").split()) for h in article.css("h2, h3")]
     return {"chrome": sorted(chrome), "code_lines": code_lines, "headings": [h for h in headings if h]}
 
@@ -232,8 +237,13 @@ def bench_html(pages: list[Path]) -> dict[str, Any]:
             "processed" if isinstance(out, Processed) else out.reason_code
         )
         t0 = time.perf_counter()
-        res = trafilatura.extract(d.decode("utf-8", "replace"), output_format="markdown",
-                                  include_tables=True, include_formatting=True, include_comments=False)
+        res = trafilatura.extract(
+            d.decode("utf-8", "replace"),
+            output_format="markdown",
+            include_tables=True,
+            include_formatting=True,
+            include_comments=False,
+        )
         theirs_ms.append((time.perf_counter() - t0) * 1000)
         theirs_out.append(res or "")
 
@@ -249,15 +259,23 @@ def bench_html(pages: list[Path]) -> dict[str, Any]:
             lines_ok += sum(ln in text for ln in facts["code_lines"])
             heads += len(facts["headings"])
             heads_ok += sum(h in text for h in facts["headings"])
-        return {"chrome_leaked": leaked / max(chrome, 1), "code_indent_kept": lines_ok / max(lines, 1),
-                "headings_kept": heads_ok / max(heads, 1)}
+        return {
+            "chrome_leaked": leaked / max(chrome, 1),
+            "code_indent_kept": lines_ok / max(lines, 1),
+            "headings_kept": heads_ok / max(heads, 1),
+        }
 
     def timing(ms: list[float]) -> dict[str, float]:
-        return {"median_ms": statistics.median(ms), "p90_ms": sorted(ms)[int(0.9 * (len(ms) - 1))],
-                "mb_s": mb / (sum(ms) / 1000)}
+        return {
+            "median_ms": statistics.median(ms),
+            "p90_ms": sorted(ms)[int(0.9 * (len(ms) - 1))],
+            "mb_s": mb / (sum(ms) / 1000),
+        }
 
     return {
-        "pages": len(data), "mb": mb, "statuses": statuses,
+        "pages": len(data),
+        "mb": mb,
+        "statuses": statuses,
         "docllm_extract_only": timing(extract_ms),
         "docllm": {**timing(ours_ms), **quality(ours_out)},
         "trafilatura": {**timing(theirs_ms), **quality(theirs_out)},
@@ -287,8 +305,10 @@ def token_estimate_error(files: list[Path]) -> dict[str, Any]:
                 if true >= 20:
                     errors.append((c.token_estimate - true) / true)
     return {
-        "available": True, "chunks": len(errors),
-        "mean_signed_error": statistics.mean(errors), "mean_abs_error": statistics.mean(map(abs, errors)),
+        "available": True,
+        "chunks": len(errors),
+        "mean_signed_error": statistics.mean(errors),
+        "mean_abs_error": statistics.mean(map(abs, errors)),
     }
 
 
@@ -308,25 +328,40 @@ def _table(results: dict[str, Any]) -> None:
     }
     for name, label in labels.items():
         r = md[name]
-        t.add_row(label, f"{r['mb_s']:.2f}", f"{r['vs_langchain']:.2f}x", f"{r['seconds']:.2f}",
-                  f"{r['code_blocks_intact']:.1%}", f"{r['headings_kept']:.1%}", "yes")
+        t.add_row(
+            label,
+            f"{r['mb_s']:.2f}",
+            f"{r['vs_langchain']:.2f}x",
+            f"{r['seconds']:.2f}",
+            f"{r['code_blocks_intact']:.1%}",
+            f"{r['headings_kept']:.1%}",
+            "yes",
+        )
     Console(width=120).print(t)
-    print("(a) decode, headings/fences/paragraphs, breadcrumb chunks: what the splitters do;"
-          " (a') plus prose clean-up;\n(b) process_document: sniff, clean-up, chunks, dedup fingerprint,"
-          " validated Chunk records. LangChain: MarkdownHeaderTextSplitter + RecursiveCharacterTextSplitter.")
+    print(
+        "(a) decode, headings/fences/paragraphs, breadcrumb chunks: what the splitters do;"
+        " (a') plus prose clean-up;\n(b) process_document: sniff, clean-up, chunks, dedup fingerprint,"
+        " validated Chunk records. LangChain: MarkdownHeaderTextSplitter + RecursiveCharacterTextSplitter."
+    )
     t = Table(title=f"HTML: {html['pages']} pages, {html['mb']:.1f} MB")
-    columns = ("tool", "median ms/page", "p90 ms", "MB/s", "chrome leaked", "code indent kept",
-               "headings kept")
+    columns = ("tool", "median ms/page", "p90 ms", "MB/s", "chrome leaked", "code indent kept", "headings kept")
     for col in columns:
         t.add_column(col)
     ex = html["docllm_extract_only"]
-    t.add_row("docllm extraction only", f"{ex['median_ms']:.2f}", f"{ex['p90_ms']:.2f}", f"{ex['mb_s']:.2f}",
-              "", "", "")
+    t.add_row(
+        "docllm extraction only", f"{ex['median_ms']:.2f}", f"{ex['p90_ms']:.2f}", f"{ex['mb_s']:.2f}", "", "", ""
+    )
     for name in ("docllm", "trafilatura"):
         r = html[name]
-        t.add_row(name if name != "docllm" else "docllm full pipeline", f"{r['median_ms']:.2f}",
-                  f"{r['p90_ms']:.2f}", f"{r['mb_s']:.2f}",
-                  f"{r['chrome_leaked']:.1%}", f"{r['code_indent_kept']:.1%}", f"{r['headings_kept']:.1%}")
+        t.add_row(
+            name if name != "docllm" else "docllm full pipeline",
+            f"{r['median_ms']:.2f}",
+            f"{r['p90_ms']:.2f}",
+            f"{r['mb_s']:.2f}",
+            f"{r['chrome_leaked']:.1%}",
+            f"{r['code_indent_kept']:.1%}",
+            f"{r['headings_kept']:.1%}",
+        )
     Console(width=120).print(t)
     quarantined = {k: v for k, v in html["statuses"].items() if v != "processed"}
     print("docllm quarantined:", quarantined)
@@ -347,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     md_files = sorted(f for svc in services for f in (CORPUS / "awsdocs").glob(f"{svc}/doc_source/*.md"))
     html_pages = sorted((CORPUS / "html").rglob("*.html"))
     if args.quick:
-        md_files = md_files[::max(1, len(md_files) // 300)][:300]
+        md_files = md_files[:: max(1, len(md_files) // 300)][:300]
         html_pages = html_pages[:10]
     results = {
         "markdown": bench_markdown(md_files, repeat=max(1, args.repeat)),

@@ -72,9 +72,7 @@ def make_dataset(files: list[Path], out: Path) -> DatasetManifest:
             chunks.append(cur)
         ids = [f"{key}#{i}" for i in range(len(chunks))]
         for cid, c in zip(ids, chunks, strict=True):
-            handles[split].write(
-                json.dumps({"chunk_id": cid, "doc_key": key, "text": c}, ensure_ascii=False) + "\n"
-            )
+            handles[split].write(json.dumps({"chunk_id": cid, "doc_key": key, "text": c}, ensure_ascii=False) + "\n")
         docs.append(
             DatasetDocument(
                 doc_key=key,
@@ -87,9 +85,7 @@ def make_dataset(files: list[Path], out: Path) -> DatasetManifest:
         )
     for h in handles.values():
         h.close()
-    manifest = DatasetManifest(
-        version="ds-bench", created_at="", services=[], documents=docs, stats=DatasetStats()
-    )
+    manifest = DatasetManifest(version="ds-bench", created_at="", services=[], documents=docs, stats=DatasetStats())
     (out / "manifest.json").write_text(manifest.model_dump_json(), encoding="utf-8")
     return manifest
 
@@ -165,11 +161,7 @@ def tiktoken_encoding(hf_bytelevel_json: Path) -> tuple[Any, str]:
         pass
     from tokenizers import pre_tokenizers  # noqa: F401  (keeps import order obvious)
 
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -243,9 +235,7 @@ def bench_shards(tok_dir: Path, channel: Path, tmp: Path) -> dict[str, float]:
     tok = SentencePieceTokenizer.from_file(tok_dir / "tokenizer.model")
     docs = [d.ids for d in encode_documents(tok, read_split_file(channel / "train.jsonl"))]
     t = time.perf_counter()
-    index = write_shards(
-        docs, tmp / "shards", vocab_size=tok.vocab_size, eos_id=tok.eos_id, shard_tokens=2**22
-    )
+    index = write_shards(docs, tmp / "shards", vocab_size=tok.vocab_size, eos_id=tok.eos_id, shard_tokens=2**22)
     seconds = time.perf_counter() - t
     mb = index.total_tokens * np.dtype(index.dtype).itemsize / 1e6
     return {"tokens": index.total_tokens, "mb": mb, "seconds": seconds, "mb_s": mb / seconds}
@@ -277,9 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         make_dataset(files, channel)
         report["train_bytes"] = (channel / "train.jsonl").stat().st_size
         (prefix / "input" / "config").mkdir(parents=True)
-        (prefix / "input" / "config" / "hyperparameters.json").write_text(
-            json.dumps(settings.to_hyperparameters())
-        )
+        (prefix / "input" / "config" / "hyperparameters.json").write_text(json.dumps(settings.to_hyperparameters()))
         env = {**os.environ, "DOCLLM_SM_PREFIX": str(prefix), "SM_CHANNELS": '["dataset"]'}
 
         from docllm.tokenizer.train import write_training_text
@@ -319,9 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in ("run", "wall s", "train s", "peak RSS MiB"):
         t.add_column(c, justify="right" if c != "run" else "left")
     for name, r in report["training"].items():
-        t.add_row(
-            name, f"{r['wall_s']:.2f}", f"{r.get('train_s', float('nan')):.2f}", f"{r['peak_rss_mib']:.0f}"
-        )
+        t.add_row(name, f"{r['wall_s']:.2f}", f"{r.get('train_s', float('nan')):.2f}", f"{r['peak_rss_mib']:.0f}")
     console.print(t)
     console.print(f"job / direct wall time: {report['job_vs_direct_wall']:.3f} (goal <= 1.15)")
     e = Table(title="Encoding, one thread (validation + test text)")

@@ -11,6 +11,4 @@ from docllm.service_layer import train
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return handle_sqs_events(
-        event, context, train.handle_train_event, idempotency_key='["detail-type", detail]'
-    )
+    return handle_sqs_events(event, context, train.handle_train_event, idempotency_key='["detail-type", detail]')

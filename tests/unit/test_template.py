@@ -28,39 +28,102 @@ KMS_KEY_REF = {"Ref": "DocllmKey"}
 # runtime) must agree on: function, code dir, queue, batch size, max receives,
 # rule, bus (None = default bus), event pattern.
 ROUTES: list[tuple[str, str, str, int, int, str, str | None, dict[str, Any]]] = [
-    ("IngestFunction", "ingest", "IngestQueue", 10, 5, "RawObjectEventsRule", None, {
-        "source": ["aws.s3"],
-        "detail-type": ["Object Created", "Object Deleted"],
-        "detail": {"bucket": {"name": [{"Ref": "RawBucket"}]}},
-    }),
-    ("IndexFunction", "index", "IndexQueue", 10, 5, "IndexDocumentEventsRule", "DocllmBus", {
-        "source": ["docllm.ingest"],
-        "detail-type": ["Document Processed", "Document Removed"],
-    }),
-    ("DatasetFunction", "dataset", "DatasetQueue", 1, 3, "DatasetRequestsRule", "DocllmBus", {
-        "source": ["docllm.dataset"],
-        "detail-type": ["Dataset Build Requested"],
-    }),
-    ("TokenizerFunction", "tokenizer", "TokenizerQueue", 1, 3, "TokenizerRequestsRule", "DocllmBus", {
-        "source": ["docllm.dataset"],
-        "detail-type": ["Dataset Built"],
-    }),
-    ("ShardsFunction", "shards", "ShardsQueue", 1, 3, "ShardsRequestsRule", "DocllmBus", {
-        "source": ["docllm.tokenizer"],
-        "detail-type": ["Tokenizer Trained"],
-    }),
-    ("TrainFunction", "train", "TrainQueue", 1, 3, "TrainRequestsRule", "DocllmBus", {
-        "source": ["docllm.dataset", "docllm.training"],
-        "detail-type": ["Dataset Tokenized", "Training Requested"],
-    }),
-    ("JobEventsFunction", "jobs", "JobEventsQueue", 10, 5, "SageMakerJobStateRule", None, {
-        "source": ["aws.sagemaker"],
-        "detail-type": ["SageMaker Training Job State Change"],
-        "detail": {
-            "TrainingJobName": [{"prefix": "docllm-"}],
-            "TrainingJobStatus": ["Completed", "Failed", "Stopped"],
+    (
+        "IngestFunction",
+        "ingest",
+        "IngestQueue",
+        10,
+        5,
+        "RawObjectEventsRule",
+        None,
+        {
+            "source": ["aws.s3"],
+            "detail-type": ["Object Created", "Object Deleted"],
+            "detail": {"bucket": {"name": [{"Ref": "RawBucket"}]}},
         },
-    }),
+    ),
+    (
+        "IndexFunction",
+        "index",
+        "IndexQueue",
+        10,
+        5,
+        "IndexDocumentEventsRule",
+        "DocllmBus",
+        {
+            "source": ["docllm.ingest"],
+            "detail-type": ["Document Processed", "Document Removed"],
+        },
+    ),
+    (
+        "DatasetFunction",
+        "dataset",
+        "DatasetQueue",
+        1,
+        3,
+        "DatasetRequestsRule",
+        "DocllmBus",
+        {
+            "source": ["docllm.dataset"],
+            "detail-type": ["Dataset Build Requested"],
+        },
+    ),
+    (
+        "TokenizerFunction",
+        "tokenizer",
+        "TokenizerQueue",
+        1,
+        3,
+        "TokenizerRequestsRule",
+        "DocllmBus",
+        {
+            "source": ["docllm.dataset"],
+            "detail-type": ["Dataset Built"],
+        },
+    ),
+    (
+        "ShardsFunction",
+        "shards",
+        "ShardsQueue",
+        1,
+        3,
+        "ShardsRequestsRule",
+        "DocllmBus",
+        {
+            "source": ["docllm.tokenizer"],
+            "detail-type": ["Tokenizer Trained"],
+        },
+    ),
+    (
+        "TrainFunction",
+        "train",
+        "TrainQueue",
+        1,
+        3,
+        "TrainRequestsRule",
+        "DocllmBus",
+        {
+            "source": ["docllm.dataset", "docllm.training"],
+            "detail-type": ["Dataset Tokenized", "Training Requested"],
+        },
+    ),
+    (
+        "JobEventsFunction",
+        "jobs",
+        "JobEventsQueue",
+        10,
+        5,
+        "SageMakerJobStateRule",
+        None,
+        {
+            "source": ["aws.sagemaker"],
+            "detail-type": ["SageMaker Training Job State Change"],
+            "detail": {
+                "TrainingJobName": [{"prefix": "docllm-"}],
+                "TrainingJobStatus": ["Completed", "Failed", "Stopped"],
+            },
+        },
+    ),
 ]
 
 GLOBAL_ENV = {
@@ -78,21 +141,45 @@ GLOBAL_ENV = {
     "POWERTOOLS_METRICS_NAMESPACE": "docllm",
     "LOG_LEVEL": {"Ref": "LogLevel"},
 }
-JOB_ENV = {"DOCLLM_SAGEMAKER_ROLE_ARN", "DOCLLM_IMAGE_TOKENIZER", "DOCLLM_IMAGE_TRAIN",
-           "DOCLLM_SUBNET_IDS", "DOCLLM_SECURITY_GROUP_IDS"}
+JOB_ENV = {
+    "DOCLLM_SAGEMAKER_ROLE_ARN",
+    "DOCLLM_IMAGE_TOKENIZER",
+    "DOCLLM_IMAGE_TRAIN",
+    "DOCLLM_SUBNET_IDS",
+    "DOCLLM_SECURITY_GROUP_IDS",
+}
 JOB_LAUNCHERS = {"TokenizerFunction", "ShardsFunction", "TrainFunction"}
 
 # Intrinsics the local runtime's resolver implements; routing parts may use no others.
-LOCAL_INTRINSICS = {"Ref", "Fn::GetAtt", "Fn::Sub", "Fn::Join", "Fn::If", "Fn::Equals", "Fn::Not",
-                    "Fn::And", "Fn::Or", "Fn::Select", "Fn::Split", "Condition"}
+LOCAL_INTRINSICS = {
+    "Ref",
+    "Fn::GetAtt",
+    "Fn::Sub",
+    "Fn::Join",
+    "Fn::If",
+    "Fn::Equals",
+    "Fn::Not",
+    "Fn::And",
+    "Fn::Or",
+    "Fn::Select",
+    "Fn::Split",
+    "Condition",
+}
 # Event-pattern operators the local runtime's matcher implements.
 PATTERN_OPERATORS = {"prefix", "anything-but", "exists", "numeric"}
 # Actions AWS offers no resource-level scoping for; "*" is only tolerated with these.
 STAR_RESOURCE_ACTIONS = {
-    "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData",
-    "ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
-    "ec2:DeleteNetworkInterfacePermission", "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
-    "ec2:DescribeDhcpOptions", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups",
+    "ecr:GetAuthorizationToken",
+    "cloudwatch:PutMetricData",
+    "ec2:CreateNetworkInterface",
+    "ec2:CreateNetworkInterfacePermission",
+    "ec2:DeleteNetworkInterface",
+    "ec2:DeleteNetworkInterfacePermission",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeVpcs",
+    "ec2:DescribeDhcpOptions",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeSecurityGroups",
 }
 
 
@@ -220,8 +307,10 @@ def test_every_bucket_blocks_public_access_and_enforces_ownership(template: Tpl)
     assert set(buckets) == {"RawBucket", "ProcessedBucket", "ArtifactBucket", "AccessLogBucket"}
     for name, bucket in buckets.items():
         p = bucket["Properties"]
-        assert all(p["PublicAccessBlockConfiguration"][k] is True for k in (
-            "BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")), name
+        assert all(
+            p["PublicAccessBlockConfiguration"][k] is True
+            for k in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
+        ), name
         assert p["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}], name
         assert p["VersioningConfiguration"]["Status"] == "Enabled", name
         rules = p["LifecycleConfiguration"]["Rules"]
@@ -232,8 +321,7 @@ def test_data_buckets_encrypt_with_the_cmk_and_log_access(template: Tpl) -> None
     for name in ("RawBucket", "ProcessedBucket", "ArtifactBucket"):
         p = props(template, name)
         (rule,) = p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-        assert rule["ServerSideEncryptionByDefault"] == {
-            "SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KMS_KEY_ARN}
+        assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KMS_KEY_ARN}
         assert rule["BucketKeyEnabled"] is True
         assert p["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": "AccessLogBucket"}
 
@@ -248,17 +336,26 @@ def test_access_log_bucket_uses_sse_s3_because_log_delivery_requires_it(template
 def test_bucket_policy_denies_plain_http_and_foreign_encryption(template: Tpl, bucket: str) -> None:
     statements = bucket_policy_statements(template, bucket)
     denies = [st for st in statements if st["Effect"] == "Deny"]
-    assert any(st.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
-               and st["Action"] == "s3:*" for st in denies)
-    assert any(st["Action"] == "s3:PutObject"
-               and "s3:x-amz-server-side-encryption" in st["Condition"].get("StringNotEquals", {})
-               for st in denies)
+    assert any(
+        st.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false" and st["Action"] == "s3:*"
+        for st in denies
+    )
+    assert any(
+        st["Action"] == "s3:PutObject"
+        and "s3:x-amz-server-side-encryption" in st["Condition"].get("StringNotEquals", {})
+        for st in denies
+    )
 
 
 def test_only_the_raw_bucket_sends_events_to_eventbridge(template: Tpl) -> None:
-    senders = [name for name, b in resources_of(template, "AWS::S3::Bucket").items()
-               if b["Properties"].get("NotificationConfiguration", {})
-               .get("EventBridgeConfiguration", {}).get("EventBridgeEnabled")]
+    senders = [
+        name
+        for name, b in resources_of(template, "AWS::S3::Bucket").items()
+        if b["Properties"]
+        .get("NotificationConfiguration", {})
+        .get("EventBridgeConfiguration", {})
+        .get("EventBridgeEnabled")
+    ]
     assert senders == ["RawBucket"]
 
 
@@ -294,8 +391,15 @@ def test_bus_is_stage_named_encrypted_and_archived(template: Tpl) -> None:
     ids=[r[0] for r in ROUTES],
 )
 def test_routing_row_is_wired_rule_to_queue_to_function(
-    template: dict[str, Any], fn: str, code_dir: str, queue: str, batch: int, max_receive: int,
-    rule: str, bus: str | None, pattern: dict[str, Any],
+    template: dict[str, Any],
+    fn: str,
+    code_dir: str,
+    queue: str,
+    batch: int,
+    max_receive: int,
+    rule: str,
+    bus: str | None,
+    pattern: dict[str, Any],
 ) -> None:
     r = props(template, rule)
     assert template["Resources"][rule]["Type"] == "AWS::Events::Rule"
@@ -307,8 +411,10 @@ def test_routing_row_is_wired_rule_to_queue_to_function(
     assert [t["Arn"] for t in r["Targets"]] == [{"Fn::GetAtt": [queue, "Arn"]}]
 
     q = props(template, queue)
-    assert q["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [f"{queue}DLQ", "Arn"]},
-                                  "maxReceiveCount": max_receive}
+    assert q["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": [f"{queue}DLQ", "Arn"]},
+        "maxReceiveCount": max_receive,
+    }
 
     f = props(template, fn)
     assert f["CodeUri"] == f"services/{code_dir}/"
@@ -382,15 +488,23 @@ def test_every_queue_has_a_dlq_with_an_alarm_and_is_encrypted(template: Tpl) -> 
 
 @pytest.mark.parametrize(("queue", "rule"), [(r[2], r[5]) for r in ROUTES])
 def test_queue_policy_lets_only_its_rule_send(template: Tpl, queue: str, rule: str) -> None:
-    policies = [p["Properties"] for p in resources_of(template, "AWS::SQS::QueuePolicy").values()
-                if p["Properties"]["Queues"] == [{"Ref": queue}]]
+    policies = [
+        p["Properties"]
+        for p in resources_of(template, "AWS::SQS::QueuePolicy").values()
+        if p["Properties"]["Queues"] == [{"Ref": queue}]
+    ]
     assert len(policies) == 1
     allows = [st for st in policies[0]["PolicyDocument"]["Statement"] if st["Effect"] == "Allow"]
-    assert allows == [{
-        "Sid": "AllowRuleToSend", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
-        "Action": "sqs:SendMessage", "Resource": {"Fn::GetAtt": [queue, "Arn"]},
-        "Condition": {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule, "Arn"]}}},
-    }]
+    assert allows == [
+        {
+            "Sid": "AllowRuleToSend",
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": {"Fn::GetAtt": [queue, "Arn"]},
+            "Condition": {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule, "Arn"]}}},
+        }
+    ]
 
 
 # ---------------------------------------------------------------- functions
@@ -440,9 +554,13 @@ def test_job_launchers_may_only_pass_the_job_role_to_sagemaker(template: Tpl, fn
 
 
 def test_only_launchers_can_create_training_jobs(template: Tpl) -> None:
-    creators = {name for name, fn in resources_of(template, "AWS::Serverless::Function").items()
-                if any("sagemaker:CreateTrainingJob" in as_list(st["Action"])
-                       for st in statements_of(fn["Properties"]["Policies"]))}
+    creators = {
+        name
+        for name, fn in resources_of(template, "AWS::Serverless::Function").items()
+        if any(
+            "sagemaker:CreateTrainingJob" in as_list(st["Action"]) for st in statements_of(fn["Properties"]["Policies"])
+        )
+    }
     assert creators == JOB_LAUNCHERS
 
 
@@ -461,8 +579,7 @@ def test_http_api_requires_iam_auth_logs_access_and_throttles(template: Tpl) -> 
 def test_api_function_serves_exactly_the_documented_routes(template: Tpl) -> None:
     events = props(template, "ApiFunction")["Events"].values()
     routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events if e["Type"] == "HttpApi"}
-    assert routes == {("GET", "/v1/search"), ("GET", "/v1/documents"), ("GET", "/v1/status"),
-                      ("GET", "/openapi.json")}
+    assert routes == {("GET", "/v1/search"), ("GET", "/v1/documents"), ("GET", "/v1/status"), ("GET", "/openapi.json")}
     for e in events:
         assert e["Properties"]["ApiId"] == {"Ref": "DocllmHttpApi"}
         # No per-route override may switch authentication off.
@@ -492,20 +609,28 @@ def test_network_policy_never_opens_the_dashboard_or_skips_iam(template: Tpl) ->
 
 def test_only_index_and_api_roles_reach_the_search_index(template: Tpl) -> None:
     text = props(template, "SearchDataAccessPolicy")["Policy"]["Fn::Sub"]
-    text = (text.replace("${Stage}", "dev").replace("${IndexFunctionRole.Arn}", "index-role")
-            .replace("${ApiFunctionRole.Arn}", "api-role"))
+    text = (
+        text.replace("${Stage}", "dev")
+        .replace("${IndexFunctionRole.Arn}", "index-role")
+        .replace("${ApiFunctionRole.Arn}", "api-role")
+    )
     grants = {entry["Principal"][0]: entry["Rules"] for entry in json.loads(text)}
     assert set(grants) == {"index-role", "api-role"}
     for rules in grants.values():
         assert all(r["ResourceType"] == "index" and r["Resource"] == ["index/docllm-dev/*"] for r in rules)
     assert set(grants["api-role"][0]["Permission"]) == {"aoss:ReadDocument", "aoss:DescribeIndex"}
     assert set(grants["index-role"][0]["Permission"]) == {
-        "aoss:ReadDocument", "aoss:WriteDocument", "aoss:CreateIndex", "aoss:UpdateIndex",
+        "aoss:ReadDocument",
+        "aoss:WriteDocument",
+        "aoss:CreateIndex",
+        "aoss:UpdateIndex",
         "aoss:DescribeIndex",
     }
-    callers = {name for name, fn in resources_of(template, "AWS::Serverless::Function").items()
-               if any("aoss:APIAccessAll" in as_list(st["Action"])
-                      for st in statements_of(fn["Properties"]["Policies"]))}
+    callers = {
+        name
+        for name, fn in resources_of(template, "AWS::Serverless::Function").items()
+        if any("aoss:APIAccessAll" in as_list(st["Action"]) for st in statements_of(fn["Properties"]["Policies"]))
+    }
     assert callers == {"IndexFunction", "ApiFunction"}
 
 
@@ -520,15 +645,20 @@ def test_layer_builds_from_shared_with_the_python_build_method(template: Tpl) ->
 
 def test_layer_requirements_leave_out_the_runtime_sdk_and_torch() -> None:
     lines = (TEMPLATE.parent / "shared" / "requirements.txt").read_text(encoding="utf-8").splitlines()
-    names = {line.split("==")[0].split("[")[0].strip().lower() for line in lines
-             if line.strip() and not line.startswith("#")}
+    names = {
+        line.split("==")[0].split("[")[0].strip().lower() for line in lines if line.strip() and not line.startswith("#")
+    }
     assert {"pydantic", "aws-lambda-powertools", "selectolax", "pypdfium2", "opensearch-py"} <= names
     assert not names & {"boto3", "botocore", "torch", "sentencepiece", "transformers"}
 
 
 def test_outputs_expose_every_resource_cloud_tests_look_up(template: Tpl) -> None:
-    referenced = {ref for out in template["Outputs"].values()
-                  for ref in [out["Value"].get("Ref"), (out["Value"].get("Fn::GetAtt") or [None])[0]] if ref}
+    referenced = {
+        ref
+        for out in template["Outputs"].values()
+        for ref in [out["Value"].get("Ref"), (out["Value"].get("Fn::GetAtt") or [None])[0]]
+        if ref
+    }
     wanted = set(resources_of(template, "AWS::S3::Bucket")) | set(resources_of(template, "AWS::SQS::Queue"))
     wanted |= {"StateTable", "IdempotencyTable", "DocllmBus", "SearchCollection", "SageMakerJobRole"}
     assert wanted <= referenced, wanted - referenced

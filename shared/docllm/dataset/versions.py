@@ -154,9 +154,7 @@ def dataset_prefix(artifact_bucket: str, version: str) -> str:
     return f"s3://{artifact_bucket}/datasets/{version}/"
 
 
-def _version_of(
-    documents: list[DatasetDocument], services: list[str], family: str | None, rule: SplitRule
-) -> str:
+def _version_of(documents: list[DatasetDocument], services: list[str], family: str | None, rule: SplitRule) -> str:
     # Only content and filters go in: created_at, stats and the diff are derived.
     payload = {
         "schema": 1,

@@ -227,8 +227,7 @@ def apply_boilerplate(processed: Processed, boilerplate_hashes: set[str]) -> Pro
     for chunk in processed.chunks:
         parts = split_rendered(chunk.text)
         kept = [
-            p for p in parts
-            if _HEADING_LINE.match(p) or _FENCE.match(p) or paragraph_hash(p) not in boilerplate_hashes
+            p for p in parts if _HEADING_LINE.match(p) or _FENCE.match(p) or paragraph_hash(p) not in boilerplate_hashes
         ]
         if not any(not _HEADING_LINE.match(p) for p in kept):
             continue
@@ -246,9 +245,7 @@ def apply_boilerplate(processed: Processed, boilerplate_hashes: set[str]) -> Pro
                 }
             )
         )
-    return processed.model_copy(
-        update={"chunks": chunks, "token_estimate": sum(c.token_estimate for c in chunks)}
-    )
+    return processed.model_copy(update={"chunks": chunks, "token_estimate": sum(c.token_estimate for c in chunks)})
 
 
 # --- the ledger ---------------------------------------------------------------------
@@ -304,7 +301,8 @@ class DedupLedger:
     @staticmethod
     def _bands(minhash: list[int]) -> list[str]:
         return [
-            f"{i}#" + hashlib.blake2b(
+            f"{i}#"
+            + hashlib.blake2b(
                 b",".join(str(v).encode() for v in minhash[i * LSH_ROWS : (i + 1) * LSH_ROWS]), digest_size=8
             ).hexdigest()
             for i in range(LSH_BANDS)
@@ -346,9 +344,7 @@ class DedupLedger:
         fingerprint (a redelivered event) returns the same decision.
         """
         previous = self._state.get(DOCS_PK, doc_key)
-        if previous is not None and (
-            previous["fingerprint"] != fp.model_dump() or previous["service"] != service
-        ):
+        if previous is not None and (previous["fingerprint"] != fp.model_dump() or previous["service"] != service):
             self.forget(doc_key)
         self._register(doc_key, service, fp)
         at = self._clock()
@@ -361,11 +357,16 @@ class DedupLedger:
         supersedes: list[str] = []
         if same and same[0] != doc_key:
             duplicate_of, similarity = same[0], 1.0
-            log.append(DedupLogEntry(
-                doc_key=doc_key, action="duplicate_document", duplicate_of=duplicate_of, similarity=1.0,
-                detail=f"identical cleaned text (sha256 {fp.content_sha256[:12]}) in {len(same)} documents",
-                at=at,
-            ))
+            log.append(
+                DedupLogEntry(
+                    doc_key=doc_key,
+                    action="duplicate_document",
+                    duplicate_of=duplicate_of,
+                    similarity=1.0,
+                    detail=f"identical cleaned text (sha256 {fp.content_sha256[:12]}) in {len(same)} documents",
+                    at=at,
+                )
+            )
         else:
             supersedes = [k for k in same if k != doc_key]
             # Near duplicates: LSH candidates confirmed by the estimated Jaccard similarity.
@@ -384,21 +385,31 @@ class DedupLedger:
             smaller = [(k, s) for k, s in similar if k < doc_key]
             if smaller:
                 duplicate_of, similarity = smaller[0]
-                log.append(DedupLogEntry(
-                    doc_key=doc_key, action="near_duplicate_document", duplicate_of=duplicate_of,
-                    similarity=similarity,
-                    detail=(f"estimated Jaccard {similarity:.3f} >= {self.near_dup_threshold} on "
-                            f"{SHINGLE_BYTES}-byte shingle MinHash; {len(similar)} similar documents"),
-                    at=at,
-                ))
+                log.append(
+                    DedupLogEntry(
+                        doc_key=doc_key,
+                        action="near_duplicate_document",
+                        duplicate_of=duplicate_of,
+                        similarity=similarity,
+                        detail=(
+                            f"estimated Jaccard {similarity:.3f} >= {self.near_dup_threshold} on "
+                            f"{SHINGLE_BYTES}-byte shingle MinHash; {len(similar)} similar documents"
+                        ),
+                        at=at,
+                    )
+                )
             else:
                 supersedes += [k for k, _ in similar]
         for other in supersedes:
-            log.append(DedupLogEntry(
-                doc_key=other, action="supersedes", duplicate_of=doc_key,
-                detail=f"{doc_key} has the same or nearly the same content and sorts first: it is canonical",
-                at=at,
-            ))
+            log.append(
+                DedupLogEntry(
+                    doc_key=other,
+                    action="supersedes",
+                    duplicate_of=doc_key,
+                    detail=f"{doc_key} has the same or nearly the same content and sorts first: it is canonical",
+                    at=at,
+                )
+            )
 
         boilerplate: set[str] = set()
         if duplicate_of is None:
@@ -407,17 +418,25 @@ class DedupLedger:
                 if docs >= self.boilerplate_min_docs:
                     boilerplate.add(h)
             if boilerplate:
-                log.append(DedupLogEntry(
-                    doc_key=doc_key, action="boilerplate_paragraphs",
-                    detail=(f"{len(boilerplate)} paragraphs each found in >= {self.boilerplate_min_docs} "
-                            f"documents of service {service!r}: " + ", ".join(sorted(boilerplate))),
-                    at=at,
-                ))
+                log.append(
+                    DedupLogEntry(
+                        doc_key=doc_key,
+                        action="boilerplate_paragraphs",
+                        detail=(
+                            f"{len(boilerplate)} paragraphs each found in >= {self.boilerplate_min_docs} "
+                            f"documents of service {service!r}: " + ", ".join(sorted(boilerplate))
+                        ),
+                        at=at,
+                    )
+                )
         for n, entry in enumerate(log):
             self._state.put(LOG_PK, f"{entry.doc_key}{_SEP}{at}{_SEP}{n:04d}", entry.model_dump())
         return DedupDecision(
-            duplicate_of=duplicate_of, similarity=similarity, boilerplate_hashes=boilerplate,
-            supersedes=sorted(set(supersedes)), log=log,
+            duplicate_of=duplicate_of,
+            similarity=similarity,
+            boilerplate_hashes=boilerplate,
+            supersedes=sorted(set(supersedes)),
+            log=log,
         )
 
     def log(self, doc_key: str | None = None) -> list[DedupLogEntry]:

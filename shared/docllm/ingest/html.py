@@ -37,34 +37,99 @@ _MAIN_SELECTORS: tuple[tuple[str, bool], ...] = (
 # the long list of chrome selectors only runs on roots that may contain chrome.
 _DROP_IN_CONTENT = ", ".join(
     (
-        "script", "style", "noscript", "template", "iframe", "svg", "canvas", "button", "form", "input",
-        "select", "nav", "footer", "aside", "dialog", "[role=navigation]",
-        ".headerlink", ".md-content__button", ".md-source-file", ".md-feedback", ".linenos", ".linenodiv",
-        ".toc", "#toc",
+        "script",
+        "style",
+        "noscript",
+        "template",
+        "iframe",
+        "svg",
+        "canvas",
+        "button",
+        "form",
+        "input",
+        "select",
+        "nav",
+        "footer",
+        "aside",
+        "dialog",
+        "[role=navigation]",
+        ".headerlink",
+        ".md-content__button",
+        ".md-source-file",
+        ".md-feedback",
+        ".linenos",
+        ".linenodiv",
+        ".toc",
+        "#toc",
     )
 )
 _DROP_IN_PAGE = ", ".join(
     (
-        _DROP_IN_CONTENT, "header", "[role=banner]", "[role=contentinfo]", "[role=search]",
-        "[aria-hidden=true]", ".md-sidebar", ".md-banner", ".md-header", ".md-footer", ".md-tabs",
-        ".table-of-contents", ".breadcrumb", ".breadcrumbs",
-        "[class*=cookie]", "[id*=cookie]", "[class*=consent]", "[id*=consent]", "[class*=gdpr]",
-        "[class*=advert]", "[class*=newsletter]", "[class*=social]",
+        _DROP_IN_CONTENT,
+        "header",
+        "[role=banner]",
+        "[role=contentinfo]",
+        "[role=search]",
+        "[aria-hidden=true]",
+        ".md-sidebar",
+        ".md-banner",
+        ".md-header",
+        ".md-footer",
+        ".md-tabs",
+        ".table-of-contents",
+        ".breadcrumb",
+        ".breadcrumbs",
+        "[class*=cookie]",
+        "[id*=cookie]",
+        "[class*=consent]",
+        "[id*=consent]",
+        "[class*=gdpr]",
+        "[class*=advert]",
+        "[class*=newsletter]",
+        "[class*=social]",
     )
 )
 _MIN_ROOT_CHARS = 200
 _HTML_LANG = re.compile(r"<html\b[^>]*?\blang\s*=\s*[\"']?([A-Za-z0-9_-]+)", re.IGNORECASE)
 _TITLE = re.compile(r"<title\b[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
-_REFRESH = re.compile(
-    r"<meta\b[^>]*http-equiv\s*=\s*[\"']?refresh[^>]*>", re.IGNORECASE
-)
+_REFRESH = re.compile(r"<meta\b[^>]*http-equiv\s*=\s*[\"']?refresh[^>]*>", re.IGNORECASE)
 _REFRESH_URL = re.compile(r"url\s*=\s*([^\"'>\s;]+)", re.IGNORECASE)
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 _BLOCK_TAGS = frozenset(
     {
-        "p", "div", "section", "article", "main", "details", "summary", "blockquote", "figure", "figcaption",
-        "ul", "ol", "li", "dl", "dt", "dd", "table", "pre", "hr", "h1", "h2", "h3", "h4", "h5", "h6",
-        "center", "address", "fieldset", "legend", "header", "footer", "aside", "nav",
+        "p",
+        "div",
+        "section",
+        "article",
+        "main",
+        "details",
+        "summary",
+        "blockquote",
+        "figure",
+        "figcaption",
+        "ul",
+        "ol",
+        "li",
+        "dl",
+        "dt",
+        "dd",
+        "table",
+        "pre",
+        "hr",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "center",
+        "address",
+        "fieldset",
+        "legend",
+        "header",
+        "footer",
+        "aside",
+        "nav",
     }
 )
 _SKIP_TAGS = frozenset({"-comment", "script", "style", "noscript", "template"})
@@ -346,8 +411,7 @@ def extract_html(text: str, *, min_chars: int = 40) -> HtmlDocument:
         raise NotFoundPageError(f"The page is a 'not found' error page ({first_h1 or raw_title}).")
     if body_chars < min_chars and not any(b.kind == "code" for b in blocks):
         raise NoMainContentError(
-            f"Only {body_chars} characters of main content remain once navigation and page chrome"
-            " are removed."
+            f"Only {body_chars} characters of main content remain once navigation and page chrome are removed."
         )
     if title is None:
         title = first_h1

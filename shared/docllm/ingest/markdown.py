@@ -29,9 +29,7 @@ _PARAGRAPH = re.compile(r"^[^\S\n]*\S.*(?:\n[^\S\n]*\S.*)*", re.MULTILINE)
 # paragraph by paragraph instead.
 _SEP_CHAR = "\ue000"
 _SEP = "\n" + _SEP_CHAR + "\n"
-_ANCHOR = re.compile(
-    "<a\\s+name=\"[^\"\ue000]*\"\\s*>\\s*</a>|<a\\s+name='[^'\ue000]*'\\s*>\\s*</a>", re.IGNORECASE
-)
+_ANCHOR = re.compile("<a\\s+name=\"[^\"\ue000]*\"\\s*>\\s*</a>|<a\\s+name='[^'\ue000]*'\\s*>\\s*</a>", re.IGNORECASE)
 # Inline code spans are kept verbatim; a backslash before ASCII punctuation elsewhere is an escape.
 _CODE_SPAN = re.compile(r"(``[^\n]*?``|`[^`\n]*`)")
 _ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
@@ -43,7 +41,7 @@ _ESCAPE_BACKSLASH = re.compile(r"\\(?=[!-/:-@\[-`{-~])")
 _PAIR_SENTINEL = "\ue001"
 # A C-level callable for the rare text that holds the sentinel itself.
 _GROUP_1 = methodcaller("group", 1)
-_IMAGE = re.compile("!\\[((?:\\\\.|[^\\]\\\\\ue000])*)\\]\\([^)\\s]*(?:\\s+\"[^\"\ue000]*\")?\\)")
+_IMAGE = re.compile('!\\[((?:\\\\.|[^\\]\\\\\ue000])*)\\]\\([^)\\s]*(?:\\s+"[^"\ue000]*")?\\)')
 _TAB_LABEL = re.compile(r"^\[\s*(.+?)\s*\]$")
 _COMMENT = re.compile("<!--[^\ue000]*?-->")
 _fence_close_cache: dict[tuple[str, int], re.Pattern[str]] = {}

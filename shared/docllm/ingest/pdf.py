@@ -66,9 +66,7 @@ def _paragraphs(lines: list[str]) -> list[str]:
     paras: list[list[str]] = [[]]
     for ln in lines:
         prev = paras[-1][-1] if paras[-1] else None
-        if prev is not None and (
-            _BULLET.match(ln) or (prev.endswith(_SENTENCE_END) and len(prev) < 0.8 * width)
-        ):
+        if prev is not None and (_BULLET.match(ln) or (prev.endswith(_SENTENCE_END) and len(prev) < 0.8 * width)):
             paras.append([])
         paras[-1].append(ln)
     out = []

@@ -145,9 +145,7 @@ def main(env: JobEnvironment) -> None:
         result = train_tokenizer(env.channels["dataset"], settings, env.model_dir, work_dir=Path(tmp))
     expected = env.hyperparameters.get("tokenizer_version")
     if expected and expected != result.version:
-        raise JobInputError(
-            f"tokenizer_version {expected!r} does not match the data and settings ({result.version})"
-        )
+        raise JobInputError(f"tokenizer_version {expected!r} does not match the data and settings ({result.version})")
     output_uri = env.hyperparameters.get("output_uri")
     publish_with_result(env.model_dir, result.model_dump_json(indent=1), output_uri)
 

@@ -155,9 +155,7 @@ class OpenSearchEmulator:
         except _HttpError as e:
             return e.status, e.body
 
-    def _route(
-        self, method: str, parts: list[str], params: dict[str, Any], raw: str | None
-    ) -> tuple[int, Any]:
+    def _route(self, method: str, parts: list[str], params: dict[str, Any], raw: str | None) -> tuple[int, Any]:
         body = json.loads(raw) if raw and not (parts and parts[-1] == "_bulk") else None
         match (method, parts):
             case ("PUT", ["_index_template", name]):
@@ -238,9 +236,7 @@ class OpenSearchEmulator:
                 raise _HttpError(400, "illegal_argument_exception", f"analyzer [{aname}]: unknown tokenizer")
             for f in spec.get("filter", []):
                 if f not in filters and f not in _BUILTIN_FILTERS:
-                    raise _HttpError(
-                        400, "illegal_argument_exception", f"analyzer [{aname}]: unknown filter [{f}]"
-                    )
+                    raise _HttpError(400, "illegal_argument_exception", f"analyzer [{aname}]: unknown filter [{f}]")
             for f in spec.get("char_filter", []):
                 if f not in analysis.get("char_filter", {}):
                     raise _HttpError(
@@ -314,9 +310,7 @@ class OpenSearchEmulator:
         if index.mappings.get("dynamic") == "strict":
             extra = set(source) - set(props)
             if extra:
-                raise _HttpError(
-                    400, "strict_dynamic_mapping_exception", f"fields {sorted(extra)} not allowed"
-                )
+                raise _HttpError(400, "strict_dynamic_mapping_exception", f"fields {sorted(extra)} not allowed")
 
     def _bulk(self, default_index: str | None, raw: str) -> tuple[int, Any]:
         if self.throttle_bulks > 0:
@@ -401,9 +395,7 @@ class OpenSearchEmulator:
         return result
 
     @staticmethod
-    def _sort(
-        hits: list[tuple[float, str, dict[str, Any]]], sort: Any
-    ) -> list[tuple[float, str, dict[str, Any]]]:
+    def _sort(hits: list[tuple[float, str, dict[str, Any]]], sort: Any) -> list[tuple[float, str, dict[str, Any]]]:
         if not sort:
             return sorted(hits, key=lambda h: (-h[0], h[1]))
         for spec in reversed(sort):
@@ -425,9 +417,7 @@ class OpenSearchEmulator:
             out.append(hit[0] if name == "_score" else hit[2].get(name))
         return out
 
-    def _eval(
-        self, query: dict[str, Any], _id: str, doc: dict[str, Any], scorer: _Bm25
-    ) -> tuple[bool, float]:
+    def _eval(self, query: dict[str, Any], _id: str, doc: dict[str, Any], scorer: _Bm25) -> tuple[bool, float]:
         ((kind, spec),) = query.items()
         if kind == "match_all":
             return True, 1.0

@@ -243,13 +243,9 @@ class SqliteSearchIndex(SearchIndex):
                     "delete the directory and re-index"
                 )
             else:
-                stored = tuple(
-                    json.loads(conn.execute("SELECT value FROM meta WHERE key = 'weights'").fetchone()[0])
-                )
+                stored = tuple(json.loads(conn.execute("SELECT value FROM meta WHERE key = 'weights'").fetchone()[0]))
                 if stored != tuple(self._weights):
-                    raise ConfigurationError(
-                        f"{self.path} was built with weights {stored}, not {self._weights}"
-                    )
+                    raise ConfigurationError(f"{self.path} was built with weights {stored}, not {self._weights}")
 
     def close(self) -> None:
         """Close every connection this object opened (in any thread)."""
@@ -299,9 +295,7 @@ class SqliteSearchIndex(SearchIndex):
 
     @staticmethod
     def _delete(conn: sqlite3.Connection, doc_key: str) -> None:
-        conn.execute(
-            "INSERT INTO changes(chunk, added) SELECT id, 0 FROM chunks WHERE doc_key = ?", (doc_key,)
-        )
+        conn.execute("INSERT INTO changes(chunk, added) SELECT id, 0 FROM chunks WHERE doc_key = ?", (doc_key,))
         conn.execute("DELETE FROM chunks WHERE doc_key = ?", (doc_key,))
         conn.execute("DELETE FROM doc_services WHERE doc_key = ?", (doc_key,))
         conn.execute("DELETE FROM documents WHERE doc_key = ?", (doc_key,))

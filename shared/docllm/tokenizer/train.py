@@ -167,9 +167,7 @@ def train_sentencepiece(input_path: Path, settings: TokenizerSettings) -> bytes:
         raise TokenizerTrainingError("no training text: the train split is empty after sampling")
     writer = io.BytesIO()
     try:
-        spm.SentencePieceTrainer.train(
-            input=str(input_path), model_writer=writer, **trainer_options(settings)
-        )
+        spm.SentencePieceTrainer.train(input=str(input_path), model_writer=writer, **trainer_options(settings))
     except RuntimeError as e:
         raise TokenizerTrainingError(f"SentencePiece training failed: {e}") from e
     return writer.getvalue()

@@ -92,9 +92,7 @@ def test_query_follows_pages() -> None:
         return {"pk": {"S": "p"}, "sk": {"S": sk}, "n": {"N": "1"}}
 
     with Stubber(client) as stub:
-        stub.add_response(
-            "query", {"Items": [row("a")], "LastEvaluatedKey": {"pk": {"S": "p"}, "sk": {"S": "a"}}}
-        )
+        stub.add_response("query", {"Items": [row("a")], "LastEvaluatedKey": {"pk": {"S": "p"}, "sk": {"S": "a"}}})
         stub.add_response("query", {"Items": [row("b")]})
         assert [sk for sk, _ in DynamoStateStore(TABLE, client).query("p")] == ["a", "b"]
         stub.assert_no_pending_responses()

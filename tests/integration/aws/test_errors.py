@@ -85,9 +85,7 @@ def test_translated_error_keeps_code_operation_status_and_cause() -> None:
 
 
 def test_overrides_take_precedence_over_the_table() -> None:
-    error = translate(
-        client_error("ValidationException"), overrides={"ValidationException": AwsNotFoundError}
-    )
+    error = translate(client_error("ValidationException"), overrides={"ValidationException": AwsNotFoundError})
     assert isinstance(error, NotFoundError)
 
 

@@ -135,9 +135,7 @@ def test_published_event_reaches_a_rule_target_on_moto(aws: None) -> None:
     events.create_event_bus(Name="docllm")
     url = sqs.create_queue(QueueName="target")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(
-        Name="things", EventBusName="docllm", EventPattern=json.dumps({"detail-type": ["Thing Happened"]})
-    )
+    events.put_rule(Name="things", EventBusName="docllm", EventPattern=json.dumps({"detail-type": ["Thing Happened"]}))
     events.put_targets(Rule="things", EventBusName="docllm", Targets=[{"Id": "q", "Arn": arn}])
     make_bus(events).publish([event(42)])
     (message,) = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]

@@ -120,9 +120,7 @@ def test_put_file_small_and_multipart_round_trip(s3: S3ObjectStore, tmp_path: Pa
     assert out.read_bytes() == big.read_bytes()
 
 
-def test_download_of_a_missing_object_raises_not_found_and_leaves_no_file(
-    s3: S3ObjectStore, tmp_path: Path
-) -> None:
+def test_download_of_a_missing_object_raises_not_found_and_leaves_no_file(s3: S3ObjectStore, tmp_path: Path) -> None:
     target = tmp_path / "nothing"
     with pytest.raises(NotFoundError):
         s3.download_file(BUCKET, "absent", target)

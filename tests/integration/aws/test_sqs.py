@@ -25,9 +25,7 @@ def sqs_client(aws: None) -> Any:
 @pytest.fixture
 def queue(sqs_client: Any) -> Iterator[SqsQueue]:
     dlq_url = sqs_client.create_queue(QueueName="ingest-dlq")["QueueUrl"]
-    dlq_arn = sqs_client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
+    dlq_arn = sqs_client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sqs_client.create_queue(
         QueueName="ingest",
         Attributes={

@@ -84,18 +84,14 @@ def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Queue:
     if request.param == "local":
         from docllm.adapters.local.queue import QueueConfig, SqliteQueue
 
-        config = QueueConfig(
-            visibility_timeout_s=VISIBILITY_S, max_receive_count=MAX_RECEIVES, backoff_base_s=0.0
-        )
+        config = QueueConfig(visibility_timeout_s=VISIBILITY_S, max_receive_count=MAX_RECEIVES, backoff_base_s=0.0)
         return SqliteQueue(tmp_path / "queue.db", {QUEUE: config})
     request.getfixturevalue("moto_account")
     from docllm.adapters.aws.sqs import SqsQueue
 
     client = boto3.client("sqs", region_name=REGION)
     dlq_url = client.create_queue(QueueName=f"{QUEUE}-dlq")["QueueUrl"]
-    dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
+    dlq_arn = client.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     client.create_queue(
         QueueName=QUEUE,
         Attributes={

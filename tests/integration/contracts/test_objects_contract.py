@@ -14,9 +14,7 @@ from .conftest import BUCKET
 
 def test_put_then_head_report_the_same_version_etag_and_metadata(object_store: ObjectStore) -> None:
     # S3 lower-cases user metadata keys, so the contract uses lower-case keys.
-    put = object_store.put(
-        BUCKET, "s3/a.md", b"# Title\n", metadata={"sha256": "ab12"}, content_type="text/markdown"
-    )
+    put = object_store.put(BUCKET, "s3/a.md", b"# Title\n", metadata={"sha256": "ab12"}, content_type="text/markdown")
     head = object_store.head(BUCKET, "s3/a.md")
     assert put.version_id is not None
     assert (head.version_id, head.etag, head.size) == (put.version_id, put.etag, 8)

@@ -33,9 +33,7 @@ def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SearchInde
         local.close()
     else:
         emulator = OpenSearchEmulator()
-        client = OpenSearch(
-            hosts=[{"host": "emulated", "port": 9200}], connection_class=emulator.connection_class()
-        )
+        client = OpenSearch(hosts=[{"host": "emulated", "port": 9200}], connection_class=emulator.connection_class())
         yield OpenSearchIndex(client=client, sleep=lambda _: None)
 
 
@@ -95,9 +93,7 @@ def test_service_filter_keeps_only_that_service(index: SearchIndex) -> None:
 
 def test_replace_swaps_every_chunk_of_the_document(index: SearchIndex) -> None:
     seed(index)
-    index.replace_document(
-        "s3/versioning.md", "v2", [chunk("s3/versioning.md", 0, "Object lock retention modes.")]
-    )
+    index.replace_document("s3/versioning.md", "v2", [chunk("s3/versioning.md", 0, "Object lock retention modes.")])
     assert index.search("suspended null", k=5) == []
     hits = index.search("retention", k=5)
     assert [h.chunk_id for h in hits] == ["s3/versioning.md#0"]
@@ -107,9 +103,7 @@ def test_replace_swaps_every_chunk_of_the_document(index: SearchIndex) -> None:
 
 def test_same_version_again_is_a_no_op(index: SearchIndex) -> None:
     seed(index)
-    index.replace_document(
-        "s3/versioning.md", "v1", [chunk("s3/versioning.md", 0, "Different text entirely.")]
-    )
+    index.replace_document("s3/versioning.md", "v1", [chunk("s3/versioning.md", 0, "Different text entirely.")])
     assert index.search("different entirely", k=5) == []
     assert {h.chunk_id for h in index.search("versioning", k=10, service="s3")} == {
         "s3/versioning.md#0",

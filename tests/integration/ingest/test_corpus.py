@@ -20,7 +20,7 @@ def source_fences(text: str) -> list[str]:
     out, i = [], 0
     while i < len(lines):
         m = _FENCE_OPEN.match(lines[i])
-        if m and not (m.group(2)[0] == "`" and "`" in lines[i][m.end():]):
+        if m and not (m.group(2)[0] == "`" and "`" in lines[i][m.end() :]):
             fch, flen = m.group(2)[0], len(m.group(2))
             j = i + 1
             while j < len(lines):
@@ -81,8 +81,9 @@ def test_every_html_page_is_processed_or_quarantined_for_the_right_reason(corpus
         assert isinstance(out, Processed), (rel, out)
         text = "\n".join(c.text for c in out.chunks)
         assert not [junk for junk in _CHROME if junk in text], rel
-        expected_lang = "ko" if rel.startswith("aws-eks-best-practices-guide/ko/") else (
-            "ja" if "/ja/" in f"/{rel}" else "en")
+        expected_lang = (
+            "ko" if rel.startswith("aws-eks-best-practices-guide/ko/") else ("ja" if "/ja/" in f"/{rel}" else "en")
+        )
         assert out.language == expected_lang, rel
 
 
@@ -94,12 +95,23 @@ def test_html_code_blocks_keep_their_indentation(corpus_dir: Path) -> None:
     assert "\n    Tracing: Active\n" in text  # YAML indentation inside the SAM template sample
 
 
-SMALL_PDFS = ["aws-sagemaker-faq/Amazon_SageMaker_FAQs.pdf", "malformed/issue-297.pdf",
-              "malformed/zen_of_python_corrupted.pdf", "malformed/issue-1113-evil-xobjects.pdf"]
-LARGE_PDFS = [f"aws-well-architected/{n}.pdf" for n in (
-    "generative-ai-lens", "wellarchitected-security-pillar", "wellarchitected-operational-excellence-pillar",
-    "wellarchitected-cost-optimization-pillar", "wellarchitected-performance-efficiency-pillar",
-    "wellarchitected-sustainability-pillar")]
+SMALL_PDFS = [
+    "aws-sagemaker-faq/Amazon_SageMaker_FAQs.pdf",
+    "malformed/issue-297.pdf",
+    "malformed/zen_of_python_corrupted.pdf",
+    "malformed/issue-1113-evil-xobjects.pdf",
+]
+LARGE_PDFS = [
+    f"aws-well-architected/{n}.pdf"
+    for n in (
+        "generative-ai-lens",
+        "wellarchitected-security-pillar",
+        "wellarchitected-operational-excellence-pillar",
+        "wellarchitected-cost-optimization-pillar",
+        "wellarchitected-performance-efficiency-pillar",
+        "wellarchitected-sustainability-pillar",
+    )
+]
 
 
 @pytest.mark.parametrize("name", SMALL_PDFS + [pytest.param(n, marks=pytest.mark.slow) for n in LARGE_PDFS])

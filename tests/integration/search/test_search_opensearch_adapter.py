@@ -19,18 +19,14 @@ from docllm.search.opensearch_emulator import OpenSearchEmulator
 
 def chunks(doc_key: str, n: int, text: str = "bucket policy") -> list[IndexedChunk]:
     return [
-        IndexedChunk(
-            chunk_id=f"c{i}", doc_key=doc_key, service="s3", title="T", heading_path=["T"], text=f"{text} {i}"
-        )
+        IndexedChunk(chunk_id=f"c{i}", doc_key=doc_key, service="s3", title="T", heading_path=["T"], text=f"{text} {i}")
         for i in range(n)
     ]
 
 
 def make(emulator: OpenSearchEmulator, **kwargs: object) -> tuple[OpenSearchIndex, list[float]]:
     sleeps: list[float] = []
-    client = OpenSearch(
-        hosts=[{"host": "emulated", "port": 9200}], connection_class=emulator.connection_class()
-    )
+    client = OpenSearch(hosts=[{"host": "emulated", "port": 9200}], connection_class=emulator.connection_class())
     return OpenSearchIndex(client=client, sleep=sleeps.append, **kwargs), sleeps  # type: ignore[arg-type]
 
 
@@ -113,9 +109,7 @@ def test_no_client_is_built_until_first_use() -> None:
 
 
 def test_lazy_client_signs_with_sigv4_for_the_chosen_service() -> None:
-    session = boto3.Session(
-        aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="x", region_name="eu-west-1"
-    )
+    session = boto3.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="x", region_name="eu-west-1")
     index = OpenSearchIndex(
         endpoint="https://abc.eu-west-1.aoss.amazonaws.com", signing_service="aoss", session=session
     )

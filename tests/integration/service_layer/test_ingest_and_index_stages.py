@@ -113,3 +113,16 @@ def test_a_document_whose_text_holds_unicode_line_separators_is_indexed(rt):
     assert load_record(rt.platform, "s/sep.md").status == "processed"
     assert indexed_keys(rt, "sepword") == ["s/sep.md"]
     assert all(q.dead == 0 for q in (rt.platform.local_queue.stats(n) for n in rt.platform.local_queue.queues))
+
+
+def test_an_upload_over_the_size_limit_is_quarantined_from_its_head_without_processing(rt, tmp_path):
+    from docllm.ingest.pipeline import IngestConfig
+
+    big = tmp_path / "big.md"
+    with big.open("wb") as f:
+        f.truncate(IngestConfig().max_bytes + 1)  # sparse: a 50 MiB + 1 byte upload costs no real I/O here
+    rt.platform.objects.put_file(rt.platform.settings.raw_bucket, "s/big.md", big)
+    assert rt.wait_idle(60)
+    record = load_record(rt.platform, "s/big.md")
+    assert (record.status, record.reason_code, record.sha256) == ("quarantined", "too_large", None)
+    assert "limit" in record.reason

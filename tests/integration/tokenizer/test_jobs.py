@@ -31,9 +31,7 @@ def _dataset(tmp: Path) -> tuple[DatasetManifest, Path, DictObjects]:
     return manifest, channel, objects
 
 
-def _run(
-    prefix: Path, module: str, hp: dict[str, str], channels: list[str]
-) -> subprocess.CompletedProcess[str]:
+def _run(prefix: Path, module: str, hp: dict[str, str], channels: list[str]) -> subprocess.CompletedProcess[str]:
     (prefix / "input" / "config").mkdir(parents=True, exist_ok=True)
     (prefix / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hp))
     env = {**os.environ, "DOCLLM_SM_PREFIX": str(prefix), "SM_CHANNELS": json.dumps(channels)}
@@ -112,8 +110,7 @@ def test_hosts_split_documents_and_their_parts_merge(
     manifest, channel, model_dir = trained
     out = tmp_path / "out"
     results = [
-        tokenize_job.tokenize_dataset(channel, model_dir, out, part=k, parts=2, shard_tokens=500)[0]
-        for k in (0, 1)
+        tokenize_job.tokenize_dataset(channel, model_dir, out, part=k, parts=2, shard_tokens=500)[0] for k in (0, 1)
     ]
     objects = DictObjects()
     for p in out.rglob("*"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -47,16 +46,12 @@ def _cfg(micro: int, strategy: str) -> TrainConfig:
     )
 
 
-def _worker(rank: int, world: int, port: int, strategy: str, out: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-    )
+def _worker(rank: int, world: int, rendezvous: str, strategy: str, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # A file rendezvous, not a TCP port: a port probed free can be taken before gloo binds it
+    # (an intermittent failure seen once in a full run).
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
         # Unshuffled, round-robin: rank r takes sequences r, r+2, …; together they cover what one
         # process takes with a batch twice as large.
@@ -71,16 +66,11 @@ def _worker(rank: int, world: int, port: int, strategy: str, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_match_one_process_with_the_same_global_batch(strategy: str, tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), strategy, str(tmp_path)), nprocs=2, join=True)
+    rendezvous = tmp_path / "rendezvous"
+    mp.spawn(_worker, args=(2, str(rendezvous), strategy, str(tmp_path)), nprocs=2, join=True)
     multi = torch.load(tmp_path / "result.pt", weights_only=True)
     assert (tmp_path / "ckpt" / "ckpt.pt").exists()
 

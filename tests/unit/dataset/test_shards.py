@@ -146,9 +146,7 @@ def test_object_store_source_reads_same_windows_by_range(tmp_path: Path) -> None
     objects = DictObjects()
     for p in tmp_path.iterdir():
         objects.put("art", f"shards/ds/tok/train/{p.name}", p.read_bytes())
-    remote = PackedSequenceReader(
-        S3ShardSource(objects, "s3://art/shards/ds/tok/train"), block_size=8, seed=5
-    )
+    remote = PackedSequenceReader(S3ShardSource(objects, "s3://art/shards/ds/tok/train"), block_size=8, seed=5)
     local = PackedSequenceReader(tmp_path, block_size=8, seed=5)
     for x, y in zip(islice(remote, len(local)), islice(local, len(local)), strict=True):
         assert np.array_equal(x, y)

@@ -19,9 +19,7 @@ def _corpus(n: int = 12) -> tuple[DictState, DictObjects]:
     state, objects = DictState(), DictObjects()
     for i in range(n):
         service = "s3" if i % 2 else "ec2"
-        add_document(
-            state, objects, f"{service}/doc{i}.md", [f"# Doc {i}\n\ntext {i}", f"more {i}"], service=service
-        )
+        add_document(state, objects, f"{service}/doc{i}.md", [f"# Doc {i}\n\ntext {i}", f"more {i}"], service=service)
     return state, objects
 
 

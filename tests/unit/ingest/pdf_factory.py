@@ -29,8 +29,7 @@ def make_pdf(
     for i, pid in enumerate(page_ids):
         if raw_streams is not None:
             data = raw_streams[i]
-            stream = (f"<< /Length {len(data)} /Filter /FlateDecode >>\nstream\n".encode() + data
-                      + b"\nendstream")
+            stream = f"<< /Length {len(data)} /Filter /FlateDecode >>\nstream\n".encode() + data + b"\nendstream"
         else:
             ops = ["BT", "/F1 11 Tf", "14 TL", "72 720 Td"]
             for line in pages[i]:

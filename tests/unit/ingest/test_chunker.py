@@ -11,15 +11,23 @@ def _para(words: int, seed: str = "word") -> Block:
 
 def test_breadcrumb_follows_heading_nesting() -> None:
     blocks = [
-        Block("heading", "Page", 1), _para(60),
-        Block("heading", "Section", 2), _para(60),
-        Block("heading", "Sub", 3), _para(60),
-        Block("heading", "Other", 2), _para(60),
+        Block("heading", "Page", 1),
+        _para(60),
+        Block("heading", "Section", 2),
+        _para(60),
+        Block("heading", "Sub", 3),
+        _para(60),
+        Block("heading", "Other", 2),
+        _para(60),
     ]
     chunks = chunk_blocks(blocks, base_path=["Guide", "Page"], budget=200, min_tokens=10)
     paths = [c.heading_path for c in chunks]
-    assert paths == [["Guide", "Page"], ["Guide", "Page", "Section"], ["Guide", "Page", "Section", "Sub"],
-                     ["Guide", "Page", "Other"]]
+    assert paths == [
+        ["Guide", "Page"],
+        ["Guide", "Page", "Section"],
+        ["Guide", "Page", "Section", "Sub"],
+        ["Guide", "Page", "Other"],
+    ]
 
 
 def test_long_section_is_split_at_block_boundaries_within_budget() -> None:

@@ -46,8 +46,13 @@ def _doc(topic: str, extra: str = "") -> Processed:
         f"Paragraph {i} about {topic} explains how {topic} behaves in case number {i}." for i in range(12)
     )
     data = f"# {topic}\n\n{body}\n\n{extra}".encode()
-    out = process_document(data, doc_key=f"s3/{topic}.md", doc_version="1", service="s3",
-                           config=IngestConfig(chunk_tokens=64, min_chunk_tokens=8))
+    out = process_document(
+        data,
+        doc_key=f"s3/{topic}.md",
+        doc_version="1",
+        service="s3",
+        config=IngestConfig(chunk_tokens=64, min_chunk_tokens=8),
+    )
     assert isinstance(out, Processed)
     return out
 
@@ -93,8 +98,12 @@ def test_paragraph_becomes_boilerplate_once_in_enough_documents_of_a_service() -
 
 
 def test_code_and_headings_never_count_as_boilerplate() -> None:
-    fp = fingerprint([Block("heading", "A heading repeated on every page", 2),
-                      Block("code", "```\nprint('the same long code sample everywhere')\n```")])
+    fp = fingerprint(
+        [
+            Block("heading", "A heading repeated on every page", 2),
+            Block("code", "```\nprint('the same long code sample everywhere')\n```"),
+        ]
+    )
     assert fp.paragraph_hashes == []
 
 
@@ -115,7 +124,7 @@ def test_forget_removes_every_trace_and_redelivery_is_idempotent() -> None:
     state = DictStateStore()
     ledger = DedupLedger(state, clock=_clock)
     fp = _doc("buckets").fingerprint
-    assert ledger.decide("s3/b.md", "s3", fp) .duplicate_of is None
+    assert ledger.decide("s3/b.md", "s3", fp).duplicate_of is None
     snapshot = {pk: dict(v) for pk, v in state.items.items() if pk != "dedup#log"}
     ledger.decide("s3/b.md", "s3", fp)
     assert {pk: dict(v) for pk, v in state.items.items() if pk != "dedup#log"} == snapshot

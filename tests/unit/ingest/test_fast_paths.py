@@ -17,15 +17,55 @@ from docllm.ingest.text import normalize_prose
 _settings = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Characters each fast path treats specially, mixed with arbitrary text.
-_tricky = st.sampled_from([
-    "\\", "\\\\", "\\.", "\\`", "`", "``", "`a\\b`", "<a name=\"x\"></a>", "<A NAME='y'></a>",
-    "![\\[Image NOT FOUND\\]](i.png)",
-    "![alt *x*](p.png \"t\")", "<!--", "-->", " ", "  ", "\t", " \n", "\n", "\n\n", "\u00a0", "\u1680", "\u3000",
-    "\u200b", "\u00ad", "\ufeff", "\x07", "\x85", "ﬁ", "e\u0301", "\ue000", "\ue001", "#", "## ", "```", "~~~",
-    "    ```", "``` x`y", "* ", "1. ", "[ Python ]", "é", "中文",
-])
-_text = st.lists(st.one_of(_tricky, st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=12)),
-                 max_size=40).map("".join)
+_tricky = st.sampled_from(
+    [
+        "\\",
+        "\\\\",
+        "\\.",
+        "\\`",
+        "`",
+        "``",
+        "`a\\b`",
+        '<a name="x"></a>',
+        "<A NAME='y'></a>",
+        "![\\[Image NOT FOUND\\]](i.png)",
+        '![alt *x*](p.png "t")',
+        "<!--",
+        "-->",
+        " ",
+        "  ",
+        "\t",
+        " \n",
+        "\n",
+        "\n\n",
+        "\u00a0",
+        "\u1680",
+        "\u3000",
+        "\u200b",
+        "\u00ad",
+        "\ufeff",
+        "\x07",
+        "\x85",
+        "ﬁ",
+        "e\u0301",
+        "\ue000",
+        "\ue001",
+        "#",
+        "## ",
+        "```",
+        "~~~",
+        "    ```",
+        "``` x`y",
+        "* ",
+        "1. ",
+        "[ Python ]",
+        "é",
+        "中文",
+    ]
+)
+_text = st.lists(
+    st.one_of(_tricky, st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=12)), max_size=40
+).map("".join)
 
 
 @_settings
@@ -102,8 +142,11 @@ def test_minhash_shingles_the_case_folded_whitespace_free_text(text: str) -> Non
         words = [int.from_bytes(data[i : i + 8], "little") for i in range(len(data) - 7)]
         mask = (1 << 64) - 1
         shingles = np.array(
-            [((words[i] * int(dedup._MIX_A)) & mask) ^ ((words[i + 8] * int(dedup._MIX_B)) & mask)
-             for i in range(len(words) - 8)], dtype=np.uint64,
+            [
+                ((words[i] * int(dedup._MIX_A)) & mask) ^ ((words[i + 8] * int(dedup._MIX_B)) & mask)
+                for i in range(len(words) - 8)
+            ],
+            dtype=np.uint64,
         )
         sampled = shingles[shingles < np.uint64(1 << 60)]
         shingles = sampled if sampled.size else shingles

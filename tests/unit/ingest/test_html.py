@@ -8,16 +8,23 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "ingest"
 
 
 def _process(name: str) -> Processed | Quarantine:
-    return process_document((FIXTURES / name).read_bytes(), doc_key=f"docs/{name}", doc_version="1",
-                            service="docs")
+    return process_document((FIXTURES / name).read_bytes(), doc_key=f"docs/{name}", doc_version="1", service="docs")
 
 
 def test_page_chrome_is_removed_and_content_kept() -> None:
     out = _process("page_with_chrome.html")
     assert isinstance(out, Processed)
     text = "\n".join(c.text for c in out.chunks)
-    for junk in ("cookies", "Navigation drawer", "Copyright", "Edit this page", "inline analytics",
-                 "dataLayer", "Search the site", "¶"):
+    for junk in (
+        "cookies",
+        "Navigation drawer",
+        "Copyright",
+        "Edit this page",
+        "inline analytics",
+        "dataLayer",
+        "Search the site",
+        "¶",
+    ):
         assert junk not in text
     assert "The logger writes `structured` JSON lines" in text
     assert out.title == "Logger" and out.guide == "Example Docs"
@@ -27,7 +34,7 @@ def test_code_keeps_indentation_and_drops_line_numbers() -> None:
     out = _process("page_with_chrome.html")
     assert isinstance(out, Processed)
     text = "\n".join(c.text for c in out.chunks)
-    expected = ('def handler(event, context):\n    if event:\n        logger.info("hello")\n    return {}')
+    expected = 'def handler(event, context):\n    if event:\n        logger.info("hello")\n    return {}'
     assert f"```python\n{expected}\n```" in text
     assert "1\n2\n3\n4" not in text
 

@@ -8,14 +8,17 @@ from docllm.ingest.pipeline import IngestConfig, Processed, Quarantine, process_
 
 
 def _process(data: bytes, **cfg: int) -> Processed | Quarantine:
-    return process_document(data, doc_key="wa/doc.pdf", doc_version="1", service="wa",
-                            config=IngestConfig(**cfg) if cfg else None)
+    return process_document(
+        data, doc_key="wa/doc.pdf", doc_version="1", service="wa", config=IngestConfig(**cfg) if cfg else None
+    )
 
 
 def test_pages_are_kept_in_chunk_metadata_and_outline_gives_headings() -> None:
     pdf = make_pdf(
-        [["Overview", "The overview explains the pillar in enough words."],
-         ["Design principles", "Principles are listed on the second page of text."]],
+        [
+            ["Overview", "The overview explains the pillar in enough words."],
+            ["Design principles", "Principles are listed on the second page of text."],
+        ],
         title="Security Pillar - AWS Well-Architected Framework",
         outline=[("Overview", 0), ("Design principles", 1)],
     )
@@ -28,8 +31,7 @@ def test_pages_are_kept_in_chunk_metadata_and_outline_gives_headings() -> None:
 
 def test_running_header_repeated_on_every_page_is_removed() -> None:
     topics = ["buckets", "objects", "versioning", "replication", "lifecycle", "encryption"]
-    pages = [["Example Guide Header", f"This page explains {t} in detail.", f"More about {t} follows."]
-             for t in topics]
+    pages = [["Example Guide Header", f"This page explains {t} in detail.", f"More about {t} follows."] for t in topics]
     out = _process(make_pdf(pages))
     assert isinstance(out, Processed)
     text = "\n".join(c.text for c in out.chunks)

@@ -21,8 +21,23 @@ def test_arbitrary_bytes_never_raise(data: bytes, name: str) -> None:
 
 _md_piece = st.one_of(
     st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=200),
-    st.sampled_from(["# H1", "## H2", "### H3", "+ item", "1. step", "| a | b |", "\\.", "<a name=\"x\"></a>",
-                     "```", "   ```", "~~~", "\r\n", "\n\n"]),
+    st.sampled_from(
+        [
+            "# H1",
+            "## H2",
+            "### H3",
+            "+ item",
+            "1. step",
+            "| a | b |",
+            "\\.",
+            '<a name="x"></a>',
+            "```",
+            "   ```",
+            "~~~",
+            "\r\n",
+            "\n\n",
+        ]
+    ),
 )
 
 
@@ -36,9 +51,11 @@ def test_arbitrary_markdown_never_raises(pieces: list[str]) -> None:
 
 @_settings
 @given(
-    code_lines=st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs", "Cc"],
-                                                         blacklist_characters="`~"), max_size=60),
-                        min_size=1, max_size=20),
+    code_lines=st.lists(
+        st.text(alphabet=st.characters(blacklist_categories=["Cs", "Cc"], blacklist_characters="`~"), max_size=60),
+        min_size=1,
+        max_size=20,
+    ),
     prose=st.lists(st.text(alphabet="abcdefgh ijk.", min_size=1, max_size=300), min_size=1, max_size=8),
 )
 def test_code_block_survives_chunking_byte_identical(code_lines: list[str], prose: list[str]) -> None:
@@ -55,5 +72,4 @@ def test_arbitrary_html_never_raises(body: str) -> None:
     data = f"<!doctype html><html><body><main>{body}</main></body></html>".encode("utf-8", "surrogatepass")
     out = process_document(data, doc_key="s3/x.html", doc_version="1", service="s3", config=CFG)
     # A parser bug would surface as "unprocessable": only input-driven reasons are allowed.
-    assert isinstance(out, Processed) or out.reason_code in ("empty", "binary", "no_main_content",
-                                                             "not_found_page")
+    assert isinstance(out, Processed) or out.reason_code in ("empty", "binary", "no_main_content", "not_found_page")

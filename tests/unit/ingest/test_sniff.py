@@ -50,8 +50,9 @@ def test_bad_input_is_quarantined_with_a_reason(data: bytes, code: str) -> None:
 def test_upload_over_the_size_cap_is_quarantined_as_too_large() -> None:
     from docllm.ingest.pipeline import IngestConfig
 
-    out = process_document(b"a" * 2000, doc_key="s3/x.md", doc_version="1", service="s3",
-                           config=IngestConfig(max_bytes=1000))
+    out = process_document(
+        b"a" * 2000, doc_key="s3/x.md", doc_version="1", service="s3", config=IngestConfig(max_bytes=1000)
+    )
     assert isinstance(out, Quarantine) and out.reason_code == "too_large"
 
 
@@ -63,7 +64,8 @@ def test_very_long_line_is_processed_within_the_budget() -> None:
 
 
 def test_plain_text_file_becomes_paragraph_chunks() -> None:
-    out = process_document(b"First paragraph here.\n\nSecond paragraph here.", doc_key="s3/notes",
-                           doc_version="1", service="s3")
+    out = process_document(
+        b"First paragraph here.\n\nSecond paragraph here.", doc_key="s3/notes", doc_version="1", service="s3"
+    )
     assert isinstance(out, Processed) and out.content_format == "text"
     assert out.title == "notes"

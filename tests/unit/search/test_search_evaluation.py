@@ -25,9 +25,7 @@ class Canned(SearchIndex):
 
     def search(self, query: str, *, k: int = 10, service: str | None = None) -> list[SearchHit]:
         return [
-            SearchHit(
-                chunk_id=f"{d}#{i}", doc_key=d, service="s", title="", heading_path=[], text="", score=1.0
-            )
+            SearchHit(chunk_id=f"{d}#{i}", doc_key=d, service="s", title="", heading_path=[], text="", score=1.0)
             for i, d in enumerate(self.answers[query])
         ][:k]
 

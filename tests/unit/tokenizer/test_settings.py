@@ -14,12 +14,8 @@ from docllm.tokenizer.settings import (
 
 def _manifest(extra: list[DatasetDocument] | None = None) -> DatasetManifest:
     docs = [
-        DatasetDocument(
-            doc_key="a", sha256="1" * 64, service="s3", split="train", chunk_ids=["a0"], token_estimate=1
-        ),
-        DatasetDocument(
-            doc_key="b", sha256="2" * 64, service="s3", split="test", chunk_ids=["b0"], token_estimate=1
-        ),
+        DatasetDocument(doc_key="a", sha256="1" * 64, service="s3", split="train", chunk_ids=["a0"], token_estimate=1),
+        DatasetDocument(doc_key="b", sha256="2" * 64, service="s3", split="test", chunk_ids=["b0"], token_estimate=1),
     ]
     return DatasetManifest(
         version="ds-1", created_at="", services=[], documents=docs + (extra or []), stats=DatasetStats()
@@ -33,17 +29,13 @@ def test_vocabulary_is_padded_to_the_multiple() -> None:
 
 
 def test_settings_survive_the_hyperparameter_round_trip() -> None:
-    s = TokenizerSettings(
-        model_type="unigram", vocab_size=8000, extra_symbols=["<|code|>"], split_digits=False
-    )
+    s = TokenizerSettings(model_type="unigram", vocab_size=8000, extra_symbols=["<|code|>"], split_digits=False)
     hp = s.to_hyperparameters()
     assert all(isinstance(v, str) for v in hp.values())
     assert TokenizerSettings.from_hyperparameters({**hp, "output_uri": "s3://x/"}) == s
 
 
-@pytest.mark.parametrize(
-    ("field", "value"), [("vocab_size", "-5"), ("model_type", "wordpiece"), ("vocab_size", "x")]
-)
+@pytest.mark.parametrize(("field", "value"), [("vocab_size", "-5"), ("model_type", "wordpiece"), ("vocab_size", "x")])
 def test_bad_hyperparameter_is_named_in_the_error(field: str, value: str) -> None:
     with pytest.raises(TokenizerSettingsError, match=field):
         TokenizerSettings.from_hyperparameters({field: value})
@@ -63,9 +55,7 @@ def test_version_changes_with_train_documents_and_settings_only() -> None:
 
 def test_job_specs_follow_the_artifact_layout() -> None:
     m = _manifest()
-    spec = tokenizer_job_spec(
-        manifest=m, settings=TokenizerSettings(), artifact_bucket="art", job_name="tok-1"
-    )
+    spec = tokenizer_job_spec(manifest=m, settings=TokenizerSettings(), artifact_bucket="art", job_name="tok-1")
     version = tokenizer_version(TokenizerSettings(), m)
     assert spec.image == "tokenizer" and spec.entry_point == "docllm.jobs.tokenizer_job"
     assert spec.channels == {"dataset": "s3://art/datasets/ds-1/"}

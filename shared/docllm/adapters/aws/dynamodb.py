@@ -96,9 +96,7 @@ class DynamoStateStore(StateStore):
     {'status': 'processed', 'chunks': 3}
     """
 
-    def __init__(
-        self, table_name: str, client: DynamoDBClient | None = None, *, consistent_read: bool = True
-    ) -> None:
+    def __init__(self, table_name: str, client: DynamoDBClient | None = None, *, consistent_read: bool = True) -> None:
         self.table_name = table_name
         self._client = client
         self._consistent = consistent_read
@@ -115,9 +113,7 @@ class DynamoStateStore(StateStore):
         return {"pk": {"S": pk}, "sk": {"S": sk}}
 
     def _to_item(self, raw: Mapping[str, Any]) -> Item:
-        return {
-            k: from_dynamo_value(self._de.deserialize(v)) for k, v in raw.items() if k not in KEY_ATTRIBUTES
-        }
+        return {k: from_dynamo_value(self._de.deserialize(v)) for k, v in raw.items() if k not in KEY_ATTRIBUTES}
 
     def get(self, pk: str, sk: str) -> Item | None:
         with aws_errors(f"DynamoDB GetItem {self.table_name} {pk}/{sk}"):

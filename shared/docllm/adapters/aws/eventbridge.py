@@ -221,9 +221,7 @@ class EventBridgeBus(EventBus):
                     code = result.get("ErrorCode")
                     if not code:
                         continue
-                    failed = FailedEntry(
-                        events[i].id, events[i].detail_type, code, result.get("ErrorMessage", "")
-                    )
+                    failed = FailedEntry(events[i].id, events[i].detail_type, code, result.get("ErrorMessage", ""))
                     if code in PERMANENT_ENTRY_CODES:
                         rejected.append(failed)
                     else:
@@ -237,9 +235,7 @@ class EventBridgeBus(EventBus):
             return "; ".join(f"{f.event_id} ({f.detail_type}): {f.code}" for f in items)
 
         if rejected:
-            raise EventRejectedError(
-                f"EventBridge refused {len(rejected)} event(s): {describe(rejected)}", rejected
-            )
+            raise EventRejectedError(f"EventBridge refused {len(rejected)} event(s): {describe(rejected)}", rejected)
         if failures:
             raise PublishError(
                 f"EventBridge refused {len(failures)} event(s) after {self._max_attempts} attempts: "

@@ -60,9 +60,7 @@ class PowertoolsMetrics(MetricsSink):
         self._metrics = metrics if metrics is not None else Metrics(namespace=namespace, service=service)
         self._buffered = 0
 
-    def put(
-        self, name: str, value: float, *, unit: str = "Count", dimensions: dict[str, str] | None = None
-    ) -> None:
+    def put(self, name: str, value: float, *, unit: str = "Count", dimensions: dict[str, str] | None = None) -> None:
         try:
             metric_unit = MetricUnit(unit)
         except ValueError as e:

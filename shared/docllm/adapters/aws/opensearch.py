@@ -297,9 +297,7 @@ class OpenSearchIndex(SearchIndex):
             if not self.client.indices.exists(index=first):
                 self.client.indices.create(index=first, body={"aliases": {self.alias: {}}})
             else:
-                self.client.indices.update_aliases(
-                    body={"actions": [{"add": {"index": first, "alias": self.alias}}]}
-                )
+                self.client.indices.update_aliases(body={"actions": [{"add": {"index": first, "alias": self.alias}}]})
         self._ready = True
 
     def physical_indexes(self) -> list[str]:
@@ -319,9 +317,7 @@ class OpenSearchIndex(SearchIndex):
             lines = json.dumps(action) + "\n" + (json.dumps(source) + "\n" if source is not None else "")
             n = len(lines.encode())
             if n > self.max_bulk_bytes:
-                raise BulkIndexingError(
-                    f"one action is {n} bytes, over the {self.max_bulk_bytes} byte bulk limit"
-                )
+                raise BulkIndexingError(f"one action is {n} bytes, over the {self.max_bulk_bytes} byte bulk limit")
             if batch and size + n > self.max_bulk_bytes:
                 self._send_bulk(batch, index)
                 batch, size = [], 0

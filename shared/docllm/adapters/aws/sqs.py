@@ -128,9 +128,7 @@ class SqsQueue(Queue):
                 # arn:aws:sqs:region:account:name
                 _, _, _, _, account, name = arn.split(":", 5)
                 with aws_errors(f"SQS GetQueueUrl {name}"):
-                    dlq_url = self.client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)[
-                        "QueueUrl"
-                    ]
+                    dlq_url = self.client.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
                 self._redrive[queue] = _Redrive(dlq_url, int(parsed["maxReceiveCount"]))
         return self._redrive[queue]
 
@@ -140,9 +138,7 @@ class SqsQueue(Queue):
         if not 0 <= delay_seconds <= 900:
             raise ValueError(f"delay_seconds must be within 0..900 (SQS limit), got {delay_seconds}")
         with aws_errors(f"SQS SendMessage {queue}"):
-            resp = self.client.send_message(
-                QueueUrl=self.url(queue), MessageBody=body, DelaySeconds=delay_seconds
-            )
+            resp = self.client.send_message(QueueUrl=self.url(queue), MessageBody=body, DelaySeconds=delay_seconds)
         return resp["MessageId"]
 
     def _receive_raw(
@@ -181,9 +177,7 @@ class SqsQueue(Queue):
                 break
         return list(out.values())
 
-    def receive(
-        self, queue: str, *, max_messages: int = 10, visibility_timeout: int | None = None
-    ) -> list[Message]:
+    def receive(self, queue: str, *, max_messages: int = 10, visibility_timeout: int | None = None) -> list[Message]:
         """Up to ``max_messages`` messages (several calls of at most 10), without waiting."""
         if max_messages < 1:
             raise ValueError("max_messages must be >= 1")
@@ -264,9 +258,7 @@ class SqsQueue(Queue):
         redrive = self._redrive_of(queue)
         if redrive is None:
             return []
-        raw = self._receive_raw(
-            redrive.dlq_url, f"DLQ of {queue}", limit, self._peek_visibility_s, until_empty=True
-        )
+        raw = self._receive_raw(redrive.dlq_url, f"DLQ of {queue}", limit, self._peek_visibility_s, until_empty=True)
         try:
             return [_to_dead_letter(m, queue) for m in raw]
         finally:
@@ -278,10 +270,7 @@ class SqsQueue(Queue):
             with aws_errors(f"SQS ChangeMessageVisibilityBatch DLQ of {queue}"):
                 self.client.change_message_visibility_batch(
                     QueueUrl=url,
-                    Entries=[
-                        {"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": 0}
-                        for i, r in enumerate(chunk)
-                    ],
+                    Entries=[{"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": 0} for i, r in enumerate(chunk)],
                 )
 
 
@@ -300,9 +289,7 @@ def _to_message(m: dict[str, Any]) -> Message:
         receive_count=int(sys_attrs.get("ApproximateReceiveCount", 1)),
         sent_at_ms=int(sys_attrs.get("SentTimestamp", 0)),
         first_received_at_ms=int(first) if first else None,
-        attributes={
-            k: v["StringValue"] for k, v in m.get("MessageAttributes", {}).items() if "StringValue" in v
-        },
+        attributes={k: v["StringValue"] for k, v in m.get("MessageAttributes", {}).items() if "StringValue" in v},
     )
 
 
