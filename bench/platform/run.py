@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from docllm.bootstrap import Platform
+from docllm.cli.common import progress_bars
 from docllm.records import DOCS_PK
 from docllm.settings import Settings
 
@@ -68,7 +68,6 @@ def main(argv: list[str] | None = None) -> int:
         for f in sorted((CORPUS / s / "doc_source").glob("*.md"))
     ]
     total_bytes = sum(f.stat().st_size for _, f, _ in files)
-    console = Console(stderr=True)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         proc = start(data)
@@ -79,14 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         bucket = p.settings.raw_bucket
         try:
             t0 = time.perf_counter()
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                disable=args.json,
-            ) as progress:
+            with progress_bars(disable=args.json) as progress:
                 up = progress.add_task("upload", total=len(files))
                 done = progress.add_task("processed", total=len(files))
                 idx = progress.add_task("indexed", total=len(files))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from docllm.bootstrap import Platform, reset_platforms
 from docllm.runtime.local import API_KEY_FILE, read_runtime_file
@@ -20,6 +21,18 @@ from docllm.settings import Settings, data_dir_from_env
 
 console = Console(stderr=True)
 out = Console()
+
+
+def progress_bars(*, disable: bool = False) -> Progress:
+    """Counted bars on stderr (stdout stays clean for ``--json``)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=disable,
+    )
 
 
 def emit_json(data: Any) -> None:

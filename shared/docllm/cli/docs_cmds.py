@@ -9,10 +9,9 @@ from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from docllm.cli.common import api_get, console, data_dir, emit_json, out, running_platform
+from docllm.cli.common import api_get, console, data_dir, emit_json, out, progress_bars, running_platform
 from docllm.exceptions import NotFoundError
 from docllm.records import DOCS_PK, DocumentRecord
 from docllm.service_layer.ingest import chunks_key
@@ -48,14 +47,7 @@ def cmd_ingest(args: Namespace) -> int:
     files = _files(args.paths)
     uploaded: dict[str, str] = {}
     unchanged = 0
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=args.json,
-    ) as progress:
+    with progress_bars(disable=args.json) as progress:
         task = progress.add_task("uploading", total=len(files))
         for path, base in files:
             key = f"{args.service}/{path.relative_to(base).as_posix()}"
