@@ -8,6 +8,7 @@ Example
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -66,36 +67,39 @@ def generate_text(
 
     model = load_hf_export(export_dir)
     info = read_tokenizer_info(export_dir)
+    encode: Callable[[str], list[int]]
+    finish: Callable[[list[int], list[int]], str]  # (prompt ids, new ids) -> full text
     if (export_dir / "tokenizer.json").exists():
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(export_dir))
-        ids = tok.encode(prompt, add_special_tokens=False)
-        bos = [info.bos_id] if info.bos_id is not None else []
-        new = generate(
-            model,
-            bos + ids,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            eos_id=info.eos_id,
-            seed=seed,
-        )
-        return prompt + str(tok.decode(new, skip_special_tokens=True))
-    if (export_dir / "tokenizer.model").exists():
+
+        def encode(text: str) -> list[int]:
+            return list(tok.encode(text, add_special_tokens=False))
+
+        def finish(ids: list[int], new: list[int]) -> str:
+            return prompt + str(tok.decode(new, skip_special_tokens=True))
+    elif (export_dir / "tokenizer.model").exists():
         import sentencepiece as spm
 
         sp = spm.SentencePieceProcessor(model_file=str(export_dir / "tokenizer.model"))
-        ids = sp.encode(prompt)
-        bos = [info.bos_id] if info.bos_id is not None else []
-        new = generate(
-            model,
-            bos + ids,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            eos_id=info.eos_id,
-            seed=seed,
-        )
-        return str(sp.decode(ids + new))
-    raise TokenizerFilesError(f"{export_dir} holds no tokenizer files")
+
+        def encode(text: str) -> list[int]:
+            return list(sp.encode(text))
+
+        def finish(ids: list[int], new: list[int]) -> str:
+            return str(sp.decode(ids + new))
+    else:
+        raise TokenizerFilesError(f"{export_dir} holds no tokenizer files")
+    ids = encode(prompt)
+    bos = [info.bos_id] if info.bos_id is not None else []
+    new = generate(
+        model,
+        bos + ids,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        eos_id=info.eos_id,
+        seed=seed,
+    )
+    return finish(ids, new)
