@@ -16,7 +16,6 @@ Local smoke run (a prefix laid out like ``/opt/ml``)::
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -48,11 +47,10 @@ def train_tokenizer(
         The dataset channel is incomplete, or SentencePiece rejected the settings.
     """
     import sentencepiece as spm
-    import transformers
+    import tokenizers
 
-    from docllm.tokenizer.encode import SentencePieceTokenizer
-    from docllm.tokenizer.hf_export import export_hf
-    from docllm.tokenizer.train import train_sentencepiece, write_training_text
+    from docllm.tokenizer.hf_export import export_hf, load_model_proto
+    from docllm.tokenizer.train import train_from_records
 
     manifest_path, train_path = dataset_dir / "manifest.json", dataset_dir / "train.jsonl"
     for p in (manifest_path, train_path):
@@ -62,12 +60,10 @@ def train_tokenizer(
     version = tokenizer_version(settings, manifest)
 
     started = time.perf_counter()
-    sample_path = work_dir / "sample.txt"
-    stats = write_training_text(
-        read_split_file(train_path), sample_path, settings, split_bytes=train_path.stat().st_size
-    )
     try:
-        model = train_sentencepiece(sample_path, settings)
+        stats, model = train_from_records(
+            read_split_file(train_path), settings, work_dir, split_bytes=train_path.stat().st_size
+        )
     except TokenizerTrainingError as e:
         raise JobInputError(str(e)) from e
     seconds = time.perf_counter() - started
@@ -75,16 +71,15 @@ def train_tokenizer(
     out_dir.mkdir(parents=True, exist_ok=True)
     model_path = out_dir / "tokenizer.model"
     model_path.write_bytes(model)
-    tok = SentencePieceTokenizer(model)
-    vocab = {tok.id_to_piece(i): i for i in range(tok.vocab_size)}
-    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     export_hf(model_path, out_dir)
+    proto = load_model_proto(model)
+    spec, vocab_size = proto.trainer_spec, len(proto.pieces)
     sha = hashlib.sha256(model).hexdigest()
     specials = SpecialTokens(
-        unk_id=tok.unk_id,
-        bos_id=tok.bos_id,
-        eos_id=tok.eos_id,
-        pad_id=tok.pad_id,
+        unk_id=spec.unk_id,
+        bos_id=spec.bos_id,
+        eos_id=spec.eos_id,
+        pad_id=spec.pad_id,
         unk=UNK_PIECE,
         bos=BOS_PIECE,
         eos=EOS_PIECE,
@@ -94,7 +89,7 @@ def train_tokenizer(
         version=version,
         dataset_version=manifest.version,
         settings=settings,
-        vocab_size=tok.vocab_size,
+        vocab_size=vocab_size,
         special_tokens=specials,
         user_defined_symbols=[*WHITESPACE_SYMBOLS, *settings.extra_symbols],
         model_sha256=sha,
@@ -105,19 +100,19 @@ def train_tokenizer(
         long_lines_cut=stats.long_lines_cut,
         training_seconds=round(seconds, 3),
         sentencepiece_version=spm.__version__,
-        transformers_version=transformers.__version__,
+        tokenizers_version=tokenizers.__version__,
     )
     (out_dir / "card.json").write_text(card.model_dump_json(indent=1), encoding="utf-8")
     return TokenizerResult(
         version=version,
         dataset_version=manifest.version,
-        vocab_size=tok.vocab_size,
+        vocab_size=vocab_size,
         model_type=settings.model_type,
         model_sha256=sha,
-        eos_id=tok.eos_id,
-        bos_id=tok.bos_id,
-        pad_id=tok.pad_id,
-        unk_id=tok.unk_id,
+        eos_id=spec.eos_id,
+        bos_id=spec.bos_id,
+        pad_id=spec.pad_id,
+        unk_id=spec.unk_id,
         training_seconds=round(seconds, 3),
         files=[*sorted(p.name for p in out_dir.iterdir() if p.is_file()), "result.json"],
     )

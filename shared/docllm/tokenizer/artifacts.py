@@ -58,7 +58,7 @@ class TokenizerCard(BaseModel):
     long_lines_cut: int
     training_seconds: float
     sentencepiece_version: str
-    transformers_version: str
+    tokenizers_version: str = Field(description="Hugging Face tokenizers that wrote tokenizer.json")
 
 
 class TokenizerResult(BaseModel):

@@ -12,11 +12,13 @@ Two steps, both streaming:
    fallback, whitespace-only pieces (code indentation), digits split, and
    newline/tab as user-defined symbols, so ``decode(encode(text)) == text``.
 
+:func:`train_from_records` (what the job runs) does both at once: the sample
+streams into the trainer through a FIFO while it is being written.
+
 Example::
 
-    stats = write_training_text(read_split_file(Path("train.jsonl")), Path("sample.txt"),
-                                settings, split_bytes=Path("train.jsonl").stat().st_size)
-    model_bytes = train_sentencepiece(Path("sample.txt"), settings)
+    stats, model_bytes = train_from_records(read_split_file(Path("train.jsonl")), settings,
+                                            Path("/tmp/work"), split_bytes=Path("train.jsonl").stat().st_size)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -102,22 +105,31 @@ def write_training_text(
     ratio = min(1.0, settings.sample_bytes / max(1, split_bytes))
     stats = SampleStats()
     limit = settings.max_sentence_length
-    with out_path.open("w", encoding="utf-8", newline="\n") as fh:
+    # A line of at most limit // 4 characters cannot exceed limit UTF-8 bytes: only
+    # longer ones are measured. One encode and one write per chunk keeps this at
+    # disk speed (it was a third of the job's fixed cost).
+    short = limit // 4
+    with out_path.open("wb") as fh:
         for rec in records:
             stats.chunks_total += 1
             if not _keep(rec.chunk_id, settings.seed, ratio):
                 continue
             stats.chunks_kept += 1
+            kept: list[str] = []
             for line in rec.text.split("\n"):
-                if not line.strip():
+                if not line or line.isspace():
                     continue  # newline is a symbol; blank lines teach the trainer nothing
+                if len(line) <= short:
+                    kept.append(line)
+                    continue
                 pieces = cut_long_line(line, limit)
                 stats.long_lines_cut += len(pieces) > 1
-                for piece in pieces:
-                    fh.write(piece)
-                    fh.write("\n")
-                    stats.lines += 1
-                    stats.bytes += len(piece.encode("utf-8")) + 1
+                kept.extend(pieces)
+            if kept:
+                data = ("\n".join(kept) + "\n").encode("utf-8")
+                fh.write(data)
+                stats.lines += len(kept)
+                stats.bytes += len(data)
     return stats
 
 
@@ -153,6 +165,27 @@ def trainer_options(settings: TokenizerSettings, *, num_threads: int | None = No
     }
 
 
+# SentencePiece records its input paths in the model; a fixed name keeps the bytes
+# (and so ``model_sha256``) the same for the same data and settings.
+RECORDED_INPUT = "train-split-sample.txt"
+
+
+def _run_trainer(input_path: Path, settings: TokenizerSettings) -> bytes:
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2
+
+    writer = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(input=str(input_path), model_writer=writer, **trainer_options(settings))
+    except RuntimeError as e:
+        raise TokenizerTrainingError(f"SentencePiece training failed: {e}") from e
+    proto = sentencepiece_model_pb2.ModelProto()  # type: ignore[attr-defined]
+    proto.ParseFromString(writer.getvalue())
+    del proto.trainer_spec.input[:]
+    proto.trainer_spec.input.append(RECORDED_INPUT)
+    return bytes(proto.SerializeToString())
+
+
 def train_sentencepiece(input_path: Path, settings: TokenizerSettings) -> bytes:
     """Train on a text file and return the serialized ``tokenizer.model``.
 
@@ -161,13 +194,83 @@ def train_sentencepiece(input_path: Path, settings: TokenizerSettings) -> bytes:
     TokenizerTrainingError
         SentencePiece rejected the input or settings (its message is kept).
     """
-    import sentencepiece as spm
-
     if input_path.stat().st_size == 0:
-        raise TokenizerTrainingError("no training text: the train split is empty after sampling")
-    writer = io.BytesIO()
+        raise TokenizerTrainingError(NO_TEXT)
+    return _run_trainer(input_path, settings)
+
+
+NO_TEXT = "no training text: the train split is empty after sampling"
+
+
+def train_from_records(
+    records: Iterable[SplitRecord], settings: TokenizerSettings, work_dir: Path, *, split_bytes: int
+) -> tuple[SampleStats, bytes]:
+    """Sample ``records`` and train on the sample, the two overlapped; return stats and model bytes.
+
+    SentencePiece releases the GIL and reads its input once, front to back, so
+    the sample is written into a FIFO that the trainer reads while it is being
+    written: sampling costs no wall time beyond the trainer's own reading (the
+    job's budget is 1.15x SentencePiece alone). Where FIFOs do not exist the
+    sample goes through a file first.
+
+    Raises
+    ------
+    TokenizerTrainingError
+        SentencePiece rejected the input or settings, or the sample was empty.
+    ChunksUnreadableError
+        A line of the split is not a record (raised by the reader).
+    """
+    if not hasattr(os, "mkfifo"):
+        path = work_dir / "sample.txt"
+        sampled = write_training_text(records, path, settings, split_bytes=split_bytes)
+        return sampled, train_sentencepiece(path, settings)
+    fifo = work_dir / "sample.fifo"
+    os.mkfifo(fifo)
+    outcome: dict[str, Any] = {}
+
+    def write() -> None:
+        try:
+            outcome["stats"] = write_training_text(records, fifo, settings, split_bytes=split_bytes)
+        except BrokenPipeError:
+            pass  # the trainer stopped reading: its own error is the one to report
+        except BaseException as e:  # re-raised in the caller's thread
+            outcome["error"] = e
+
+    writer = threading.Thread(target=write, name="tokenizer-sample-writer", daemon=True)
+    writer.start()
     try:
-        spm.SentencePieceTrainer.train(input=str(input_path), model_writer=writer, **trainer_options(settings))
-    except RuntimeError as e:
-        raise TokenizerTrainingError(f"SentencePiece training failed: {e}") from e
-    return writer.getvalue()
+        model = _run_trainer(fifo, settings)
+    except TokenizerTrainingError:
+        _drain_until_done(fifo, writer)
+        if "error" in outcome:
+            raise outcome["error"] from None
+        if "stats" in outcome and outcome["stats"].bytes == 0:
+            raise TokenizerTrainingError(NO_TEXT) from None
+        raise
+    writer.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    stats: SampleStats = outcome["stats"]
+    if stats.bytes == 0:
+        raise TokenizerTrainingError(NO_TEXT)
+    return stats, model
+
+
+def _drain_until_done(fifo: Path, writer: threading.Thread) -> None:
+    """Read and discard the FIFO until the writer ends.
+
+    The trainer may fail before it ever opens its input (bad settings); the writer
+    would then wait in ``open`` for a reader forever. A non-blocking read end
+    lets it through whether it has reached ``open`` yet or not.
+    """
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        while writer.is_alive():
+            try:
+                if os.read(fd, 1 << 16):
+                    continue
+            except BlockingIOError:
+                pass
+            writer.join(0.01)
+    finally:
+        os.close(fd)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from docllm.dataset.versions import SplitRecord
 from docllm.tokenizer.encode import SentencePieceTokenizer
 from docllm.tokenizer.exceptions import TokenizerTrainingError
 from docllm.tokenizer.settings import TokenizerSettings
-from docllm.tokenizer.train import cut_long_line, train_sentencepiece, write_training_text
+from docllm.tokenizer.train import cut_long_line, train_from_records, train_sentencepiece, write_training_text
 from tests.unit.tokenizer.corpus import SPECIAL, texts
 
 
@@ -72,3 +73,43 @@ def test_empty_training_text_is_a_typed_error(tmp_path: Path) -> None:
     (tmp_path / "s.txt").write_text("", encoding="utf-8")
     with pytest.raises(TokenizerTrainingError):
         train_sentencepiece(tmp_path / "s.txt", TokenizerSettings())
+
+
+def _records(corpus: list[str]) -> list[SplitRecord]:
+    return [SplitRecord(chunk_id=f"c{i}", doc_key=f"d{i}", text=t) for i, t in enumerate(corpus)]
+
+
+def test_streamed_training_gives_the_same_model_bytes_as_training_from_a_file(tmp_path: Path) -> None:
+    settings = TokenizerSettings(vocab_size=384, num_threads=1)
+    records = _records(texts())
+    file_stats = write_training_text(records, tmp_path / "sample.txt", settings, split_bytes=10**9)
+    from_file = train_sentencepiece(tmp_path / "sample.txt", settings)
+    (tmp_path / "work").mkdir()
+    stats, streamed = train_from_records(records, settings, tmp_path / "work", split_bytes=10**9)
+    assert stats == file_stats
+    # Byte-identical, so model_sha256 names the data and settings, not a temp path.
+    assert streamed == from_file
+
+
+def test_settings_the_trainer_rejects_before_reading_fail_without_hanging(tmp_path: Path) -> None:
+    settings = TokenizerSettings(vocab_size=384, extra_symbols=["\n"])  # newline is already a symbol
+    with pytest.raises(TokenizerTrainingError, match="duplicated"):
+        train_from_records(_records(texts()), settings, tmp_path, split_bytes=10**9)
+
+
+def test_an_unreadable_record_mid_stream_is_raised_not_trained_around(tmp_path: Path) -> None:
+    class BrokenSplit(Exception):
+        pass
+
+    def records() -> Iterator[SplitRecord]:
+        yield from _records(texts())
+        raise BrokenSplit("train.jsonl:41: not a split record")
+
+    with pytest.raises(BrokenSplit):
+        train_from_records(records(), TokenizerSettings(vocab_size=384), tmp_path, split_bytes=10**9)
+
+
+def test_streamed_training_on_an_empty_split_says_so(tmp_path: Path) -> None:
+    blank = _records(["   \n\n", "\t\n"])
+    with pytest.raises(TokenizerTrainingError, match="no training text"):
+        train_from_records(blank, TokenizerSettings(), tmp_path, split_bytes=10**9)
