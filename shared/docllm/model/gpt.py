@@ -14,9 +14,12 @@ Example
 >>> import torch
 >>> from docllm.model.config import ModelConfig
 >>> model = GPT(ModelConfig.preset("tiny", vocab_size=512))
->>> logits, loss = model(torch.zeros(2, 16, dtype=torch.long), torch.zeros(2, 16, dtype=torch.long))
+>>> logits, _ = model(torch.zeros(2, 16, dtype=torch.long))
 >>> tuple(logits.shape)
 (2, 16, 512)
+>>> _, loss = model(torch.zeros(2, 16, dtype=torch.long), torch.zeros(2, 16, dtype=torch.long))
+>>> loss.shape
+torch.Size([])
 """
 
 # Single-letter upper-case shape names (B, T, C, S) and F for functional follow the papers and nanoGPT.
@@ -32,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from docllm.model.config import ModelConfig
+from docllm.model.loss import linear_cross_entropy
 
 
 class KVCache:
@@ -201,10 +205,12 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         *,
         cache: KVCache | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, V) for token ids ``idx`` (B, T); mean cross-entropy when ``targets`` is given.
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``(logits (B, T, V), None)`` for token ids ``idx`` (B, T); ``(None, loss)`` with ``targets``.
 
-        Targets equal to -1 are ignored. With ``cache``, ``idx`` continues the cached sequence.
+        The loss is the mean cross-entropy, computed without materialising fp32
+        logits (:func:`~docllm.model.loss.linear_cross_entropy`). Targets equal to -1 are ignored.
+        With ``cache``, ``idx`` continues the cached sequence.
         """
         T = idx.size(1)
         start = cache.pos if cache is not None else 0
@@ -223,11 +229,11 @@ class GPT(nn.Module):
         if cache is not None:
             cache.pos += T
         x = self.transformer["ln_f"](x)
-        logits = self.lm_head(x)  # (B, T, V)
-        loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+            # Training and validation need only the loss: no (B, T, V) fp32 logits (see model/loss.py).
+            loss = linear_cross_entropy(x.view(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1))
+            return None, loss
+        return self.lm_head(x), None  # (B, T, V)
 
     @torch.no_grad()
     def generate(
