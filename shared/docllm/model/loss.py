@@ -92,10 +92,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         grad_logits, hc, wc = ctx.saved_tensors
         h_dtype, w_dtype = ctx.dtypes
-        g = grad_out.to(hc.dtype)
-        # Scale the small (N, C) operands by grad_out, never the (N, V) or (V, C) tensors.
-        grad_h = (grad_logits @ wc).mul_(g).to(h_dtype) if ctx.needs_input_grad[0] else None
-        grad_w = (grad_logits.t() @ (hc * g)).to(w_dtype) if ctx.needs_input_grad[1] else None
+        grad_h = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_h = (grad_logits @ wc).to(h_dtype).mul_(grad_out)  # (N, C): cheap to scale
+        if ctx.needs_input_grad[1]:
+            if hc.dtype == torch.float16:
+                # A loss scaler's grad_out (2**16) times activations overflows fp16: scale after.
+                grad_w = (grad_logits.t() @ hc).to(w_dtype).mul_(grad_out)
+            else:
+                # Scale the small (N, C) operand, not the (V, C) product.
+                grad_w = (grad_logits.t() @ (hc * grad_out.to(hc.dtype))).to(w_dtype)
         return grad_h, grad_w, None
 
 

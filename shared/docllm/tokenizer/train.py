@@ -172,15 +172,15 @@ RECORDED_INPUT = "train-split-sample.txt"
 
 def _run_trainer(input_path: Path, settings: TokenizerSettings) -> bytes:
     import sentencepiece as spm
-    from sentencepiece import sentencepiece_model_pb2
+
+    from docllm.tokenizer.hf_export import load_model_proto
 
     writer = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(input=str(input_path), model_writer=writer, **trainer_options(settings))
     except RuntimeError as e:
         raise TokenizerTrainingError(f"SentencePiece training failed: {e}") from e
-    proto = sentencepiece_model_pb2.ModelProto()  # type: ignore[attr-defined]
-    proto.ParseFromString(writer.getvalue())
+    proto = load_model_proto(writer.getvalue())
     del proto.trainer_spec.input[:]
     proto.trainer_spec.input.append(RECORDED_INPUT)
     return bytes(proto.SerializeToString())

@@ -20,9 +20,9 @@ def _plain(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy((h @ w.t()).float(), y, ignore_index=-1)
 
 
-def _loss_and_grads(fn, h, w, y, *, scale: float = 1.0, bf16: bool = False):  # type: ignore[no-untyped-def]
+def _loss_and_grads(fn, h, w, y, *, scale: float = 1.0, bf16: bool = False, fp16: bool = False):  # type: ignore[no-untyped-def]
     h, w = h.clone().requires_grad_(), w.clone().requires_grad_()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast("cpu", dtype=torch.float16 if fp16 else torch.bfloat16, enabled=bf16 or fp16):
         loss = fn(h, w, y)
     (loss * scale).backward()
     return loss.detach(), h.grad, w.grad
@@ -76,3 +76,13 @@ def test_all_targets_ignored_gives_zero_loss_and_zero_gradients() -> None:
     loss, gh, gw = _loss_and_grads(linear_cross_entropy, h, w, y)
     assert float(loss) == 0.0
     assert not gh.any() and not gw.any()
+
+
+def test_fp16_with_a_loss_scaler_sized_upstream_gradient_stays_finite() -> None:
+    h, w, y = _inputs(seed=5)
+    h = h * 8  # activations of a few units: times 2**16 they overflow fp16
+    _, gh, gw = _loss_and_grads(linear_cross_entropy, h, w, y, scale=2.0**16, fp16=True)
+    _, rh, rw = _loss_and_grads(_plain, h, w, y, scale=2.0**16)  # fp32 reference
+    assert torch.isfinite(gh).all() and torch.isfinite(gw).all()
+    torch.testing.assert_close(gw, rw, rtol=2e-2, atol=2e-2 * float(rw.abs().max()))
+    torch.testing.assert_close(gh, rh, rtol=2e-2, atol=2e-2 * float(rh.abs().max()))
