@@ -3,8 +3,11 @@
 Same shape, same batch, same fused AdamW, the same autocast precision (bf16 where the CPU has
 native bf16), one thread per run unless ``--threads``; eager and ``torch.compile`` on both sides.
 The HF model computes its own loss from ``labels`` (as its Trainer runs it); ours returns its loss
-from ``model(x, y)`` as our training loop runs it. Each measurement runs in a fresh subprocess so
-peak memory (max RSS) is its own; ``--rounds`` runs per configuration, alternating, medians shown.
+from ``model(x, y)`` as our training loop runs it.
+
+Throughput: both sides live in one process and their steps alternate (docllm, HF, HF, docllm, ...),
+so a slow spell of a shared machine hits both alike; the speedup is the median of the per-pair
+ratios, with quartiles. Peak memory (max RSS): each side alone in a fresh process.
 
 Run::
 
@@ -17,33 +20,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+IMPLS = ("docllm", "hf")
+# PyTorch's switch for transparent huge pages on large CPU allocations; our training job sets it.
+HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"
 SHAPES: dict[str, dict[str, int]] = {
     "tiny": {"n_layer": 4, "n_head": 4, "n_embd": 256, "vocab": 8000, "T": 128, "B": 8},
     "124m": {"n_layer": 12, "n_head": 12, "n_embd": 768, "vocab": 32000, "T": 128, "B": 4},
 }
 
 
-def _worker(
-    impl: str,
-    shape: str,
-    variant: str,
-    steps: int,
-    warmup: int,
-    threads: int,
-    precision: str = "fp32",
-    compiled: bool = False,
-) -> dict[str, Any]:
+def _build(impl: str, shape: str, variant: str, precision: str, compiled: bool) -> tuple[Any, Callable[[], None]]:
+    """One side's model and its training step (forward, loss, backward, fused AdamW)."""
     import torch
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
     from docllm.model.config import ModelConfig
     from docllm.model.gpt import GPT
 
@@ -59,9 +58,6 @@ def _worker(
     model: torch.nn.Module
     if impl == "docllm":
         model = GPT(cfg)
-
-        def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return model(x, y)[1]
     else:
         from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -71,90 +67,80 @@ def _worker(
         hf_cfg = AutoConfig.for_model(raw.pop("model_type"), **raw)
         hf_cfg._attn_implementation = "sdpa"
         model = AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.float32)
-
-        # HF computes its own loss from labels, as its Trainer does (and inside the compiled graph).
-        def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return model(input_ids=x, labels=y).loss
-
     model.train()
     # Both sides get the optimizer our loop uses on CPU: torch's fused AdamW kernel.
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    if compiled:
-        compiled_model = torch.compile(model)
-        if impl == "docllm":
-
-            def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-                return compiled_model(x, y)[1]
-        else:
-
-            def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-                return compiled_model(input_ids=x, labels=y).loss
-
+    run = torch.compile(model) if compiled else model
     x = torch.randint(0, s["vocab"], (s["B"], s["T"]))
     y = torch.randint(0, s["vocab"], (s["B"], s["T"]))
-
     bf16 = precision == "bf16"
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_of(x, y)
+            # Ours returns the loss from model(x, y) as our loop runs it; HF computes its own loss
+            # from labels, as its Trainer does (inside the compiled graph when compiled).
+            loss = run(x, y)[1] if impl == "docllm" else run(input_ids=x, labels=y).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(warmup):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    dt = time.perf_counter() - t0
+    return model, step
+
+
+def _paired_worker(
+    shape: str, variant: str, steps: int, warmup: int, threads: int, precision: str, compiled: bool
+) -> dict[str, Any]:
+    """Both sides in one process, their steps interleaved: a slow spell of the machine hits both alike."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    sides = {impl: _build(impl, shape, variant, precision, compiled) for impl in IMPLS}
+    for _, step in sides.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {impl: [] for impl in IMPLS}
+    for i in range(steps):
+        for impl in IMPLS if i % 2 == 0 else IMPLS[::-1]:
+            t0 = time.perf_counter()
+            sides[impl][1]()
+            times[impl].append(time.perf_counter() - t0)
+    tokens = SHAPES[shape]["B"] * SHAPES[shape]["T"]
+    ratios = sorted(h / d for d, h in zip(times["docllm"], times["hf"], strict=True))
     return {
-        "impl": impl,
-        "compiled": compiled,
-        "precision": precision,
         "shape": shape,
-        "variant": variant,
-        "steps": steps,
-        "tokens_per_s": steps * s["B"] * s["T"] / dt,
-        "step_ms": 1000 * dt / steps,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "params": sum(p.numel() for p in model.parameters()),
+        "compiled": compiled,
+        "tokens_per_s": {impl: tokens / statistics.median(t) for impl, t in times.items()},
+        "step_ms": {impl: [round(1000 * x, 1) for x in t] for impl, t in times.items()},
+        "pair_speedups": ratios,
+        "params": {impl: sum(p.numel() for p in m.parameters()) for impl, (m, _) in sides.items()},
     }
 
 
-def _measure(
-    impl: str, shape: str, variant: str, steps: int, warmup: int, threads: int, precision: str, compiled: bool
-) -> dict[str, Any]:
-    """One configuration in a fresh process, so allocator state and compile caches do not leak."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.train.run",
-        "--worker",
-        impl,
-        "--shape",
-        shape,
-        "--variant",
-        variant,
-        "--steps",
-        str(steps),
-        "--warmup",
-        str(warmup),
-        "--threads",
-        str(threads),
-        "--precision",
-        precision,
-    ]
-    if compiled:
-        cmd.append("--compile")
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+def _memory_worker(impl: str, shape: str, variant: str, threads: int, precision: str, compiled: bool) -> dict[str, Any]:
+    """Peak RSS of one side alone (its own process): two steps, the second reaches steady state."""
+    import torch
+
+    torch.set_num_threads(threads)
+    _, step = _build(impl, shape, variant, precision, compiled)
+    for _ in range(2):
+        step()
+    return {
+        "impl": impl,
+        "compiled": compiled,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _subprocess(args: list[str], *, huge_pages: bool) -> dict[str, Any]:
+    """A worker in a fresh process, so allocator state, compile caches and peak RSS are its own."""
+    env = dict(os.environ)
+    env.pop(HUGE_PAGES_ENV, None)
+    if huge_pages:
+        env[HUGE_PAGES_ENV] = "1"
+    cmd = [sys.executable, "-m", "bench.train.run", *args]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
-
-
-def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median tokens/s, plus every round's figure."""
-    ordered = sorted(runs, key=lambda r: r["tokens_per_s"])
-    return {**ordered[len(ordered) // 2], "rounds_tokens_per_s": [r["tokens_per_s"] for r in runs]}
 
 
 def _default_precision() -> str:
@@ -166,9 +152,30 @@ def _default_precision() -> str:
     return "bf16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "fp32"
 
 
+def _quartiles(xs: list[float]) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(xs, n=4) if len(xs) > 1 else (xs[0],) * 3
+    return q1, q2, q3
+
+
+def _row(shape: str, paired: dict[bool, dict[str, Any]], memory: dict[tuple[str, bool], float]) -> dict[str, Any]:
+    tps = {(impl, c): r["tokens_per_s"][impl] for c, r in paired.items() for impl in IMPLS}
+    best = {impl: max((c for c in paired), key=lambda c, i=impl: tps[(i, c)]) for impl in IMPLS}  # type: ignore[misc]
+    return {
+        "shape": shape,
+        "params": paired[next(iter(paired))]["params"],
+        "tokens_per_s": {f"{impl}{' compiled' if c else ' eager'}": v for (impl, c), v in tps.items()},
+        "best": {impl: "compiled" if c else "eager" for impl, c in best.items()},
+        "speedup_best_vs_best": tps[("docllm", best["docllm"])] / tps[("hf", best["hf"])],
+        # Median and quartiles of the per-pair ratios (adjacent steps of the two sides).
+        "speedup_paired": {("compiled" if c else "eager"): _quartiles(r["pair_speedups"]) for c, r in paired.items()},
+        "peak_rss_mb": {f"{impl}{' compiled' if c else ' eager'}": v for (impl, c), v in memory.items()},
+        "step_ms": {("compiled" if c else "eager"): r["step_ms"] for c, r in paired.items()},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny shape only, 3 steps, eager only: a smoke run")
+    p.add_argument("--quick", action="store_true", help="tiny shape only, 4 steps, eager only: a smoke run")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
     p.add_argument(
         "--variant",
@@ -177,10 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         help="architecture; the HF peer is the class it exports to",
     )
     p.add_argument("--shapes", nargs="*", default=None, help=f"subset of {sorted(SHAPES)}")
-    p.add_argument("--steps", type=int, default=None, help="measured steps per run (default 8, quick 3)")
+    p.add_argument("--steps", type=int, default=None, help="measured steps per side (default 16, quick 4)")
     p.add_argument("--warmup", type=int, default=3, help="unmeasured steps first (compilation happens here)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    p.add_argument("--rounds", type=int, default=3, help="runs per configuration (median reported; quick: 1)")
     p.add_argument(
         "--precision",
         choices=["fp32", "bf16"],
@@ -188,96 +194,99 @@ def main(argv: list[str] | None = None) -> int:
         help="autocast dtype for both sides (default: bf16 if the CPU has native bf16, else fp32)",
     )
     p.add_argument("--no-compile", action="store_true", help="eager only (skip the torch.compile columns)")
-    p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--worker", choices=["docllm", "hf"], help=argparse.SUPPRESS)
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs (one process per side)")
+    p.add_argument(
+        "--no-huge-pages",
+        action="store_true",
+        help=f"run both sides without {HUGE_PAGES_ENV}=1 (the training job sets it; default: both sides get it)",
+    )
+    p.add_argument("--worker", choices=["paired", "memory"], help=argparse.SUPPRESS)
+    p.add_argument("--impl", choices=IMPLS, help=argparse.SUPPRESS)
     p.add_argument("--shape", help=argparse.SUPPRESS)
+    p.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     precision = a.precision or _default_precision()
-    if a.worker:
-        print(json.dumps(_worker(a.worker, a.shape, a.variant, a.steps, a.warmup, a.threads, precision, a.compile)))
+    if a.worker == "paired":
+        result = _paired_worker(a.shape, a.variant, a.steps, a.warmup, a.threads, precision, a.compile)
+        print(json.dumps(result))
+        return 0
+    if a.worker == "memory":
+        print(json.dumps(_memory_worker(a.impl, a.shape, a.variant, a.threads, precision, a.compile)))
         return 0
     shapes = a.shapes or (["tiny"] if a.quick else list(SHAPES))
-    steps = a.steps or (3 if a.quick else 8)
+    steps = a.steps or (4 if a.quick else 16)
     warmup = 1 if a.quick else a.warmup
     modes = [False] if (a.quick or a.no_compile) else [False, True]
-    if a.quick:
-        a.rounds = 1
+    common = ["--variant", a.variant, "--threads", str(a.threads), "--precision", precision]
     rows = []
     for shape in shapes:
-        # Fresh process per run; configurations alternate within a round and the order flips
-        # each round, so drift in machine load hits every side alike. Medians per configuration.
-        configs = [(impl, compiled) for impl in ("docllm", "hf") for compiled in modes]
-        samples: dict[tuple[str, bool], list[dict[str, Any]]] = {c: [] for c in configs}
-        for rnd in range(a.rounds):
-            for impl, compiled in configs if rnd % 2 == 0 else configs[::-1]:
-                run = _measure(impl, shape, a.variant, steps, warmup, a.threads, precision, compiled)
-                samples[(impl, compiled)].append(run)
-        runs = {c: _median_run(v) for c, v in samples.items()}
-        ours = max((r for (i, _), r in runs.items() if i == "docllm"), key=lambda r: r["tokens_per_s"])
-        theirs = max((r for (i, _), r in runs.items() if i == "hf"), key=lambda r: r["tokens_per_s"])
-        rows.append(
-            {
-                "shape": shape,
-                "variant": a.variant,
-                "precision": precision,
-                "runs": [{"impl": i, "compiled": c, **r} for (i, c), r in runs.items()],
-                "best_docllm": ours,
-                "best_hf": theirs,
-                "speedup_best_vs_best": ours["tokens_per_s"] / theirs["tokens_per_s"],
-                "speedup_eager_vs_eager": runs[("docllm", False)]["tokens_per_s"] / runs[("hf", False)]["tokens_per_s"],
-                "speedup_compiled_vs_compiled": (
-                    runs[("docllm", True)]["tokens_per_s"] / runs[("hf", True)]["tokens_per_s"]
-                    if True in modes
-                    else None
-                ),
-            }
-        )
+        paired = {
+            compiled: _subprocess(
+                ["--worker", "paired", "--shape", shape, "--steps", str(steps), "--warmup", str(warmup), *common]
+                + (["--compile"] if compiled else []),
+                huge_pages=not a.no_huge_pages,
+            )
+            for compiled in modes
+        }
+        memory: dict[tuple[str, bool], float] = {}
+        if not a.no_memory:
+            for compiled in modes:
+                for impl in IMPLS:
+                    args = ["--worker", "memory", "--impl", impl, "--shape", shape, *common]
+                    run = _subprocess(args + (["--compile"] if compiled else []), huge_pages=not a.no_huge_pages)
+                    memory[(impl, compiled)] = run["peak_rss_mb"]
+        rows.append(_row(shape, paired, memory))
     if a.json:
-        print(json.dumps(rows, indent=2))
+        settings = {
+            "variant": a.variant,
+            "precision": precision,
+            "threads": a.threads,
+            "huge_pages": not a.no_huge_pages,
+        }
+        print(json.dumps({**settings, "rows": rows}, indent=2))
         return 0
+    title = (
+        f"training step on CPU ({a.variant}, {precision} autocast, fused AdamW, {a.threads} thread(s), "
+        f"{steps} interleaved steps per side, huge pages {'off' if a.no_huge_pages else 'on'})"
+    )
+    _print_table(rows, modes, title)
+    return 0
+
+
+def _print_table(rows: list[dict[str, Any]], modes: list[bool], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    title = (
-        f"training step on CPU ({a.variant}, {precision} autocast, fused AdamW, {a.threads} thread(s), {steps} steps)"
-    )
+    labels = ["eager", "compiled"][: len(modes)]
     table = Table(title=title)
-    cols = ["shape", "params", "docllm eager", "HF eager"]
-    if True in modes:
-        cols += ["docllm compiled", "HF compiled"]
-    cols += ["best vs best", "eager vs eager"]
-    if True in modes:
-        cols += ["compiled vs compiled"]
-    cols += ["docllm peak MB", "HF peak MB"]
+    cols = ["shape", "params"]
+    for label in labels:
+        cols += [f"docllm {label}", f"HF {label}", f"{label}: docllm/HF (IQR)"]
+    cols += ["best vs best", "peak MB docllm / HF"]
     for col in cols:
         table.add_column(col, justify="right")
     for r in rows:
-        by = {(x["impl"], x["compiled"]): x for x in r["runs"]}
-        cells = [
-            r["shape"],
-            f"{r['best_docllm']['params']:,}",
-            f"{by[('docllm', False)]['tokens_per_s']:,.0f}",
-            f"{by[('hf', False)]['tokens_per_s']:,.0f}",
-        ]
-        if True in modes:
-            cells += [f"{by[('docllm', True)]['tokens_per_s']:,.0f}", f"{by[('hf', True)]['tokens_per_s']:,.0f}"]
-        cells += [
-            f"{r['speedup_best_vs_best']:.2f}x",
-            f"{r['speedup_eager_vs_eager']:.2f}x",
-        ]
-        if True in modes:
-            cells += [f"{r['speedup_compiled_vs_compiled']:.2f}x"]
-        cells += [
-            f"{r['best_docllm']['peak_rss_mb']:,.0f}",
-            f"{r['best_hf']['peak_rss_mb']:,.0f}",
-        ]
+        cells = [r["shape"], f"{r['params']['docllm']:,}"]
+        for label in labels:
+            q1, q2, q3 = r["speedup_paired"][label]
+            cells += [
+                f"{r['tokens_per_s'][f'docllm {label}']:,.0f}",
+                f"{r['tokens_per_s'][f'hf {label}']:,.0f}",
+                f"{q2:.2f}x ({q1:.2f}-{q3:.2f})",
+            ]
+        cells.append(f"{r['speedup_best_vs_best']:.2f}x")
+        mem, best = r["peak_rss_mb"], r["best"]
+        ours, theirs = f"docllm {best['docllm']}", f"hf {best['hf']}"
+        cells.append(f"{mem[ours]:,.0f} / {mem[theirs]:,.0f}" if mem else "-")
         table.add_row(*cells)
-    Console().print(table)
-    Console().print(
-        f"tokens/s, median of {a.rounds} round(s); speedups are docllm / HF at the same shape, batch, "
-        "precision and optimizer."
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=170)  # a log file: keep rows on one line
+    console.print(table)
+    console.print(
+        "tokens/s at the median step; docllm/HF is the median of per-pair ratios (adjacent steps of the two "
+        "sides in one process), IQR its quartiles; same shape, batch, precision and optimizer."
     )
-    return 0
 
 
 if __name__ == "__main__":

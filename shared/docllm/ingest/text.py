@@ -59,7 +59,9 @@ def _strip_trailing_blanks(text: str) -> str:
         for _ in range(4):
             text = text.replace(" \n", "\n")
             if " \n" not in text:
-                return text
+                if "\t\n" not in text:
+                    return text
+                break  # a tab was hiding behind the spaces ("\t \n"): the regex takes the rest
     return _TRAILING_SPACE.sub("\n", text)
 
 

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from docllm.model.attention import causal_attention
 from docllm.model.config import ModelConfig
 from docllm.model.loss import linear_cross_entropy
 
@@ -99,18 +100,17 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             start = cache.pos
             k, v = cache.update(self.layer, k, v)  # (B, nh, S, hs)
+        dropout_p = self.dropout if self.training else 0.0
         if start == 0:
-            mask, causal = None, True
-        elif T == 1:
-            mask, causal = None, False  # one new query sees every cached key
+            y = causal_attention(q, k, v, dropout_p=dropout_p)  # (B, nh, T, hs)
         else:
-            # A chunk after a cached prefix: query i (absolute start+i) sees keys 0..start+i.
-            S = k.size(2)
-            rows = torch.arange(T, device=x.device)[:, None] + start
-            mask, causal = rows >= torch.arange(S, device=x.device)[None, :], False  # (T, S)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, nh, T, hs)
+            mask = None  # T == 1: one new query sees every cached key
+            if T > 1:
+                # A chunk after a cached prefix: query i (absolute start+i) sees keys 0..start+i.
+                S = k.size(2)
+                rows = torch.arange(T, device=x.device)[:, None] + start
+                mask = rows >= torch.arange(S, device=x.device)[None, :]  # (T, S)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

@@ -55,10 +55,9 @@ def _loss_and_grad_in_place(
         x.exp_()
         total = x.sum(-1)
         losses[s : s + k] = total.log() - target_logit
-        x.div_(total[:, None])  # softmax
-        x[rows[:k], t] -= 1.0  # minus one-hot
-        x.mul_(scale[s : s + k, None])
-        logits[s : s + k] = x
+        x[rows[:k], t] -= total  # minus one-hot, before normalising: becomes p_t - 1 below
+        # softmax, scale and the cast back in one pass, written over the logits
+        torch.mul(x, (scale[s : s + k] / total)[:, None], out=logits[s : s + k])
     return losses
 
 

@@ -1,6 +1,6 @@
 """The training loop, in one file readable top to bottom (after nanoGPT's ``train.py``).
 
-AdamW (fused on CUDA), linear warmup then cosine decay, gradient accumulation,
+AdamW (fused kernel on CUDA and CPU), linear warmup then cosine decay, gradient accumulation,
 global-norm clipping, bf16 autocast (fp16 with a GradScaler), optional TF32 and
 ``torch.compile``, periodic validation, a budget in steps, tokens, epochs or
 minutes, deterministic seeding, DDP or FSDP2 under torchrun, periodic and final
@@ -239,14 +239,19 @@ def _next_batch(
     return x.contiguous(), y.contiguous()
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    # Decay matrices (weights, embeddings); leave norms and biases alone.
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, *, sharded: bool) -> torch.optim.AdamW:
+    """AdamW; decay on matrices (weights, embeddings), not on norms and biases.
+
+    The fused kernel (one pass per parameter) on CUDA, and on CPU unless the parameters are FSDP's
+    sharded DTensors, for which torch's CPU fused AdamW has no sharding rule; foreach there.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+    fused = device.type == "cuda" or (device.type == "cpu" and not sharded)
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 
 class _State:
@@ -296,10 +301,10 @@ def train(
     raw = GPT(model_config).to(device)
     torch.manual_seed(cfg.seed + info.rank)
     model = wrap_model(raw, info, cfg.distributed)
-    optimizer = _optimizer(model, cfg, device)
+    fsdp = info.distributed and cfg.distributed == "fsdp"
+    optimizer = _optimizer(model, cfg, device, sharded=fsdp)
     amp_dtype = _autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    fsdp = info.distributed and cfg.distributed == "fsdp"
 
     # -- resume
     state = _State()
