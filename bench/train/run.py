@@ -157,19 +157,23 @@ def _quartiles(xs: list[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
+def _mode(compiled: bool) -> str:
+    return "compiled" if compiled else "eager"
+
+
 def _row(shape: str, paired: dict[bool, dict[str, Any]], memory: dict[tuple[str, bool], float]) -> dict[str, Any]:
     tps = {(impl, c): r["tokens_per_s"][impl] for c, r in paired.items() for impl in IMPLS}
-    best = {impl: max((c for c in paired), key=lambda c, i=impl: tps[(i, c)]) for impl in IMPLS}  # type: ignore[misc]
+    best = {impl: max(paired, key=lambda c, i=impl: tps[(i, c)]) for impl in IMPLS}  # type: ignore[misc]
     return {
         "shape": shape,
         "params": paired[next(iter(paired))]["params"],
-        "tokens_per_s": {f"{impl}{' compiled' if c else ' eager'}": v for (impl, c), v in tps.items()},
-        "best": {impl: "compiled" if c else "eager" for impl, c in best.items()},
+        "tokens_per_s": {f"{impl} {_mode(c)}": v for (impl, c), v in tps.items()},
+        "best": {impl: _mode(c) for impl, c in best.items()},
         "speedup_best_vs_best": tps[("docllm", best["docllm"])] / tps[("hf", best["hf"])],
         # Median and quartiles of the per-pair ratios (adjacent steps of the two sides).
-        "speedup_paired": {("compiled" if c else "eager"): _quartiles(r["pair_speedups"]) for c, r in paired.items()},
-        "peak_rss_mb": {f"{impl}{' compiled' if c else ' eager'}": v for (impl, c), v in memory.items()},
-        "step_ms": {("compiled" if c else "eager"): r["step_ms"] for c, r in paired.items()},
+        "speedup_paired": {_mode(c): _quartiles(r["pair_speedups"]) for c, r in paired.items()},
+        "peak_rss_mb": {f"{impl} {_mode(c)}": v for (impl, c), v in memory.items()},
+        "step_ms": {_mode(c): r["step_ms"] for c, r in paired.items()},
     }
 
 
@@ -257,7 +261,7 @@ def _print_table(rows: list[dict[str, Any]], modes: list[bool], title: str) -> N
     from rich.console import Console
     from rich.table import Table
 
-    labels = ["eager", "compiled"][: len(modes)]
+    labels = [_mode(c) for c in modes]
     table = Table(title=title)
     cols = ["shape", "params"]
     for label in labels:
