@@ -152,6 +152,13 @@ def _default_precision() -> str:
     return "bf16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "fp32"
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _quartiles(xs: list[float]) -> tuple[float, float, float]:
     q1, q2, q3 = statistics.quantiles(xs, n=4) if len(xs) > 1 else (xs[0],) * 3
     return q1, q2, q3
@@ -187,10 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         choices=["gelu-learned", "gelu-rotary", "llama"],
         help="architecture; the HF peer is the class it exports to",
     )
-    p.add_argument("--shapes", nargs="*", default=None, help=f"subset of {sorted(SHAPES)}")
-    p.add_argument("--steps", type=int, default=None, help="measured steps per side (default 16, quick 4)")
+    p.add_argument("--shapes", nargs="*", default=None, choices=sorted(SHAPES), help="shapes to run (default: all)")
+    p.add_argument("--steps", type=_positive, default=None, help="measured steps per side (default 16, quick 4)")
     p.add_argument("--warmup", type=int, default=3, help="unmeasured steps first (compilation happens here)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--threads", type=_positive, default=1, help="torch intra-op threads")
     p.add_argument(
         "--precision",
         choices=["fp32", "bf16"],
