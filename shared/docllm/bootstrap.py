@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from docllm.exceptions import ConfigurationError
+from docllm.faults import FaultInjector, injector_from_env, job_fault_environment, reset_injectors, unwrap
 from docllm.settings import Settings
 
 if TYPE_CHECKING:
@@ -48,11 +49,18 @@ def find_template() -> Path:
 class Platform:
     """Every port, built on first use for the configured backend."""
 
-    def __init__(self, settings: Settings, *, template: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, template: Path | None = None, faults: FaultInjector | None = None
+    ) -> None:
         self.settings = settings
         self._template = template
+        # Fault injection (docs/faults.md): None, and raw adapters, unless DOCLLM_FAULTS or a test asks.
+        self.faults = faults if faults is not None else injector_from_env()
         if settings.backend == "local" and settings.data_dir is None:
             raise ConfigurationError("the local backend needs a data directory")
+
+    def _faulty(self, port: str, adapter: Any, *, label: str = "") -> Any:
+        return adapter if self.faults is None else self.faults.wrap(port, adapter, label=label)
 
     @property
     def local(self) -> bool:
@@ -87,7 +95,7 @@ class Platform:
             for q in self.wiring.queues.values()
             if q.name not in self.wiring.dlqs
         }
-        return SqliteQueue(self.data_dir / "queues.db", configs)
+        return self._faulty("queue", SqliteQueue(self.data_dir / "queues.db", configs))
 
     @cached_property
     def event_log(self) -> EventLog:
@@ -98,7 +106,9 @@ class Platform:
     def _local_bus(self, name: str) -> EventBus:
         from docllm.adapters.local.bus import LocalEventBus
 
-        return LocalEventBus(name, self.wiring.rules, self.local_queue, self.event_log)
+        # The bus's own enqueueing is part of its publish, not a side effect of its own.
+        bus = LocalEventBus(name, self.wiring.rules, unwrap(self.local_queue), self.event_log)
+        return self._faulty("bus", bus, label=name)
 
     # -- ports ----------------------------------------------------------------
     @cached_property
@@ -106,10 +116,11 @@ class Platform:
         if self.local:
             from docllm.adapters.local.objects import LocalObjectStore
 
-            store = LocalObjectStore(self.data_dir / "objects", notify=lambda e: self.default_bus.publish([e]))
+            # Notifications are what S3 does on AWS, not our side effect: the raw bus, never faulted.
+            store = LocalObjectStore(self.data_dir / "objects", notify=lambda e: unwrap(self.default_bus).publish([e]))
             for bucket in self.wiring.buckets.values():
                 store.create_bucket(bucket.name, versioned=bucket.versioned, notifications=bucket.eventbridge)
-            return store
+            return self._faulty("objects", store)
         from docllm.adapters.aws.s3 import S3ObjectStore
 
         return S3ObjectStore(kms_key_id=self.settings.kms_key_arn)
@@ -137,7 +148,7 @@ class Platform:
         if self.local:
             from docllm.adapters.local.state import SqliteStateStore
 
-            return SqliteStateStore(self.data_dir / "state.db")
+            return self._faulty("state", SqliteStateStore(self.data_dir / "state.db"))
         from docllm.adapters.aws.dynamodb import DynamoStateStore
 
         return DynamoStateStore(self.settings.state_table)
@@ -157,12 +168,19 @@ class Platform:
         if self.local:
             from docllm.adapters.local.jobs import LocalJobRunner
 
-            return LocalJobRunner(
+            # What the runner does for a job (channels, artefacts, state-change events) SageMaker does on AWS:
+            # raw adapters. The job process itself gets DOCLLM_JOB_FAULTS, not DOCLLM_FAULTS.
+            runner = LocalJobRunner(
                 self.data_dir / "jobs",
-                objects=self.objects,
-                default_bus=self.default_bus,
-                environment={"DOCLLM_BACKEND": "local", "DOCLLM_DATA_DIR": str(self.data_dir)},
+                objects=unwrap(self.objects),
+                default_bus=unwrap(self.default_bus),
+                environment={
+                    "DOCLLM_BACKEND": "local",
+                    "DOCLLM_DATA_DIR": str(self.data_dir),
+                    **job_fault_environment(),
+                },
             )
+            return self._faulty("jobs", runner)
         from docllm.adapters.aws.sagemaker import SageMakerJobRunner
         from docllm.ports.jobs import VpcConfig
 
@@ -178,7 +196,7 @@ class Platform:
         if self.local:
             from docllm.adapters.local.search import LocalSearchIndex
 
-            return LocalSearchIndex(self.data_dir / "search")
+            return self._faulty("search", LocalSearchIndex(self.data_dir / "search"))
         from docllm.adapters.aws.opensearch import OpenSearchIndex
 
         if not self.settings.search_endpoint:
@@ -187,6 +205,24 @@ class Platform:
             endpoint=self.settings.search_endpoint,
             region=os.environ.get("AWS_REGION"),
             signing_service=self.settings.search_service,
+        )
+
+    @cached_property
+    def search_reader(self) -> SearchIndex:
+        """The index the API reads. On AWS it is read-only: it never puts a template, alias,
+        mapping or index (``search`` does, on the indexer's first write), so the API's role needs
+        read permissions only. Locally it is ``search``, the one embedded index."""
+        if self.local:
+            return self.search
+        from docllm.adapters.aws.opensearch import OpenSearchIndex
+
+        if not self.settings.search_endpoint:
+            raise ConfigurationError("DOCLLM_SEARCH_ENDPOINT is not set")
+        return OpenSearchIndex(
+            endpoint=self.settings.search_endpoint,
+            region=os.environ.get("AWS_REGION"),
+            signing_service=self.settings.search_service,
+            read_only=True,
         )
 
     def idempotency_store(self) -> BasePersistenceLayer:
@@ -214,5 +250,7 @@ def build_platform(settings: Settings | None = None) -> Platform:
 
 
 def reset_platforms() -> None:
-    """Forget cached platforms (tests that change the environment)."""
+    """Forget cached platforms (tests that change the environment), and the fault injectors built
+    from ``DOCLLM_FAULTS``: their counters start again."""
     _PLATFORMS.clear()
+    reset_injectors()

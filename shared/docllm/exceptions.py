@@ -2,7 +2,10 @@
 
 Handlers map exception *types* (never message text) to outcomes: a
 :class:`PermanentError` quarantines or dead-letters at once, a
-:class:`TransientError` is retried by the queue.
+:class:`TransientError` (or any other error) is retried by the queue with a
+backoff, then dead-lettered. The API answers an :class:`InvalidRequestError`
+with a 400 and its message, and every server-side fault (configuration, AWS,
+anything unexpected) with a 500 that carries only a request id.
 """
 
 
@@ -22,6 +25,15 @@ class ConfigurationError(PermanentError):
     """A setting is missing or invalid."""
 
 
+class PortInUseError(ConfigurationError):
+    """The local API cannot listen on its port: something else already does."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"cannot serve the API on {host}:{port}: the port is already in use")
+        self.host = host
+        self.port = port
+
+
 class NotFoundError(DocllmError):
     """The requested object, record or job does not exist."""
 
@@ -32,6 +44,13 @@ class ConflictError(TransientError):
 
 class ContractError(PermanentError):
     """An event does not match its contract."""
+
+
+class InvalidRequestError(PermanentError):
+    """An API caller's request is wrong: the API answers 400 with this message, which
+    must therefore be safe to show (what was wrong with the request, no internals).
+
+    Every other error reaching the API is a server fault (500 with a request id only)."""
 
 
 class PlatformNotRunningError(DocllmError):

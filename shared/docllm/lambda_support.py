@@ -1,5 +1,15 @@
 """What every SQS-fed handler does the same way: Powertools batch processing with
-partial failures, idempotency, correlation ids, metrics flushing.
+partial failures, idempotency, correlation ids, metrics flushing, and the outcome
+of each error class.
+
+A record that fails with a :class:`~docllm.exceptions.PermanentError` (or a pydantic
+``ValidationError``, or a body that is not a JSON event: both contract errors) is
+sent to its queue's DLQ at once, with the reason, and reported done so that the
+queue does not deliver it again; any other error is reported as a batch item
+failure, which the queue retries with a backoff and dead-letters after
+``maxReceiveCount`` receives. The DLQ is reached through the platform's
+:class:`~docllm.ports.queue.Queue` (SQS on AWS, where the function's
+``DOCLLM_DEAD_LETTER_QUEUE`` names it; the runtime's SQLite queue locally).
 
 Kept in one place so that each ``services/*/app.py`` stays three lines long.
 """
@@ -21,8 +31,11 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import ValidationError
 
 from docllm.bootstrap import Platform, build_platform
+from docllm.exceptions import ContractError, PermanentError
+from docllm.ports.queue import Message
 
 logger = Logger()
 tracer = Tracer()
@@ -30,6 +43,9 @@ tracer = Tracer()
 #: messageId -> "ExceptionType: message" of failed records. The local runtime pops
 #: it as the dead-letter reason; on AWS the reason is in the logs.
 LAST_FAILURES: dict[str, str] = {}
+
+#: Errors that retrying cannot cure: the record goes to the DLQ on its first failure.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (PermanentError, ValidationError)
 
 EventHandler = Callable[[Platform, dict[str, Any]], Any]
 
@@ -44,6 +60,63 @@ def _as_json(result: Any) -> Any:
     return result
 
 
+def reason_of(exc: BaseException) -> str:
+    """How a failure is named in the DLQ: ``"ExceptionType: message"``."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _event_of(record: SQSRecord) -> dict[str, Any]:
+    try:
+        body = json.loads(record.body)
+    except ValueError as e:
+        raise ContractError(f"the message body is not JSON: {e}") from e
+    if not isinstance(body, dict):
+        raise ContractError(f"the message body is a JSON {type(body).__name__}, not an event")
+    return body
+
+
+def _message_of(record: SQSRecord) -> Message:
+    attrs = record.attributes
+    first = attrs.get("ApproximateFirstReceiveTimestamp")
+    return Message(
+        message_id=record.message_id,
+        body=record.body,
+        receipt=record.receipt_handle,
+        receive_count=int(attrs.get("ApproximateReceiveCount") or 1),
+        sent_at_ms=int(attrs.get("SentTimestamp") or 0),
+        first_received_at_ms=int(first) if first else None,
+        attributes={k: v.string_value for k, v in record.message_attributes.items() if v.string_value is not None},
+    )
+
+
+def _dead_letter(platform: Platform, record: SQSRecord, exc: BaseException) -> None:
+    """Send a permanently failed record to its queue's DLQ; re-raise ``exc`` when that fails,
+    so that the record is retried as any failure is (and reaches the DLQ by the redrive policy)."""
+    reason = reason_of(exc)
+    # arn:aws:sqs:<region>:<account>:<queue name>; the local runtime sends arn:aws:sqs:local:000000000000:<queue>.
+    queue = (record.event_source_arn or "").rsplit(":", 1)[-1]
+    if not queue:
+        logger.error("cannot dead-letter a record without eventSourceARN", extra={"message_id": record.message_id})
+        raise exc
+    try:
+        platform.queue.dead_letter(queue, _message_of(record), reason=reason)
+    except Exception:
+        logger.exception(
+            "could not dead-letter a permanently failed record: it will be retried",
+            extra={"message_id": record.message_id, "queue": queue, "reason": reason},
+        )
+        raise exc from None
+    logger.error(
+        "record dead-lettered: retrying cannot help",
+        extra={
+            "message_id": record.message_id,
+            "queue": queue,
+            "reason": reason,
+            "error": "".join(traceback.format_exception(exc))[-2000:],
+        },
+    )
+
+
 def handle_sqs_events(
     event: dict[str, Any],
     context: LambdaContext,
@@ -56,7 +129,9 @@ def handle_sqs_events(
 
     ``idempotency_key`` is a JMESPath into the EventBridge event naming what makes
     two deliveries "the same" (e.g. bucket, key and version id); a repeat
-    returns the stored result without running ``handle`` again.
+    returns the stored result without running ``handle`` again. Only successes are
+    stored: a failure, permanent or not, releases the key, so a redrive from the
+    DLQ runs ``handle`` again.
     """
     platform = build_platform()
     processor = BatchProcessor(event_type=EventType.SQS)
@@ -79,9 +154,14 @@ def handle_sqs_events(
 
     @tracer.capture_method
     def record_handler(record: SQSRecord) -> Any:
-        body = json.loads(record.body)
-        logger.set_correlation_id(body.get("id"))
-        result = call(event=body)
+        try:
+            body = _event_of(record)
+            logger.set_correlation_id(body.get("id"))
+            # The idempotency wrapper is inside ``call``: it has released the key by the time we get here.
+            result = call(event=body)
+        except PERMANENT_ERRORS as e:
+            _dead_letter(platform, record, e)
+            return None
         logger.info("handled", extra={"detail_type": body.get("detail-type"), "result": result})
         return result
 
@@ -90,13 +170,18 @@ def handle_sqs_events(
             event=event, record_handler=record_handler, processor=processor, context=context
         )
     finally:
+        # Also when the whole batch failed (Powertools then raises): each record keeps its own reason.
+        _remember_failures(processor)
         platform.metrics.flush()
+    return cast(dict[str, Any], response)
+
+
+def _remember_failures(processor: BatchProcessor) -> None:
     for (_, exc, _tb), record in zip(processor.exceptions, processor.fail_messages, strict=False):
         message_id = str(getattr(record, "message_id", ""))
         if exc is not None and message_id:
-            LAST_FAILURES[message_id] = f"{type(exc).__name__}: {exc}"
+            LAST_FAILURES[message_id] = reason_of(exc)
             logger.error(
                 "record failed",
                 extra={"message_id": message_id, "error": "".join(traceback.format_exception(exc))[-2000:]},
             )
-    return cast(dict[str, Any], response)

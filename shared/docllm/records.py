@@ -51,6 +51,7 @@ class DocumentRecord(BaseModel):
     chunks_uri: str | None = None
     chunk_count: int = 0
     token_estimate: int = 0
+    revision: str = Field(default="", description="changes with every saved state; events repeat it")
     updated_at: str = Field(default_factory=utcnow)
 
 
@@ -58,8 +59,8 @@ class JobRecord(BaseModel):
     """A job the platform launched, so its completion event can be routed to its stage."""
 
     name: str
-    stage: Literal["tokenizer", "tokenize", "train", "evaluate"]
-    status: str = "InProgress"
+    stage: str = Field(description="the stage (service_layer module) that launched the job and completes it")
+    status: str = Field(default="Submitting", description="Submitting, then InProgress, then an end state")
     output_uri: str
     context: dict[str, str] = Field(default_factory=dict, description="stage inputs, e.g. dataset_version")
     failure_reason: str | None = None

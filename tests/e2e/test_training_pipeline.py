@@ -175,6 +175,6 @@ def test_asking_again_reuses_tokenizer_and_shards_and_trains_a_new_model(runtime
     assert main([*data, "train", "--model-family", "smoke", "--timeout", "600", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["detail-type"] == "Model Trained"
     new_jobs = [j for j in runtime.platform.jobs.list_jobs() if j.name not in before]
-    assert [j.name.split("-")[1] for j in new_jobs] == ["train"]
+    assert [j.name.split("-")[2] for j in new_jobs] == ["train"]  # docllm-<stage>-train-…
     reused = [e.body["detail"] for e in runtime.platform.event_log.since(start) if e.detail_type == "Tokenizer Trained"]
     assert reused and reused[0]["reused"] is True

@@ -2,13 +2,26 @@
 
 The template is read with cfn-lint's decoder, which understands the short-form
 intrinsics (``!Ref``, ``!GetAtt``, ``!Sub`` ...) and turns them into their long
-form (``{"Ref": ...}``). Full ``cfn-lint``/``sam validate --lint`` runs live in
-``scripts/sam-check.sh`` (10+ s, too slow for the unit tier).
+form (``{"Ref": ...}``). Full ``cfn-lint``/``checkov`` runs live in
+``scripts/template-lint.sh``, ``sam validate --lint``, the check of the SAM
+transform's output (no generated role, no managed policy) and ``sam build`` in
+``scripts/sam-check.sh`` (10+ s each, too slow for the unit tier).
+
+Hardening (issue 12) is checked against tables here: the sources each function
+may publish (cross-checked with what its service-layer module constructs), the
+queue each function may consume and dead-letter to, the OpenSearch Serverless
+data-access split, the SageMaker launch conditions (cross-checked with the
+instance types the code asks for), the alarms every queue and function has, and
+the production ``Rules`` (evaluated, not just read).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
+import re
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +29,14 @@ from typing import Any
 import pytest
 from cfnlint.decode import decode
 
-from docllm.events.contracts import CONTRACTS
+from docllm.adapters.aws.sagemaker import has_local_storage
+from docllm.events.contracts import CONTRACTS, StageFailed
+from docllm.ports.jobs import JobSpec
+from docllm.runtime.template import read_wiring
+from docllm.training.families import load_families
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "template.yaml"
 
 Tpl = dict[str, Any]
 KMS_KEY_ARN = {"Fn::GetAtt": ["DocllmKey", "Arn"]}
@@ -149,6 +167,31 @@ JOB_ENV = {
     "DOCLLM_SECURITY_GROUP_IDS",
 }
 JOB_LAUNCHERS = {"TokenizerFunction", "ShardsFunction", "TrainFunction"}
+FUNCTIONS = {r[0] for r in ROUTES} | {"ApiFunction", "OutboxRelayFunction"}
+QUEUE_OF = {r[0]: r[2] for r in ROUTES}
+ALL_SOURCES = {c.SOURCE for c in CONTRACTS}
+# events:source values each function may put on DocllmBus: the SOURCE of every contract
+# its handler's service-layer code constructs (test_published_sources_match_what_the_handler_can_construct
+# follows the calls). Launchers publish "Stage Failed" when SageMaker refuses a job; the
+# completion stage publishes each job stage's completion event (its complete_job) or
+# "Stage Failed". The request events ("Dataset Build Requested" from the CLI, "Training
+# Requested") are published on AWS with the operator's own credentials, not by a function.
+# The relay republishes whatever any stage committed to the outbox.
+PUBLISHED_SOURCES: dict[str, set[str]] = {
+    "IngestFunction": {"docllm.ingest"},
+    "IndexFunction": {"docllm.index"},
+    "DatasetFunction": {"docllm.dataset"},
+    "TokenizerFunction": {"docllm.tokenizer", "docllm.pipeline"},
+    "ShardsFunction": {"docllm.dataset", "docllm.pipeline"},
+    "TrainFunction": {"docllm.dataset", "docllm.pipeline"},
+    "JobEventsFunction": {"docllm.tokenizer", "docllm.dataset", "docllm.training", "docllm.pipeline"},
+    "ApiFunction": set(),
+    "OutboxRelayFunction": ALL_SOURCES,
+}
+STAGE_PREFIX = "docllm-${Stage}-"
+JOB_ARN = "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:training-job/docllm-${Stage}-*"
+SQS_CONSUME = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"}
+OUTBOX_FILTER = {"dynamodb": {"Keys": {"pk": {"S": ["outbox"]}}}, "eventName": ["INSERT"]}
 
 # Intrinsics the local runtime's resolver implements; routing parts may use no others.
 LOCAL_INTRINSICS = {
@@ -171,6 +214,11 @@ PATTERN_OPERATORS = {"prefix", "anything-but", "exists", "numeric"}
 STAR_RESOURCE_ACTIONS = {
     "ecr:GetAuthorizationToken",
     "cloudwatch:PutMetricData",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "dynamodb:ListStreams",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
     "ec2:CreateNetworkInterface",
     "ec2:CreateNetworkInterfacePermission",
     "ec2:DeleteNetworkInterface",
@@ -202,13 +250,6 @@ def props(tpl: dict[str, Any], logical_id: str) -> dict[str, Any]:
 
 def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
-
-
-def statements_of(policies: list[Any]) -> Iterator[dict[str, Any]]:
-    """Inline statements of a SAM ``Policies`` list (policy templates and managed names are skipped)."""
-    for item in policies:
-        if isinstance(item, dict) and "Statement" in item:
-            yield from as_list(item["Statement"])
 
 
 def star_resource_violations(statements: list[dict[str, Any]]) -> list[str]:
@@ -259,12 +300,176 @@ def env_of(tpl: dict[str, Any], fn: str) -> dict[str, Any]:
     return merged
 
 
+def if_branches(node: Any) -> list[Any]:
+    """Both branches of an ``Fn::If`` (without ``AWS::NoValue``), or ``[node]``."""
+    if isinstance(node, dict) and "Fn::If" in node:
+        return [b for b in node["Fn::If"][1:] if b != {"Ref": "AWS::NoValue"}]
+    return [node]
+
+
+def role_statements(tpl: Tpl, role: str) -> list[dict[str, Any]]:
+    """Every statement of an ``AWS::IAM::Role``'s inline policies, conditional ones included."""
+    found: list[dict[str, Any]] = []
+    for policy in props(tpl, role).get("Policies", []):
+        for p in if_branches(policy):
+            for st in as_list(p["PolicyDocument"]["Statement"]):
+                found += if_branches(st)
+    return found
+
+
+def function_statements(tpl: Tpl, fn: str) -> list[dict[str, Any]]:
+    """The statements of the role ``fn`` runs as (its own ``<fn>Role``)."""
+    assert props(tpl, fn)["Role"] == {"Fn::GetAtt": [f"{fn}Role", "Arn"]}, fn
+    return role_statements(tpl, f"{fn}Role")
+
+
+def statements_with(statements: list[dict[str, Any]], action: str) -> list[dict[str, Any]]:
+    return [st for st in statements if st["Effect"] == "Allow" and action in as_list(st["Action"])]
+
+
+def by_sid(statements: list[dict[str, Any]], sid: str) -> dict[str, Any]:
+    (st,) = [s for s in statements if s.get("Sid") == sid]
+    return st
+
+
+def sub_text(node: Any) -> str:
+    """The text of a ``Fn::Sub`` (plain strings pass through)."""
+    return node["Fn::Sub"] if isinstance(node, dict) else node
+
+
+def alarms_on(tpl: Tpl, metric: str, dimension: str) -> dict[str, dict[str, Any]]:
+    """``{resource named in the dimension: alarm properties}`` of the alarms on ``metric``."""
+    found = {}
+    for alarm in resources_of(tpl, "AWS::CloudWatch::Alarm").values():
+        p = alarm["Properties"]
+        if p["MetricName"] != metric or p["Dimensions"][0]["Name"] != dimension:
+            continue
+        value = p["Dimensions"][0]["Value"]
+        found[value["Fn::GetAtt"][0] if "Fn::GetAtt" in value else value["Ref"]] = p
+    return found
+
+
+def evaluate_rule(node: Any, params: dict[str, str]) -> Any:
+    """Evaluate the intrinsics a template ``Rules`` block uses (Equals, Not, And, Or, Ref)."""
+    if isinstance(node, dict):
+        ((key, arg),) = node.items()
+        if key == "Ref":
+            return params[arg]
+        if key == "Fn::Equals":
+            return evaluate_rule(arg[0], params) == evaluate_rule(arg[1], params)
+        if key == "Fn::Not":
+            return not evaluate_rule(arg[0], params)
+        if key == "Fn::And":
+            return all(evaluate_rule(a, params) for a in arg)
+        if key == "Fn::Or":
+            return any(evaluate_rule(a, params) for a in arg)
+        raise AssertionError(f"unexpected intrinsic in Rules: {key}")
+    return node
+
+
+def failed_assertions(tpl: Tpl, overrides: dict[str, str]) -> list[str]:
+    """AssertDescriptions of every applicable rule that refuses these parameters."""
+    params = {k: str(v.get("Default", "")) for k, v in tpl["Parameters"].items()} | overrides
+    failed = []
+    for rule in tpl["Rules"].values():
+        if "RuleCondition" in rule and not evaluate_rule(rule["RuleCondition"], params):
+            continue
+        failed += [a["AssertDescription"] for a in rule["Assertions"] if not evaluate_rule(a["Assert"], params)]
+    return failed
+
+
+SERVICE_LAYER = REPO / "shared" / "docllm" / "service_layer"
+CONTRACT_NAMES = {c.__name__: c for c in CONTRACTS}
+
+
+@functools.cache
+def service_module(name: str) -> tuple[dict[str, ast.FunctionDef], dict[str, tuple[str, str]]]:
+    """A service-layer module's top-level functions, and the service-layer names it imports."""
+    tree = ast.parse((SERVICE_LAYER / f"{name}.py").read_text(encoding="utf-8"))
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    imported = {
+        alias.asname or alias.name: (node.module.rsplit(".", 1)[1], alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("docllm.service_layer.")
+        for alias in node.names
+    }
+    return functions, imported
+
+
+def contracts_reached(module: str, function: str, seen: set[tuple[str, str]] | None = None) -> set[str]:
+    """Contract classes constructed by ``module.function`` and the service-layer functions it calls.
+
+    ``stage.complete_job(...)`` (the completion stage's dispatch to a job stage) reaches
+    every job stage's ``complete_job``.
+    """
+    seen = set() if seen is None else seen
+    if (module, function) in seen:
+        return set()
+    seen.add((module, function))
+    functions, imported = service_module(module)
+    found: set[str] = set()
+    for node in ast.walk(functions[function]):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if isinstance(f, ast.Name) and f.id in CONTRACT_NAMES:
+            found.add(f.id)
+        elif isinstance(f, ast.Name) and f.id in functions:
+            found |= contracts_reached(module, f.id, seen)
+        elif isinstance(f, ast.Name) and f.id in imported and imported[f.id][1] in service_module(imported[f.id][0])[0]:
+            found |= contracts_reached(*imported[f.id], seen)  # a function (not a class) of another module
+        elif isinstance(f, ast.Attribute) and f.attr == "complete_job":
+            for path in sorted(SERVICE_LAYER.glob("*.py")):
+                if "complete_job" in service_module(path.stem)[0]:
+                    found |= contracts_reached(path.stem, "complete_job", seen)
+    return found
+
+
+def handler_entry(code_dir: str) -> tuple[str, str]:
+    """``(service-layer module, function)`` a queue handler passes to ``handle_sqs_events``."""
+    tree = ast.parse((REPO / "services" / code_dir / "app.py").read_text(encoding="utf-8"))
+    (call,) = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "handle_sqs_events"
+    ]
+    entry = call.args[2]
+    assert isinstance(entry, ast.Attribute) and isinstance(entry.value, ast.Name), code_dir
+    return entry.value.id, entry.attr
+
+
 # -------------------------------------------------------- the helpers can fail
 def test_star_resource_check_flags_a_wildcard_statement() -> None:
     wildcard = [{"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "*", "Sid": "Oops"}]
     tolerated = [{"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"}]
     assert star_resource_violations(wildcard) == ["Oops: ['s3:GetObject']"]
     assert star_resource_violations(tolerated) == []
+
+
+def test_rule_evaluator_reads_conditions_and_refs() -> None:
+    node = {"Fn::Not": [{"Fn::Equals": [{"Ref": "A"}, ""]}]}
+    assert evaluate_rule(node, {"A": "x"}) is True
+    assert evaluate_rule(node, {"A": ""}) is False
+    with pytest.raises(AssertionError):
+        evaluate_rule({"Fn::Contains": [["a"], "a"]}, {})
+
+
+def test_role_statements_include_both_branches_of_a_conditional_policy() -> None:
+    doc = {"PolicyDocument": {"Statement": [{"Sid": "A"}]}}
+    tpl = {
+        "Resources": {
+            "R": {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "Policies": [
+                        {"Fn::If": ["C", {"PolicyDocument": {"Statement": [{"Sid": "B"}]}}, {"Ref": "AWS::NoValue"}]},
+                        doc,
+                    ]
+                },
+            }
+        }
+    }
+    assert [st["Sid"] for st in role_statements(tpl, "R")] == ["B", "A"]
 
 
 def test_pattern_operator_walk_finds_nested_operators() -> None:
@@ -345,6 +550,23 @@ def test_bucket_policy_denies_plain_http_and_foreign_encryption(template: Tpl, b
         and "s3:x-amz-server-side-encryption" in st["Condition"].get("StringNotEquals", {})
         for st in denies
     )
+
+
+@pytest.mark.parametrize("bucket", ["RawBucket", "ProcessedBucket", "ArtifactBucket"])
+def test_data_bucket_policy_denies_a_put_naming_another_kms_key(template: Tpl, bucket: str) -> None:
+    # A put without the header gets the bucket default (our key); one naming any other key is refused.
+    (deny,) = [
+        st
+        for st in bucket_policy_statements(template, bucket)
+        if st["Effect"] == "Deny"
+        and "s3:x-amz-server-side-encryption-aws-kms-key-id" in st.get("Condition", {}).get("StringNotEquals", {})
+    ]
+    assert deny["Action"] == "s3:PutObject" and deny["Principal"] == "*"
+    assert deny["Resource"] == {"Fn::Sub": f"${{{bucket}.Arn}}/*"}
+    assert deny["Condition"] == {
+        "StringNotEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id": KMS_KEY_ARN},
+        "Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "false"},
+    }
 
 
 def test_only_the_raw_bucket_sends_events_to_eventbridge(template: Tpl) -> None:
@@ -447,10 +669,24 @@ def test_our_bus_rules_only_route_events_that_have_a_contract(template: Tpl) -> 
 def test_rules_target_only_sqs_queues_and_use_only_local_operators(template: Tpl) -> None:
     queues = set(resources_of(template, "AWS::SQS::Queue"))
     for name, rule in resources_of(template, "AWS::Events::Rule").items():
+        assert set(pattern_operators(rule["Properties"]["EventPattern"])) <= PATTERN_OPERATORS, name
+        if "Condition" in rule:
+            continue  # AWS only: see test_aws_only_rules_do_not_exist_for_the_local_runtime
         for target in rule["Properties"]["Targets"]:
             arn = target["Arn"]["Fn::GetAtt"]
             assert arn[0] in queues and arn[1] == "Arn", name
-        assert set(pattern_operators(rule["Properties"]["EventPattern"])) <= PATTERN_OPERATORS, name
+
+
+def test_aws_only_rules_do_not_exist_for_the_local_runtime(template: Tpl) -> None:
+    # The local runtime reads the template with the parameter defaults and skips a resource
+    # whose condition is false; a rule with a non-queue target must be such a resource.
+    conditional = {n for n, r in resources_of(template, "AWS::Events::Rule").items() if "Condition" in r}
+    assert conditional == {"StageFailedNotifyRule"}
+    assert template["Resources"]["StageFailedNotifyRule"]["Condition"] == "HasAlarmEmail"
+    assert template["Parameters"]["AlarmEmail"]["Default"] == ""
+    local_rules = {r.name for r in read_wiring(TEMPLATE).rules}
+    assert not conditional & local_rules
+    assert {r[5] for r in ROUTES} | {"StageFailedRule"} <= local_rules
 
 
 def test_routing_parts_use_only_intrinsics_the_local_runtime_resolves(template: Tpl) -> None:
@@ -510,12 +746,12 @@ def test_queue_policy_lets_only_its_rule_send(template: Tpl, queue: str, rule: s
 # ---------------------------------------------------------------- functions
 def test_every_function_is_traced_layered_and_logs_to_its_own_retained_group(template: Tpl) -> None:
     functions = resources_of(template, "AWS::Serverless::Function")
-    assert set(functions) == {r[0] for r in ROUTES} | {"ApiFunction"}
+    assert set(functions) == FUNCTIONS
     groups = resources_of(template, "AWS::Logs::LogGroup")
     for name, fn in functions.items():
         p = fn["Properties"]
         assert p["Tracing"] == "Active", name
-        assert p["Runtime"] == "python3.11" and p["Architectures"] == ["x86_64"], name
+        assert p["Runtime"] == "python3.12" and p["Architectures"] == ["x86_64"], name
         assert p["Layers"] == [{"Ref": "DocllmLayer"}], name
         group_id = p["LoggingConfig"]["LogGroup"]["Ref"]
         group = groups[group_id]["Properties"]
@@ -524,13 +760,96 @@ def test_every_function_is_traced_layered_and_logs_to_its_own_retained_group(tem
         assert "RetentionInDays" in group and group["KmsKeyId"] == KMS_KEY_ARN, name
 
 
-def test_function_inline_statements_never_grant_star_resources(template: Tpl) -> None:
-    for name, fn in resources_of(template, "AWS::Serverless::Function").items():
-        statements = list(statements_of(fn["Properties"]["Policies"]))
-        assert statements, name
-        assert star_resource_violations(statements) == [], name
-        # Nothing broader than the managed AWS policies SAM attaches itself.
-        assert not [p for p in fn["Properties"]["Policies"] if isinstance(p, str)], name
+def test_every_function_runs_as_its_own_role_without_managed_policies(template: Tpl) -> None:
+    # With SAM's generated role, SAM attaches AWSLambdaSQSQueueExecutionRole (SQS on "*"),
+    # AWSLambdaBasicExecutionRole and AWSXrayWriteOnlyAccess; an explicit role gets none of them
+    # (scripts/check_sam_transform.py checks the transform's output says the same).
+    roles = resources_of(template, "AWS::IAM::Role")
+    for name in FUNCTIONS:
+        p = props(template, name)
+        assert p["Role"] == {"Fn::GetAtt": [f"{name}Role", "Arn"]}, name
+        # SAM ignores Policies next to an explicit Role: none may be left to mislead.
+        assert "Policies" not in p, name
+        role = roles[f"{name}Role"]["Properties"]
+        (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+        assert trust == {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+        assert "ManagedPolicyArns" not in role and "PermissionsBoundary" not in role, name
+        statements = function_statements(template, name)
+        log_group = p["LoggingConfig"]["LogGroup"]["Ref"]
+        assert by_sid(statements, "WriteOwnLogs")["Resource"] == {"Fn::GetAtt": [log_group, "Arn"]}, name
+        assert set(as_list(by_sid(statements, "WriteOwnLogs")["Action"])) == {
+            "logs:CreateLogStream",
+            "logs:PutLogEvents",
+        }
+        assert by_sid(statements, "UseDataKey")["Resource"] == KMS_KEY_ARN, name
+
+
+def test_function_roles_never_grant_star_resources_beyond_what_aws_requires(template: Tpl) -> None:
+    for name in FUNCTIONS:
+        assert star_resource_violations(function_statements(template, name)) == [], name
+
+
+@pytest.mark.parametrize(("fn", "queue"), sorted(QUEUE_OF.items()))
+def test_queue_consumer_polls_only_its_queue_and_dead_letters_only_to_its_dlq(
+    template: Tpl, fn: str, queue: str
+) -> None:
+    statements = function_statements(template, fn)
+    sqs = {
+        (st["Effect"], frozenset(as_list(st["Action"])), json.dumps(st["Resource"]), "Condition" in st)
+        for st in statements
+        if any(a.startswith("sqs:") for a in as_list(st["Action"]))
+    }
+    assert sqs == {
+        ("Allow", frozenset(SQS_CONSUME), json.dumps({"Fn::GetAtt": [queue, "Arn"]}), False),
+        ("Allow", frozenset({"sqs:SendMessage"}), json.dumps({"Fn::GetAtt": [f"{queue}DLQ", "Arn"]}), False),
+    }
+    # The handler dead-letters a permanent failure itself, at once, to this queue (its URL).
+    assert props(template, fn)["Environment"]["Variables"]["DOCLLM_DEAD_LETTER_QUEUE"] == {"Ref": f"{queue}DLQ"}
+
+
+def test_only_queue_consumers_get_a_dead_letter_queue_variable(template: Tpl) -> None:
+    having = {n for n in FUNCTIONS if "DOCLLM_DEAD_LETTER_QUEUE" in env_of(template, n)}
+    assert having == set(QUEUE_OF)
+    assert "DOCLLM_DEAD_LETTER_QUEUE" not in template["Globals"]["Function"]["Environment"]["Variables"]
+
+
+@pytest.mark.parametrize("fn", sorted(FUNCTIONS))
+def test_each_function_puts_events_only_with_the_sources_it_publishes(template: Tpl, fn: str) -> None:
+    puts = statements_with(function_statements(template, fn), "events:PutEvents")
+    if not PUBLISHED_SOURCES[fn]:
+        assert puts == []
+        return
+    (put,) = puts
+    assert put["Action"] == "events:PutEvents"
+    assert put["Resource"] == {"Fn::GetAtt": ["DocllmBus", "Arn"]}
+    # events:source is multivalued (one value per entry): every entry's source must be listed,
+    # and a request without the key (no entries) grants nothing.
+    assert put["Condition"] == {
+        "ForAllValues:StringEquals": {"events:source": sorted(PUBLISHED_SOURCES[fn])},
+        "Null": {"events:source": "false"},
+    }
+
+
+def test_the_call_follower_finds_events_across_modules_and_the_completion_dispatch() -> None:
+    # jobs.launch -> jobs._fail -> StageFailed; handle_job_state -> <stage>.complete_job -> ...
+    assert contracts_reached("tokenizer", "handle_dataset_built") >= {"TokenizerTrained", "StageFailed"}
+    assert "ModelTrained" in contracts_reached("jobs", "handle_job_state")
+
+
+@pytest.mark.parametrize("fn", sorted(QUEUE_OF))
+def test_published_sources_match_what_the_handler_can_construct(fn: str) -> None:
+    code_dir = next(r[1] for r in ROUTES if r[0] == fn)
+    constructed = contracts_reached(*handler_entry(code_dir))
+    assert {CONTRACT_NAMES[n].SOURCE for n in constructed} == PUBLISHED_SOURCES[fn]
+
+
+def test_the_outbox_relay_may_republish_every_contract_source() -> None:
+    assert PUBLISHED_SOURCES["OutboxRelayFunction"] == ALL_SOURCES
+    assert {s for f, s in PUBLISHED_SOURCES.items() if f != "OutboxRelayFunction" for s in s} <= ALL_SOURCES
 
 
 def test_job_role_uses_star_only_where_aws_requires_it(template: Tpl) -> None:
@@ -544,24 +863,89 @@ def test_job_role_uses_star_only_where_aws_requires_it(template: Tpl) -> None:
 
 @pytest.mark.parametrize("fn", sorted(JOB_LAUNCHERS))
 def test_job_launchers_may_only_pass_the_job_role_to_sagemaker(template: Tpl, fn: str) -> None:
-    statements = list(statements_of(props(template, fn)["Policies"]))
-    (passrole,) = [st for st in statements if "iam:PassRole" in as_list(st["Action"])]
+    statements = function_statements(template, fn)
+    (passrole,) = statements_with(statements, "iam:PassRole")
     assert passrole["Resource"] == {"Fn::GetAtt": ["SageMakerJobRole", "Arn"]}
     assert passrole["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
-    (create,) = [st for st in statements if "sagemaker:CreateTrainingJob" in as_list(st["Action"])]
-    assert create["Resource"]["Fn::Sub"].endswith(":training-job/docllm-*")
     assert set(env_of(template, fn)) >= JOB_ENV
 
 
-def test_only_launchers_can_create_training_jobs(template: Tpl) -> None:
+@pytest.mark.parametrize("fn", sorted(JOB_LAUNCHERS))
+def test_job_launchers_create_jobs_only_on_allowed_instances_with_our_key_and_network(template: Tpl, fn: str) -> None:
+    creates = {
+        st["Sid"]: st for st in statements_with(function_statements(template, fn), "sagemaker:CreateTrainingJob")
+    }
+    assert set(creates) == {"CreateJobsOnVolumeInstances", "CreateJobsOnNvmeInstances"}
+    # (Without a VPC the keys must be absent, see "Null"; the placeholder keeps the value list non-empty.)
+    network = {
+        "sagemaker:VpcSubnets": {"Fn::If": ["HasVpc", {"Fn::Split": [",", {"Ref": "SubnetIds"}]}, ["no-vpc"]]},
+        "sagemaker:VpcSecurityGroupIds": {
+            "Fn::If": ["HasVpc", {"Fn::Split": [",", {"Ref": "SecurityGroupIds"}]}, ["no-vpc"]]
+        },
+    }
+    present = {
+        "sagemaker:InstanceTypes": "false",
+        # In VPC mode the job must name our subnets/groups; without a VPC it must name none.
+        "sagemaker:VpcSubnets": {"Fn::If": ["HasVpc", "false", "true"]},
+        "sagemaker:VpcSecurityGroupIds": {"Fn::If": ["HasVpc", "false", "true"]},
+    }
+    for sid, types, keys in [
+        ("CreateJobsOnVolumeInstances", "JobInstanceTypes", {"sagemaker:OutputKmsKey", "sagemaker:VolumeKmsKey"}),
+        # SageMaker refuses a volume key on local-NVMe instances (the adapter leaves it out there).
+        ("CreateJobsOnNvmeInstances", "JobNvmeInstanceTypes", {"sagemaker:OutputKmsKey"}),
+    ]:
+        st = creates[sid]
+        assert st["Action"] == "sagemaker:CreateTrainingJob"
+        assert st["Resource"] == {"Fn::Sub": JOB_ARN}
+        assert st["Condition"] == {
+            "ForAllValues:StringEquals": {"sagemaker:InstanceTypes": {"Ref": types}, **network},
+            "ArnEquals": dict.fromkeys(sorted(keys), KMS_KEY_ARN),
+            "Null": present,
+        }, sid
+    (tagging,) = statements_with(function_statements(template, fn), "sagemaker:AddTags")
+    assert set(as_list(tagging["Action"])) == {
+        "sagemaker:AddTags",
+        "sagemaker:DescribeTrainingJob",
+        "sagemaker:ListTags",
+    }
+    assert tagging["Resource"] == {"Fn::Sub": JOB_ARN} and "Condition" not in tagging
+
+
+def test_allowed_instance_types_cover_every_job_the_code_launches(template: Tpl) -> None:
+    asked = {f.instance_type for f in load_families().values()}
+    asked |= set(
+        re.findall(r'instance_type="(ml\.[\w.]+)"', (REPO / "shared/docllm/tokenizer/settings.py").read_text())
+    )
+    asked.add(JobSpec.model_fields["instance_type"].default)  # the tokenize (shards) job's
+    volume = set(template["Parameters"]["JobInstanceTypes"]["Default"].split(","))
+    nvme = set(template["Parameters"]["JobNvmeInstanceTypes"]["Default"].split(","))
+    assert {t for t in asked if not has_local_storage(t)} <= volume
+    assert {t for t in asked if has_local_storage(t)} <= nvme
+    assert not any(has_local_storage(t) for t in volume) and all(has_local_storage(t) for t in nvme)
+    assert template["Parameters"]["JobInstanceTypes"]["Type"] == "CommaDelimitedList"
+
+
+def test_only_launchers_can_create_training_jobs_and_all_sagemaker_access_is_stage_scoped(template: Tpl) -> None:
     creators = {
-        name
-        for name, fn in resources_of(template, "AWS::Serverless::Function").items()
-        if any(
-            "sagemaker:CreateTrainingJob" in as_list(st["Action"]) for st in statements_of(fn["Properties"]["Policies"])
-        )
+        n for n in FUNCTIONS if statements_with(function_statements(template, n), "sagemaker:CreateTrainingJob")
     }
     assert creators == JOB_LAUNCHERS
+    for name in FUNCTIONS:
+        for st in function_statements(template, name):
+            if any(a.startswith("sagemaker:") for a in as_list(st["Action"])):
+                assert st["Resource"] == {"Fn::Sub": JOB_ARN}, (name, st.get("Sid"))
+
+
+def test_stage_reaches_the_code_and_every_name_the_template_sets(template: Tpl) -> None:
+    # Job names are docllm-<stage>-..., which the code builds from DOCLLM_STAGE.
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["DOCLLM_STAGE"] == {"Ref": "Stage"}
+    alarms = resources_of(template, "AWS::CloudWatch::Alarm")
+    rules = resources_of(template, "AWS::Events::Rule")
+    for kind, key in [(alarms, "AlarmName"), (rules, "Name")]:
+        named = {n: r["Properties"].get(key) for n, r in kind.items()}
+        for name, value in named.items():
+            assert value is not None and sub_text(value).startswith(STAGE_PREFIX), name
+        assert len({sub_text(v) for v in named.values()}) == len(named), key
 
 
 # --------------------------------------------------------------------- API
@@ -607,31 +991,54 @@ def test_network_policy_never_opens_the_dashboard_or_skips_iam(template: Tpl) ->
             assert {r["ResourceType"] for r in rule_set["Rules"]} == {"collection"}
 
 
-def test_only_index_and_api_roles_reach_the_search_index(template: Tpl) -> None:
+def test_search_data_access_splits_the_indexer_from_the_read_only_api(template: Tpl) -> None:
     text = props(template, "SearchDataAccessPolicy")["Policy"]["Fn::Sub"]
     text = (
         text.replace("${Stage}", "dev")
         .replace("${IndexFunctionRole.Arn}", "index-role")
         .replace("${ApiFunctionRole.Arn}", "api-role")
     )
-    grants = {entry["Principal"][0]: entry["Rules"] for entry in json.loads(text)}
-    assert set(grants) == {"index-role", "api-role"}
-    for rules in grants.values():
-        assert all(r["ResourceType"] == "index" and r["Resource"] == ["index/docllm-dev/*"] for r in rules)
-    assert set(grants["api-role"][0]["Permission"]) == {"aoss:ReadDocument", "aoss:DescribeIndex"}
-    assert set(grants["index-role"][0]["Permission"]) == {
-        "aoss:ReadDocument",
-        "aoss:WriteDocument",
-        "aoss:CreateIndex",
-        "aoss:UpdateIndex",
-        "aoss:DescribeIndex",
+    entries = json.loads(text)
+    assert all(len(e["Principal"]) == 1 for e in entries)
+    grants = {
+        e["Principal"][0]: {(r["ResourceType"], tuple(r["Resource"])): set(r["Permission"]) for r in e["Rules"]}
+        for e in entries
     }
-    callers = {
-        name
-        for name, fn in resources_of(template, "AWS::Serverless::Function").items()
-        if any("aoss:APIAccessAll" in as_list(st["Action"]) for st in statements_of(fn["Properties"]["Policies"]))
+    assert grants == {
+        # The adapter writes the index template and creates/reads the alias: collection items.
+        "index-role": {
+            ("index", ("index/docllm-dev/*",)): {
+                "aoss:ReadDocument",
+                "aoss:WriteDocument",
+                "aoss:CreateIndex",
+                "aoss:UpdateIndex",
+                "aoss:DescribeIndex",
+            },
+            ("collection", ("collection/docllm-dev",)): {
+                "aoss:CreateCollectionItems",
+                "aoss:DescribeCollectionItems",
+                "aoss:UpdateCollectionItems",
+            },
+        },
+        # Searches only: never a template, alias, mapping or index write.
+        "api-role": {("index", ("index/docllm-dev/*",)): {"aoss:ReadDocument", "aoss:DescribeIndex"}},
     }
+    callers = {n for n in FUNCTIONS if statements_with(function_statements(template, n), "aoss:APIAccessAll")}
     assert callers == {"IndexFunction", "ApiFunction"}
+    for name in callers:
+        (st,) = statements_with(function_statements(template, name), "aoss:APIAccessAll")
+        assert st["Resource"] == {"Fn::GetAtt": ["SearchCollection", "Arn"]}
+
+
+@pytest.mark.parametrize("fn", ["IndexFunction", "ApiFunction"])
+def test_search_clients_get_network_interface_permissions_only_in_vpc_mode(template: Tpl, fn: str) -> None:
+    conditional = [p for p in props(template, f"{fn}Role")["Policies"] if "Fn::If" in p]
+    (policy,) = conditional
+    condition, yes, no = policy["Fn::If"]
+    assert condition == "SearchInVpc" and no == {"Ref": "AWS::NoValue"}
+    (st,) = yes["PolicyDocument"]["Statement"]
+    assert "ec2:CreateNetworkInterface" in st["Action"]
+    assert props(template, fn)["VpcConfig"]["Fn::If"][0] == "SearchInVpc"
 
 
 # ------------------------------------------------------------------ layer & outputs
@@ -639,8 +1046,11 @@ def test_layer_builds_from_shared_with_the_python_build_method(template: Tpl) ->
     layer = template["Resources"]["DocllmLayer"]
     assert layer["Type"] == "AWS::Serverless::LayerVersion"
     assert layer["Properties"]["ContentUri"] == "shared/"
-    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.11"]
-    assert layer["Metadata"]["BuildMethod"] == "python3.11"
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]
+    assert layer["Metadata"]["BuildMethod"] == "python3.12"
+    # sam build looks for exactly this interpreter; the script must find and check for it.
+    script = (REPO / "scripts" / "sam-check.sh").read_text(encoding="utf-8")
+    assert 'PY_VERSION="3.12"' in script
 
 
 def test_layer_requirements_leave_out_the_runtime_sdk_and_torch() -> None:
@@ -663,3 +1073,253 @@ def test_outputs_expose_every_resource_cloud_tests_look_up(template: Tpl) -> Non
     wanted |= {"StateTable", "IdempotencyTable", "DocllmBus", "SearchCollection", "SageMakerJobRole"}
     assert wanted <= referenced, wanted - referenced
     assert "DocllmHttpApi" in template["Outputs"]["ApiUrl"]["Value"]["Fn::Sub"]
+
+
+# ------------------------------------------------------------- outbox relay
+def test_outbox_relay_reads_only_outbox_inserts_from_the_state_table_stream(template: Tpl) -> None:
+    state = props(template, "StateTable")
+    assert state["StreamSpecification"] == {"StreamViewType": "NEW_IMAGE"}
+    # The filter names the table's hash key.
+    assert [k["AttributeName"] for k in state["KeySchema"] if k["KeyType"] == "HASH"] == ["pk"]
+    relay = props(template, "OutboxRelayFunction")
+    (event,) = relay["Events"].values()
+    assert event["Type"] == "DynamoDB"
+    p = event["Properties"]
+    assert p["Stream"] == {"Fn::GetAtt": ["StateTable", "StreamArn"]}
+    (flt,) = p["FilterCriteria"]["Filters"]
+    assert json.loads(flt["Pattern"]) == OUTBOX_FILTER
+    assert p["BatchSize"] == 10 and p["BisectBatchOnFunctionError"] is True
+    assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert p["DestinationConfig"] == {"OnFailure": {"Destination": {"Fn::GetAtt": ["OutboxRelayDLQ", "Arn"]}}}
+    assert p["StartingPosition"] == "TRIM_HORIZON"  # entries written before the mapping existed too
+
+
+def test_outbox_relay_handler_is_the_function_the_code_defines(template: Tpl) -> None:
+    p = props(template, "OutboxRelayFunction")
+    assert p["CodeUri"] == "services/outbox/"
+    module, _, attr = p["Handler"].rpartition(".")
+    tree = ast.parse((REPO / "services" / "outbox" / f"{module}.py").read_text(encoding="utf-8"))
+    assert attr in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+
+def test_outbox_relay_may_touch_only_outbox_entries_its_stream_and_its_dlq(template: Tpl) -> None:
+    statements = function_statements(template, "OutboxRelayFunction")
+    stream = by_sid(statements, "ReadStateTableStream")
+    assert set(as_list(stream["Action"])) == {
+        "dynamodb:DescribeStream",
+        "dynamodb:GetRecords",
+        "dynamodb:GetShardIterator",
+    }
+    assert stream["Resource"] == {"Fn::GetAtt": ["StateTable", "StreamArn"]}
+    assert by_sid(statements, "ListStreams") == {
+        "Sid": "ListStreams",
+        "Effect": "Allow",
+        "Action": "dynamodb:ListStreams",
+        "Resource": "*",
+    }
+    entries = by_sid(statements, "OutboxEntriesOnly")
+    assert set(as_list(entries["Action"])) == {"dynamodb:GetItem", "dynamodb:DeleteItem"}
+    assert entries["Resource"] == {"Fn::GetAtt": ["StateTable", "Arn"]}
+    assert entries["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["outbox"]}}
+    table_statements = [st for st in statements if any(a.startswith("dynamodb:") for a in as_list(st["Action"]))]
+    assert len(table_statements) == 3
+    sqs = [st for st in statements if any(a.startswith("sqs:") for a in as_list(st["Action"]))]
+    assert sqs == [by_sid(statements, "OnFailureDestination")]
+    assert sqs[0]["Action"] == "sqs:SendMessage" and sqs[0]["Resource"] == {"Fn::GetAtt": ["OutboxRelayDLQ", "Arn"]}
+
+
+def test_the_local_runtime_loads_the_relay_without_a_source_it_cannot_run() -> None:
+    wiring = read_wiring(TEMPLATE)
+    relay = wiring.functions["OutboxRelayFunction"]
+    assert relay.sqs_sources == () and relay.http_routes == ()
+    assert "OutboxRelayDLQ" in wiring.queues  # exists locally too, and stays empty
+
+
+# ------------------------------------------------------------------ alarms
+def test_every_queue_has_an_age_alarm_with_the_threshold_of_its_kind(template: Tpl) -> None:
+    queues = set(resources_of(template, "AWS::SQS::Queue"))
+    aged = alarms_on(template, "ApproximateAgeOfOldestMessage", "QueueName")
+    assert set(aged) == queues
+    consumed = set(QUEUE_OF.values())
+    for queue, alarm in aged.items():
+        # Consumed queues: a stalled consumer. DLQs and the Stage Failed inbox: near expiry.
+        wanted = "QueueAgeAlarmSeconds" if queue in consumed else "DeadLetterAgeAlarmSeconds"
+        assert alarm["Threshold"] == {"Ref": wanted}, queue
+        assert alarm["Statistic"] == "Maximum" and alarm["ComparisonOperator"] == "GreaterThanThreshold", queue
+    assert template["Parameters"]["DeadLetterAgeAlarmSeconds"]["MaxValue"] < 14 * 24 * 3600
+
+
+@pytest.mark.parametrize("metric", ["Errors", "Throttles"])
+def test_every_function_has_errors_and_throttles_alarms(template: Tpl, metric: str) -> None:
+    alarmed = alarms_on(template, metric, "FunctionName")
+    assert set(alarmed) == FUNCTIONS
+    for fn, alarm in alarmed.items():
+        assert alarm["Namespace"] == "AWS/Lambda" and alarm["Statistic"] == "Sum", fn
+        assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold", fn
+
+
+def test_the_api_has_a_5xx_alarm_and_the_relay_an_iterator_age_alarm(template: Tpl) -> None:
+    (api,) = alarms_on(template, "5xx", "ApiId").items()
+    assert api[0] == "DocllmHttpApi" and api[1]["Namespace"] == "AWS/ApiGateway"
+    (age,) = alarms_on(template, "IteratorAge", "FunctionName").items()
+    assert age[0] == "OutboxRelayFunction"
+
+
+def test_every_alarm_notifies_the_alarm_topic_and_missing_data_is_quiet(template: Tpl) -> None:
+    for name, alarm in resources_of(template, "AWS::CloudWatch::Alarm").items():
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+        assert alarm["Properties"]["TreatMissingData"] == "notBreaching", name
+
+
+def test_alarm_topic_policy_admits_this_stages_alarms_and_the_stage_failed_rule(template: Tpl) -> None:
+    policy = props(template, "AlarmTopicPolicy")
+    assert policy["Topics"] == [{"Ref": "AlarmTopic"}]
+    statements = policy["PolicyDocument"]["Statement"]
+    cloudwatch = by_sid(statements, "CloudWatchAlarmsPublish")
+    assert cloudwatch["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    arn = cloudwatch["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
+    assert arn.endswith(f":alarm:{STAGE_PREFIX}*")  # every alarm name starts so
+    (conditional,) = [st for st in statements if "Fn::If" in st]
+    condition, rule, no = conditional["Fn::If"]
+    assert (condition, no) == ("HasAlarmEmail", {"Ref": "AWS::NoValue"})
+    assert rule["Principal"] == {"Service": "events.amazonaws.com"} and rule["Action"] == "sns:Publish"
+    assert rule["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["StageFailedNotifyRule", "Arn"]}}}
+
+
+# ------------------------------------------------------------- stage failed
+def test_stage_failed_events_are_kept_in_an_alarmed_queue_and_sent_to_the_topic(template: Tpl) -> None:
+    pattern = {"source": [StageFailed.SOURCE], "detail-type": [StageFailed.DETAIL_TYPE]}
+    keep = props(template, "StageFailedRule")
+    assert keep["EventBusName"] == {"Ref": "DocllmBus"} and keep["EventPattern"] == pattern
+    assert [t["Arn"] for t in keep["Targets"]] == [{"Fn::GetAtt": ["StageFailedQueue", "Arn"]}]
+    queue = props(template, "StageFailedQueue")
+    assert queue["KmsMasterKeyId"] == KMS_KEY_REF
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["StageFailedQueueDLQ", "Arn"]}
+    depth = alarms_on(template, "ApproximateNumberOfMessagesVisible", "QueueName")
+    assert depth["StageFailedQueue"]["Threshold"] == 0
+    notify = props(template, "StageFailedNotifyRule")
+    assert notify["EventBusName"] == {"Ref": "DocllmBus"} and notify["EventPattern"] == pattern
+    (target,) = notify["Targets"]
+    assert target["Arn"] == {"Ref": "AlarmTopic"}
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["EventDeliveryDLQ", "Arn"]}}
+    paths = target["InputTransformer"]["InputPathsMap"]
+    assert set(paths) == {"stage", "subject", "reason", "time"}
+    fields = set(StageFailed.model_fields)
+    assert {p.removeprefix("$.detail.") for p in paths.values() if p.startswith("$.detail.")} <= fields
+    dead_letter = by_sid(
+        props(template, "EventDeliveryDLQPolicy")["PolicyDocument"]["Statement"], "AllowRulesToDeadLetter"
+    )
+    sources = dead_letter["Condition"]["ArnEquals"]["aws:SourceArn"]
+    assert {"Fn::GetAtt": ["StageFailedRule", "Arn"]} in sources
+    assert {
+        "Fn::If": ["HasAlarmEmail", {"Fn::GetAtt": ["StageFailedNotifyRule", "Arn"]}, {"Ref": "AWS::NoValue"}]
+    } in sources
+
+
+def test_every_rule_can_dead_letter_its_undeliverable_events(template: Tpl) -> None:
+    statement = by_sid(
+        props(template, "EventDeliveryDLQPolicy")["PolicyDocument"]["Statement"], "AllowRulesToDeadLetter"
+    )
+    allowed = {b["Fn::GetAtt"][0] for s in statement["Condition"]["ArnEquals"]["aws:SourceArn"] for b in if_branches(s)}
+    for name, rule in resources_of(template, "AWS::Events::Rule").items():
+        assert name in allowed, name
+        for target in rule["Properties"]["Targets"]:
+            assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["EventDeliveryDLQ", "Arn"]}}, name
+
+
+def test_stage_failed_queue_lets_only_its_rule_send(template: Tpl) -> None:
+    (policy,) = [
+        p["Properties"]
+        for p in resources_of(template, "AWS::SQS::QueuePolicy").values()
+        if p["Properties"]["Queues"] == [{"Ref": "StageFailedQueue"}]
+    ]
+    allow = by_sid(policy["PolicyDocument"]["Statement"], "AllowRuleToSend")
+    assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["StageFailedRule", "Arn"]}}}
+
+
+# ------------------------------------------------------- production profile
+PROD_OK = {
+    "Stage": "prod",
+    "SearchNetworkAccess": "vpc",
+    "SubnetIds": "subnet-1,subnet-2",
+    "SecurityGroupIds": "sg-1",
+    "VpcId": "vpc-1",
+    "AlarmEmail": "ops@example.com",
+    "DataDeletionProtection": "true",
+}
+
+
+def test_a_complete_prod_deployment_passes_every_rule(template: Tpl) -> None:
+    assert failed_assertions(template, PROD_OK) == []
+
+
+@pytest.mark.parametrize(
+    ("missing", "value"),
+    [
+        ("SearchNetworkAccess", "public-iam"),
+        ("SubnetIds", ""),
+        ("SecurityGroupIds", ""),
+        ("VpcId", ""),
+        ("AlarmEmail", ""),
+        ("DataDeletionProtection", "false"),
+    ],
+)
+def test_prod_is_refused_without_private_network_alarm_email_or_protection(
+    template: Tpl, missing: str, value: str
+) -> None:
+    failed = failed_assertions(template, {**PROD_OK, missing: value})
+    assert any(f.startswith("Stage=prod needs") and missing in f for f in failed), failed
+    assert failed_assertions(template, {**PROD_OK, missing: value, "Stage": "staging"}) == [
+        f for f in failed if not f.startswith("Stage=prod")
+    ]
+
+
+def test_dev_with_the_defaults_passes_every_rule(template: Tpl) -> None:
+    assert failed_assertions(template, {}) == []
+
+
+def test_samconfig_prod_profile_sets_what_the_rules_cannot_take_from_the_account() -> None:
+    config = tomllib.loads((REPO / "samconfig.toml").read_text(encoding="utf-8"))
+    overrides = dict(re.findall(r'(\w+)="([^"]*)"', config["prod"]["deploy"]["parameters"]["parameter_overrides"]))
+    assert overrides["Stage"] == "prod"
+    assert overrides["SearchNetworkAccess"] == "vpc"
+    assert overrides["DataDeletionProtection"] == "true"
+    # Create-only on the collection: decided at the first deployment.
+    assert overrides["SearchStandbyReplicas"] == "ENABLED"
+
+
+def test_search_collection_is_stage_named_and_its_create_only_settings_are_documented(template: Tpl) -> None:
+    assert props(template, "SearchCollection")["Name"] == {"Fn::Sub": "docllm-${Stage}"}
+    assert props(template, "SearchCollection")["StandbyReplicas"] == {"Ref": "SearchStandbyReplicas"}
+    doc = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
+    assert "StandbyReplicas" in doc and "create-only" in doc
+
+
+# ----------------------------------------------------------------------- CI
+def test_every_checkov_skip_says_why(template: Tpl) -> None:
+    skips = [
+        (name, skip)
+        for name, res in template["Resources"].items()
+        for skip in res.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    ]
+    assert skips
+    for name, skip in skips:
+        assert re.fullmatch(r"CKV2?_AWS_\d+", skip["id"]), name
+        assert len(skip.get("comment", "")) > 20, (name, skip["id"])
+
+
+def test_ci_runs_the_template_linters_and_the_sam_checks() -> None:
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert "scripts/template-lint.sh" in ci and "scripts/sam-check.sh" in ci
+    lint = (REPO / "scripts" / "template-lint.sh").read_text(encoding="utf-8")
+    assert re.search(r'^CHECKOV_VERSION="\d+\.\d+\.\d+"$', lint, flags=re.M)
+    assert ".venv/bin/cfn-lint template.yaml" in lint and "--skip-download" in lint
+    sam = (REPO / "scripts" / "sam-check.sh").read_text(encoding="utf-8")
+    assert "validate --lint" in sam and "check_sam_transform.py" in sam and "build" in sam
+
+
+def test_deployment_doc_lists_what_only_a_first_deployment_can_prove() -> None:
+    doc = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
+    section = doc.split("## First deployment: what to verify by hand, in order", 1)[1].split("\n## ", 1)[0]
+    for topic in ["OpenSearch Serverless", "KMS", "VPC endpoint", "SageMaker", "subscription", "EventBridge", "stream"]:
+        assert topic in section, topic

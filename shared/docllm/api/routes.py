@@ -1,8 +1,12 @@
 """Routes of the HTTP API. The handler in ``services/api/app.py`` only resolves events here.
 
-Validation errors answer 422 (Powertools' request validation) or 400 (our own
-rules such as an unknown service), each with a message that names the field;
-user input never produces a 5xx.
+Client faults answer 4xx with a message that says what was wrong: 422 for
+Powertools' request validation, 400 for our own rules (an invalid query, an
+unknown service: :class:`~docllm.exceptions.InvalidRequestError`); user input
+never produces a 5xx. Everything else is a server fault — a configuration or
+AWS error (AccessDenied…), a corrupt record, a bug — and answers 500 with only
+a request id (API Gateway's ``requestContext.requestId``, else Lambda's
+``aws_request_id``); the full error is logged with that id.
 """
 
 from __future__ import annotations
@@ -11,22 +15,71 @@ from collections import Counter
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.exceptions import ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import ValidationError
 
 from docllm import __version__
 from docllm.bootstrap import build_platform
-from docllm.exceptions import PermanentError
+from docllm.exceptions import InvalidRequestError
+from docllm.lambda_support import logger
 from docllm.records import DOCS_PK, DocumentRecord
 from docllm.search.api import MAX_QUERY_CHARS, SearchQuery, run_search
+from docllm.search.exceptions import UnknownServiceError
 
 app = APIGatewayHttpResolver(enable_validation=True)
 
 
-@app.exception_handler(PermanentError)
-def _bad_request(e: PermanentError) -> Response[dict[str, str]]:
-    return Response(status_code=400, content_type=content_types.APPLICATION_JSON, body={"message": str(e)})
+class InvalidParametersError(InvalidRequestError):
+    """Parameters that pass the OpenAPI checks but not the query model's own rules."""
+
+    def __init__(self, e: ValidationError) -> None:
+        self.errors = [{"field": ".".join(str(x) for x in err["loc"]), "message": err["msg"]} for err in e.errors()]
+        super().__init__("; ".join(f"{x['field']}: {x['message']}" for x in self.errors))
+
+
+#: Errors that are the caller's fault; their messages are written to be shown.
+CLIENT_ERRORS: list[type[Exception]] = [InvalidRequestError, UnknownServiceError]
+
+
+@app.exception_handler(CLIENT_ERRORS)
+def _bad_request(e: Exception) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {"message": str(e)}
+    if isinstance(e, InvalidParametersError):
+        body["errors"] = e.errors
+    return Response(status_code=400, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+@app.exception_handler([ServiceError, RequestUnsupportedContentType])
+def _powertools_answer(e: Exception) -> Response[Any]:
+    raise e  # Powertools' own status and message (404, 415…), not a server fault
+
+
+def request_id() -> str:
+    """API Gateway's request id (what the caller sees as ``apigw-requestid``), else Lambda's."""
+    context = app.current_event.raw_event.get("requestContext") or {}
+    return str(context.get("requestId") or getattr(app.lambda_context, "aws_request_id", None) or "unknown")
+
+
+@app.exception_handler(Exception)
+def _server_fault(e: Exception) -> Response[dict[str, str]]:
+    rid = request_id()
+    logger.error(
+        "request failed",
+        exc_info=e,
+        extra={
+            "request_id": rid,
+            "aws_request_id": getattr(app.lambda_context, "aws_request_id", None),
+            "route": app.current_event.raw_event.get("routeKey"),
+            "error": f"{type(e).__name__}: {e}",
+        },
+    )
+    return Response(
+        status_code=500,
+        content_type=content_types.APPLICATION_JSON,
+        body={"message": "Internal Server Error", "request_id": rid},
+    )
 
 
 @app.exception_handler(RequestValidationError)
@@ -42,16 +95,6 @@ def _invalid_request(e: RequestValidationError) -> Response[dict[str, Any]]:
     )
 
 
-@app.exception_handler(ValidationError)
-def _invalid(e: ValidationError) -> Response[dict[str, Any]]:
-    errors = [{"field": ".".join(str(x) for x in err["loc"]), "message": err["msg"]} for err in e.errors()]
-    return Response(
-        status_code=400,
-        content_type=content_types.APPLICATION_JSON,
-        body={"message": "; ".join(f"{x['field']}: {x['message']}" for x in errors), "errors": errors},
-    )
-
-
 @app.get("/v1/search")
 def search(
     q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="query text")],
@@ -59,8 +102,12 @@ def search(
     service: Annotated[str | None, Query(max_length=128, description="only this service")] = None,
 ) -> dict[str, Any]:
     """BM25 search over the indexed chunks; each hit names its document and section."""
-    query = SearchQuery(q=q, k=k, service=service)
-    return run_search(build_platform().search, query).model_dump(mode="json")
+    try:
+        query = SearchQuery(q=q, k=k, service=service)
+    except ValidationError as e:  # the caller's input; any other ValidationError is ours (a 500)
+        raise InvalidParametersError(e) from e
+    # The reader never writes to the index: the API role only has read permissions on it.
+    return run_search(build_platform().search_reader, query).model_dump(mode="json")
 
 
 @app.get("/v1/documents")
@@ -80,7 +127,11 @@ def status() -> dict[str, Any]:
     """Document counts by status, and what the index holds."""
     p = build_platform()
     counts = Counter(str(item.get("status")) for _, item in p.state.query(DOCS_PK))
-    return {"version": __version__, "documents": dict(counts), "indexed_documents": len(p.search.document_versions())}
+    return {
+        "version": __version__,
+        "documents": dict(counts),
+        "indexed_documents": len(p.search_reader.document_versions()),
+    }
 
 
 @app.get("/openapi.json")

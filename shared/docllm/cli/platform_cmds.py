@@ -18,15 +18,30 @@ from docllm.records import DOCS_PK
 
 
 def cmd_up(args: Namespace) -> int:
-    from docllm.runtime.local import LocalRuntime
+    import os
+    import threading
+
+    from rich.markup import escape
+
+    from docllm.exceptions import PortInUseError
+    from docllm.runtime.local import RUNTIME_FILE, LocalRuntime
 
     d = data_dir(args)
     runtime = LocalRuntime(d, port=args.port, auth=not args.no_auth, log=lambda m: console.print(f"[dim]{m}[/dim]"))
     console.print(f"docllm: starting the local platform in [bold]{d}[/bold] …")
-    import threading
+    ended = threading.Event()
+
+    def started() -> bool:
+        # start() writes the runtime file last, once the API listens (a stale one names another pid).
+        try:
+            return int(json.loads((d / RUNTIME_FILE).read_text(encoding="utf-8"))["pid"]) == os.getpid()
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
 
     def announce() -> None:
-        time.sleep(0.5)
+        while not started():
+            if ended.wait(0.1):
+                return
         console.print(
             f"API on [bold]{runtime.api_url}[/bold] "
             f"({'API key in ' + str(d / 'api-key') if runtime.auth else 'no auth'})"
@@ -37,7 +52,15 @@ def cmd_up(args: Namespace) -> int:
         )
 
     threading.Thread(target=announce, daemon=True).start()
-    runtime.run_forever()
+    try:
+        runtime.run_forever()
+    except PortInUseError as e:
+        console.print(
+            f"[red]error:[/red] {escape(str(e))}; use --port 0 for any free port, or another --port", soft_wrap=True
+        )
+        return 2
+    finally:
+        ended.set()
     console.print("docllm: stopped cleanly")
     return 0
 

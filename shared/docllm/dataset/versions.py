@@ -37,6 +37,7 @@ from docllm.ingest.models import Chunk
 from docllm.ports.objects import ObjectStore, split_uri
 from docllm.ports.state import StateStore
 from docllm.records import DOCS_PK, DocumentRecord, utcnow
+from docllm.retries import retry_transient
 
 Split = Literal["train", "validation", "test"]
 DATASETS_PK = "datasets"
@@ -218,7 +219,8 @@ def _processed_documents(state: StateStore, services: list[str]) -> list[Documen
 def _read_chunks(objects: ObjectStore, rec: DocumentRecord) -> tuple[list[Chunk], bytes]:
     assert rec.chunks_uri is not None
     try:
-        raw = objects.get(*split_uri(rec.chunks_uri))
+        bucket, key = split_uri(rec.chunks_uri)
+        raw = retry_transient(lambda: objects.get(bucket, key))
     except (NotFoundError, ValueError) as e:
         raise ChunksUnreadableError(f"{rec.doc_key}: chunks not readable at {rec.chunks_uri}: {e}") from e
     try:

@@ -62,6 +62,11 @@ class DocumentProcessed(EventDetail):
     chunk_count: int = Field(ge=0)
     token_estimate: int = Field(ge=0)
     duplicate_of: str | None = Field(default=None, description="doc_key this one duplicates, if any")
+    revision: str | None = Field(
+        default=None,
+        description="when the document record took this state: two state changes never share it, so a "
+        "consumer's idempotency (keyed on the detail) tells a redelivery from a new change",
+    )
 
 
 class DocumentQuarantined(EventDetail):
@@ -87,6 +92,7 @@ class DocumentRemoved(EventDetail):
     doc_key: str
     bucket: str
     version_id: str | None = None
+    revision: str | None = Field(default=None, description="when the document record took this state")
 
 
 # --- retrieval -------------------------------------------------------------
@@ -194,6 +200,7 @@ class StageFailed(EventDetail):
     stage: str
     subject: str = Field(description="what failed: a job name, a dataset version…")
     reason: str
+    request_id: str | None = Field(default=None, description="the request whose chain failed, when known")
 
 
 CONTRACTS: tuple[type[EventDetail], ...] = (

@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from docllm.exceptions import ConflictError
 from docllm.ingest.chunker import chunk_id
 from docllm.ingest.models import Chunk
 from docllm.ingest.text import Block, estimate_tokens
-from docllm.ports.state import StateStore
+from docllm.ports.state import MAX_TRANSACT_ITEMS, Delete, Put, StateStore, Write
 from docllm.records import utcnow
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ _MIX_B = np.uint64(0xC2B2AE3D27D4EB4F)
 _SHIFT = np.uint64(32)
 _EMPTY_MINHASH = [0xFFFFFFFF] * NUM_PERM
 
-Action = Literal["duplicate_document", "near_duplicate_document", "boilerplate_paragraphs", "supersedes"]
+Action = Literal["duplicate_document", "near_duplicate_document", "boilerplate_paragraphs", "supersedes", "promoted"]
 
 
 class Fingerprint(BaseModel):
@@ -255,6 +256,12 @@ SHA_PK = "dedup#sha#"
 LSH_PK = "dedup#lsh#"
 PARA_PK = "dedup#para#"
 LOG_PK = "dedup#log"
+#: ``dedup#bp#<service>`` / paragraph hash: ``applying`` → ``applied`` while documents that kept a
+#: paragraph before it became boilerplate are processed again; ``removing`` on the way back.
+BOILERPLATE_PK = "dedup#bp#"
+
+Reprocess = Callable[[list[str]], None]
+"""Processes the given documents again (the ingest stage's; the ledger only says which)."""
 _SEP = "\x1f"  # between doc_key and the rest of a sort key: it cannot appear in an S3 key
 
 
@@ -310,42 +317,93 @@ class DedupLedger:
 
     def _register(self, doc_key: str, service: str, fp: Fingerprint) -> None:
         paragraphs = sorted(set(fp.paragraph_hashes))
-        self._state.put(
-            DOCS_PK,
-            doc_key,
-            {"service": service, "fingerprint": fp.model_dump(), "paragraphs": paragraphs},
-        )
-        self._state.put(SHA_PK + fp.content_sha256, doc_key, {"doc_key": doc_key})
-        for band in self._bands(fp.minhash):
-            self._state.put(LSH_PK + band, doc_key, {"doc_key": doc_key})
-        for h in paragraphs:
-            self._state.put(PARA_PK + service, f"{h}#{doc_key}", {"doc_key": doc_key})
+        writes: list[Write] = [
+            Put(DOCS_PK, doc_key, {"service": service, "fingerprint": fp.model_dump(), "paragraphs": paragraphs}),
+            Put(SHA_PK + fp.content_sha256, doc_key, {"doc_key": doc_key}),
+            *(Put(LSH_PK + band, doc_key, {"doc_key": doc_key}) for band in self._bands(fp.minhash)),
+            *(Put(PARA_PK + service, f"{h}#{doc_key}", {"doc_key": doc_key}) for h in paragraphs),
+        ]
+        self._write(writes)
 
-    def forget(self, doc_key: str) -> None:
-        """Remove a document's fingerprint (on delete or before an overwrite is registered)."""
+    def _write(self, writes: list[Write]) -> None:
+        """In transactions of the store's largest size: one round trip for most documents, and
+        a fingerprint is registered (or forgotten) whole unless it spans several."""
+        for i in range(0, len(writes), MAX_TRANSACT_ITEMS):
+            self._state.transact(writes[i : i + MAX_TRANSACT_ITEMS])
+
+    def forget(self, doc_key: str, *, reprocess: Reprocess | None = None) -> None:
+        """Remove a document's fingerprint (on delete, quarantine, or before an overwrite is registered).
+
+        With ``reprocess``, a paragraph this document made boilerplate and that no longer is (fewer
+        than ``boilerplate_min_docs`` documents hold it) gets its text back in the others: they are
+        passed to ``reprocess`` before the document's own item goes, so a crash before the end is
+        finished by the retry, which finds the item and does the same again.
+        """
         item = self._state.get(DOCS_PK, doc_key)
         if item is None:
             return
         fp = Fingerprint.model_validate(item["fingerprint"])
         service = item["service"]
-        self._state.delete(SHA_PK + fp.content_sha256, doc_key)
-        for band in self._bands(fp.minhash):
-            self._state.delete(LSH_PK + band, doc_key)
-        for h in item.get("paragraphs", []):
-            self._state.delete(PARA_PK + service, f"{h}#{doc_key}")
+        paragraphs = item.get("paragraphs", [])
+        writes: list[Write] = [
+            Delete(SHA_PK + fp.content_sha256, doc_key),
+            *(Delete(LSH_PK + band, doc_key) for band in self._bands(fp.minhash)),
+            *(Delete(PARA_PK + service, f"{h}#{doc_key}") for h in paragraphs),
+        ]
+        self._write(writes)
+        if reprocess is not None:
+            for h in paragraphs:
+                marker = self._state.get(BOILERPLATE_PK + service, h)
+                holders = self._holders(service, h)
+                if marker is not None and (marker["state"] == "removing" or len(holders) < self.boilerplate_min_docs):
+                    self._state.put(BOILERPLATE_PK + service, h, {"state": "removing"})
+                    reprocess(holders)
+                    self._state.delete(BOILERPLATE_PK + service, h)
+        # The document's own item last: while it exists, a retry after a crash finds what to forget.
         self._state.delete(DOCS_PK, doc_key)
+
+    def _holders(self, service: str, paragraph: str) -> list[str]:
+        """The documents of ``service`` holding ``paragraph``, in key order."""
+        return [str(item["doc_key"]) for _, item in self._state.query(PARA_PK + service, f"{paragraph}#")]
+
+    def _claim_boilerplate(
+        self, service: str, paragraph: str, doc_key: str, holders: list[str], reprocess: Reprocess
+    ) -> None:
+        """``paragraph`` is boilerplate (``holders`` reached the threshold): documents that kept it
+        when it was not yet must lose it. The first decision to see it marks it ``applying``,
+        processes the others again, then marks it ``applied``; a decision that finds it still
+        ``applying`` (its maker crashed) does the same again."""
+        key = BOILERPLATE_PK + service
+        marker = self._state.get(key, paragraph)
+        if marker is None:
+            try:
+                self._state.put(key, paragraph, {"state": "applying"}, if_absent=True)
+            except ConflictError:
+                return  # another decision made it boilerplate just now and processes the others
+        elif marker["state"] != "applying":
+            return
+        reprocess([k for k in holders if k != doc_key])
+        self._state.put(key, paragraph, {"state": "applied"})
 
     # decisions ---------------------------------------------------------------------
 
-    def decide(self, doc_key: str, service: str, fp: Fingerprint) -> DedupDecision:
+    def decide(
+        self, doc_key: str, service: str, fp: Fingerprint, *, reprocess: Reprocess | None = None
+    ) -> DedupDecision:
         """Register ``fp`` for ``doc_key`` and decide duplicates and boilerplate.
 
         Deterministic given the ledger's contents; calling it again with the same
         fingerprint (a redelivered event) returns the same decision.
+
+        ``reprocess`` makes boilerplate independent of the order documents arrive in: when this
+        document brings a paragraph to ``boilerplate_min_docs`` documents, the ones processed
+        before (which kept it) are passed to ``reprocess`` to lose it, and when an overwrite takes
+        a paragraph below the threshold the others get it back. Without it (a document being
+        processed again because of another's decision), no such cascade starts.
         """
         previous = self._state.get(DOCS_PK, doc_key)
         if previous is not None and (previous["fingerprint"] != fp.model_dump() or previous["service"] != service):
-            self.forget(doc_key)
+            self.forget(doc_key, reprocess=reprocess)
         self._register(doc_key, service, fp)
         at = self._clock()
         log: list[DedupLogEntry] = []
@@ -412,25 +470,28 @@ class DedupLedger:
             )
 
         boilerplate: set[str] = set()
-        if duplicate_of is None:
-            for h in sorted(set(fp.paragraph_hashes)):
-                docs = sum(1 for _ in self._state.query(PARA_PK + service, f"{h}#"))
-                if docs >= self.boilerplate_min_docs:
-                    boilerplate.add(h)
-            if boilerplate:
-                log.append(
-                    DedupLogEntry(
-                        doc_key=doc_key,
-                        action="boilerplate_paragraphs",
-                        detail=(
-                            f"{len(boilerplate)} paragraphs each found in >= {self.boilerplate_min_docs} "
-                            f"documents of service {service!r}: " + ", ".join(sorted(boilerplate))
-                        ),
-                        at=at,
-                    )
+        # Counted for duplicates too: their paragraphs count towards the threshold like any.
+        for h in sorted(set(fp.paragraph_hashes)):
+            holders = self._holders(service, h)
+            if len(holders) >= self.boilerplate_min_docs:
+                boilerplate.add(h)
+                if reprocess is not None:
+                    self._claim_boilerplate(service, h, doc_key, holders, reprocess)
+        if duplicate_of is not None:
+            boilerplate = set()
+        elif boilerplate:
+            log.append(
+                DedupLogEntry(
+                    doc_key=doc_key,
+                    action="boilerplate_paragraphs",
+                    detail=(
+                        f"{len(boilerplate)} paragraphs each found in >= {self.boilerplate_min_docs} "
+                        f"documents of service {service!r}: " + ", ".join(sorted(boilerplate))
+                    ),
+                    at=at,
                 )
-        for n, entry in enumerate(log):
-            self._state.put(LOG_PK, f"{entry.doc_key}{_SEP}{at}{_SEP}{n:04d}", entry.model_dump())
+            )
+        self._write([Put(LOG_PK, f"{e.doc_key}{_SEP}{at}{_SEP}{n:04d}", e.model_dump()) for n, e in enumerate(log)])
         return DedupDecision(
             duplicate_of=duplicate_of,
             similarity=similarity,
@@ -438,6 +499,19 @@ class DedupLedger:
             supersedes=sorted(set(supersedes)),
             log=log,
         )
+
+    def record_promotion(self, doc_key: str, former_canonical: str, why: str) -> DedupLogEntry:
+        """Log that ``doc_key``, a duplicate of ``former_canonical``, was processed again because
+        its canonical went away or changed (the decision of that run is logged by :meth:`decide`)."""
+        at = self._clock()
+        entry = DedupLogEntry(doc_key=doc_key, action="promoted", duplicate_of=former_canonical, detail=why, at=at)
+        self._state.put(LOG_PK, f"{doc_key}{_SEP}{at}{_SEP}promoted", entry.model_dump())
+        return entry
+
+    def content_hash(self, doc_key: str) -> str | None:
+        """The registered cleaned-text hash of ``doc_key``, or None when it has no fingerprint."""
+        item = self._state.get(DOCS_PK, doc_key)
+        return None if item is None else str(item["fingerprint"]["content_sha256"])
 
     def log(self, doc_key: str | None = None) -> list[DedupLogEntry]:
         """Log entries, oldest first per document; all documents when ``doc_key`` is None."""

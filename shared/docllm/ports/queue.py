@@ -1,8 +1,9 @@
 """Durable queue port: SQS with a redrive policy on AWS, SQLite locally.
 
 On AWS the Lambda event source mapping receives and deletes messages; the
-port is used there only to inspect queues (``docllm status``) and dead letters.
-Locally the runtime drives handlers through it.
+port is used there to dead-letter a message that failed for good
+(:meth:`Queue.dead_letter`) and to inspect queues (``docllm status``) and dead
+letters. Locally the runtime drives handlers through it.
 """
 
 from __future__ import annotations
@@ -57,6 +58,16 @@ class Queue(ABC):
     def retry_later(self, queue: str, message: Message, *, reason: str) -> None:
         """Give a failed message back: again after a backoff, or to the DLQ when
         it has been received ``max_receive_count`` times."""
+
+    @abstractmethod
+    def dead_letter(self, queue: str, message: Message, *, reason: str) -> None:
+        """Put a received message in the queue's DLQ now, with ``reason``, whatever its receive count.
+
+        For a failure retrying cannot cure (:class:`~docllm.exceptions.PermanentError`).
+        The consumer then acknowledges the message as it does any message it is done
+        with (:meth:`delete`, or a success for its batch item under Lambda); the DLQ
+        copy stays. ``docllm dlq redrive`` (SQS: a message move task) retries it later.
+        """
 
     @abstractmethod
     def stats(self, queue: str) -> QueueStats: ...

@@ -34,8 +34,10 @@ class SearchIndex(ABC):
     def replace_document(self, doc_key: str, version: str, chunks: Sequence[IndexedChunk]) -> None:
         """Atomically swap all chunks of ``doc_key`` for ``chunks``.
 
-        Readers never see a document half old, half new. A call with a
-        ``version`` already indexed is a no-op (idempotent redelivery).
+        Readers never see a document half old, half new. A call with the
+        ``version`` and the chunk ids already indexed is a no-op (idempotent
+        redelivery); the same version with other chunks (its boilerplate
+        changed) is a replacement.
         """
 
     @abstractmethod

@@ -7,10 +7,36 @@ DynamoDB design; values are JSON-compatible dicts.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 Item = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Put:
+    """One write of a :meth:`StateStore.transact` call."""
+
+    pk: str
+    sk: str
+    item: Item = field(default_factory=dict)
+    if_absent: bool = False
+
+
+@dataclass(frozen=True)
+class Delete:
+    """One delete of a :meth:`StateStore.transact` call (deleting nothing is fine)."""
+
+    pk: str
+    sk: str
+
+
+Write = Put | Delete
+
+#: DynamoDB's TransactWriteItems limit; the local store keeps the same one so nothing
+#: that works locally fails on AWS.
+MAX_TRANSACT_ITEMS = 100
 
 
 class StateStore(ABC):
@@ -25,5 +51,22 @@ class StateStore(ABC):
     def delete(self, pk: str, sk: str) -> None: ...
 
     @abstractmethod
+    def transact(self, writes: Sequence[Write]) -> None:
+        """All of ``writes`` or none of them (at most :data:`MAX_TRANSACT_ITEMS`, on distinct keys).
+
+        Raises :class:`ConflictError` (and writes nothing) when a ``Put(if_absent=True)`` finds its item.
+        The transactional outbox (``service_layer/outbox.py``) is built on this.
+        """
+
+    @abstractmethod
     def query(self, pk: str, sk_prefix: str = "") -> Iterator[tuple[str, Item]]:
         """``(sk, item)`` pairs of one partition in sort-key order."""
+
+
+def check_transact(writes: Sequence[Write]) -> None:
+    """The limits every adapter enforces alike (DynamoDB's): item count and one write per key."""
+    if len(writes) > MAX_TRANSACT_ITEMS:
+        raise ValueError(f"a transaction holds at most {MAX_TRANSACT_ITEMS} writes, got {len(writes)}")
+    keys = [(w.pk, w.sk) for w in writes]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a transaction may write each key once")

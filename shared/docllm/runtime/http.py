@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import errno
 import hmac
 import json
+import logging
 import threading
 import time
 import uuid
@@ -30,10 +32,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
+from docllm.exceptions import ConfigurationError, PortInUseError
 from docllm.runtime.template import FunctionSpec
 
 if TYPE_CHECKING:
     from docllm.runtime.local import Handler
+
+log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024  # API Gateway allows 10 KiB of headers
@@ -147,15 +152,21 @@ def respond(
     if key is not None and not _authorised(request.headers, key):
         return Reply.json(401, {"message": UNAUTHORISED})
     event = proxy_event(route.method, route.path, request)
+    request_id = str(event["requestContext"]["requestId"])
     try:
         result = handler(event, LocalContext(fn.name, fn.timeout_s))
-    except Exception as e:  # API Gateway turns a crashed integration into a 500
-        return Reply.json(500, {"message": "Internal Server Error", "error": type(e).__name__})
-    raw = result.get("body") or ""
-    data = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode("utf-8")
-    out = [(k, str(v)) for k, v in (result.get("headers") or {}).items()]
-    out += [(k, ",".join(vs)) for k, vs in (result.get("multiValueHeaders") or {}).items()]
-    return Reply(int(result.get("statusCode", 200)), out, data)
+        raw = result.get("body") or ""
+        data = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode("utf-8")
+        out = [(k, str(v)) for k, v in (result.get("headers") or {}).items()]
+        out += [(k, ",".join(vs)) for k, vs in (result.get("multiValueHeaders") or {}).items()]
+        status = int(result.get("statusCode", 200))
+    except Exception as e:
+        # API Gateway answers a crashed integration or a malformed proxy result with a bare 500:
+        # the caller gets the request id, the log gets the error.
+        log.error("%s %s (request %s): the API function failed: %s", method, path, request_id, e, exc_info=e)
+        reply = Reply.json(500, {"message": "Internal Server Error", "request_id": request_id})
+        return Reply(reply.status, [*reply.headers, ("apigw-requestid", request_id)], reply.body)
+    return Reply(status, [*out, ("apigw-requestid", request_id)], data)
 
 
 class ApiServer:
@@ -172,6 +183,12 @@ class ApiServer:
         self._thread.start()
         self._started.wait()
         if self._error is not None:
+            self._thread.join()
+            if getattr(self._error, "errno", None) == errno.EADDRINUSE:
+                raise PortInUseError(host, port) from self._error
+            if isinstance(self._error, OSError):
+                reason = self._error.strerror or str(self._error)
+                raise ConfigurationError(f"cannot serve the API on {host}:{port}: {reason}") from self._error
             raise self._error
         assert self._server is not None
         self.server_address: tuple[str, int] = self._server.sockets[0].getsockname()[:2]
@@ -184,6 +201,7 @@ class ApiServer:
             )
         except OSError as e:
             self._error = e
+            self._loop.close()
             self._started.set()
             return
         self._started.set()

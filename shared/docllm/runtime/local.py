@@ -27,6 +27,7 @@ from typing import Any
 
 from docllm.bootstrap import Platform, build_platform, find_template, reset_platforms
 from docllm.exceptions import ConfigurationError, PlatformNotRunningError
+from docllm.faults import FaultInjector
 from docllm.ports.queue import Message
 from docllm.runtime.template import FunctionSpec, SqsSource, read_wiring
 from docllm.settings import Settings
@@ -147,15 +148,51 @@ class LocalRuntime:
             raise ConfigurationError(
                 f"a local platform is already running for {self.data_dir} (pid {other['pid']}, {other['api_url']})"
             )
+        p = self.prepare()
+        for fn in self.wiring.functions.values():
+            for src in fn.sqs_sources:
+                t = threading.Thread(target=self._worker, args=(fn, src), name=f"{fn.name}<-{src.queue}", daemon=True)
+                self._threads.append(t)
+        api = next((f for f in self.wiring.functions.values() if f.http_routes), None)
+        if api is not None:
+            from docllm.runtime.http import start_api_server
+
+            try:
+                self.http = start_api_server(self, api, self.handlers[api.name])
+            except BaseException:
+                self._stop.set()  # whatever start() has set going ends; nothing was announced yet
+                raise
+            self.port = self.http.server_address[1]
+        # Load the BM25 scorer in the background: the first search would otherwise pay for it.
+        warm_up = getattr(p.search, "warm_up", None)
+        if warm_up is not None:
+            threading.Thread(target=warm_up, name="search-warm-up", daemon=True).start()
+        self._threads.append(threading.Thread(target=self._outbox_relay, name="outbox-relay", daemon=True))
+        for t in self._threads:
+            t.start()
+        self._write_runtime_file()
+
+    def prepare(self, faults: FaultInjector | None = None) -> Platform:
+        """Everything of :meth:`start` but the threads and the API: the functions' environment, the
+        platform (with ``faults``, a test's injector, when given), crash recovery, the handlers.
+        Tests that drive the handlers themselves (kill points, one message at a time) call this."""
         env: dict[str, str] = {}
         for fn in self.wiring.functions.values():
             env.update(fn.environment)
         os.environ.update(local_environment(env, self.data_dir))
         os.environ["DOCLLM_TEMPLATE"] = str(self.template)
         reset_platforms()
-        self.platform = build_platform(Settings.from_env())
-        p = self.platform
+        self.platform = p = build_platform(Settings.from_env())
+        if faults is not None:
+            p.faults = faults  # before any port is built: every port comes wrapped
         _ = p.objects  # creates the template's buckets
+        self._recover(p)
+        for fn in self.wiring.functions.values():
+            self.handlers[fn.name] = load_handler(self.template.parent, fn)
+        return p
+
+    def _recover(self, p: Platform) -> None:
+        """After a crash: nothing accepted is lost, nothing half-done stays half-done."""
         from docllm.adapters.local.idempotency import release_in_progress
 
         release_in_progress(self.data_dir / "idempotency.db")
@@ -165,24 +202,8 @@ class LocalRuntime:
         failed = p.jobs.recover()  # type: ignore[attr-defined]
         for name in failed:
             self._log(f"job {name} was running when the runtime stopped: marked Failed")
-        for fn in self.wiring.functions.values():
-            self.handlers[fn.name] = load_handler(self.template.parent, fn)
-            for src in fn.sqs_sources:
-                t = threading.Thread(target=self._worker, args=(fn, src), name=f"{fn.name}<-{src.queue}", daemon=True)
-                self._threads.append(t)
-        api = next((f for f in self.wiring.functions.values() if f.http_routes), None)
-        if api is not None:
-            from docllm.runtime.http import start_api_server
-
-            self.http = start_api_server(self, api, self.handlers[api.name])
-            self.port = self.http.server_address[1]
-        # Load the BM25 scorer in the background: the first search would otherwise pay for it.
-        warm_up = getattr(p.search, "warm_up", None)
-        if warm_up is not None:
-            threading.Thread(target=warm_up, name="search-warm-up", daemon=True).start()
-        for t in self._threads:
-            t.start()
-        self._write_runtime_file()
+        # Events a crash left in the outbox go out before any new work; the relay thread keeps at it.
+        self._relay_outbox(min_age_s=0.0)
 
     def stop(self, timeout_s: float = 30) -> None:
         """Stop taking work, let batches in progress finish, then return."""
@@ -240,6 +261,10 @@ class LocalRuntime:
         with self._busy_lock:
             if self._busy:
                 return False
+        from docllm.service_layer.outbox import pending
+
+        if pending(self.platform):
+            return False  # events committed but not yet published are work still to come
         q = self.platform.local_queue
         return all(q.stats(name).visible == 0 and q.stats(name).in_flight == 0 for name in q.queues)
 
@@ -256,6 +281,23 @@ class LocalRuntime:
             time.sleep(0.05)
         return False
 
+    # -- the outbox relay (OutboxRelayFunction on AWS) ----------------------------
+    def _relay_outbox(self, *, min_age_s: float) -> int:
+        from docllm.service_layer.outbox import relay
+
+        assert self.platform is not None
+        try:
+            return relay(self.platform, min_age_s=min_age_s)
+        except Exception as e:
+            self._log(f"outbox relay: {type(e).__name__}: {e}")
+            return 0
+
+    def _outbox_relay(self) -> None:
+        from docllm.service_layer.outbox import RELAY_GRACE_S
+
+        while not self._stop.wait(0.5):
+            self._relay_outbox(min_age_s=RELAY_GRACE_S)
+
     # -- the event source mapping ---------------------------------------------------
     def _worker(self, fn: FunctionSpec, src: SqsSource) -> None:
         from docllm.lambda_support import LAST_FAILURES
@@ -265,10 +307,14 @@ class LocalRuntime:
         handler = self.handlers[fn.name]
         idle_sleep = self.poll_interval_s
         while not self._stop.is_set():
-            with self._busy_lock:
-                messages = queue.receive(src.queue, max_messages=src.batch_size)
-                if messages:
-                    self._busy += 1
+            try:
+                with self._busy_lock:
+                    messages = queue.receive(src.queue, max_messages=src.batch_size)
+                    if messages:
+                        self._busy += 1
+            except Exception as e:
+                self._log(f"{fn.name}: receive from {src.queue} failed: {type(e).__name__}: {e}")
+                messages = []
             if not messages:
                 self._stop.wait(idle_sleep)
                 idle_sleep = min(0.25, idle_sleep * 1.5)
@@ -276,6 +322,9 @@ class LocalRuntime:
             idle_sleep = self.poll_interval_s
             try:
                 self._invoke(fn, src, handler, messages, LAST_FAILURES)
+            except Exception as e:
+                # its visibility timeout ends, as an unacknowledged SQS message does; the worker lives on.
+                self._log(f"{fn.name}: acknowledging a batch of {src.queue} failed: {type(e).__name__}: {e}")
             finally:
                 with self._busy_lock:
                     self._busy -= 1
@@ -289,8 +338,10 @@ class LocalRuntime:
             response = handler(sqs_event(src.queue, messages), LocalContext(fn.name, fn.timeout_s)) or {}
         except Exception as e:  # the whole invocation failed: every message is retried
             for m in messages:
-                queue.retry_later(src.queue, m, reason=f"{type(e).__name__}: {e}")
-            self._log(f"{fn.name}: invocation failed: {type(e).__name__}: {e}")
+                # Every record failed (Powertools raises then): each keeps its own reason.
+                reason = reasons.pop(m.message_id, None) or f"{type(e).__name__}: {e}"
+                queue.retry_later(src.queue, m, reason=reason)
+            self._log(f"{fn.name}: invocation failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             return
         failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])} if src.report_failures else set()
         for m in messages:

@@ -257,7 +257,8 @@ class SqliteSearchIndex(SearchIndex):
 
     # -- writes ------------------------------------------------------------------------------
     def replace_document(self, doc_key: str, version: str, chunks: Sequence[IndexedChunk]) -> None:
-        """Swap every chunk of ``doc_key`` for ``chunks`` in one transaction; no-op for a known version."""
+        """Swap every chunk of ``doc_key`` for ``chunks`` in one transaction; a no-op when this version
+        with these chunk ids is indexed already."""
         self.replace_documents([(doc_key, version, chunks)])
 
     def replace_documents(self, items: Iterable[tuple[str, str, Sequence[IndexedChunk]]]) -> int:
@@ -280,7 +281,9 @@ class SqliteSearchIndex(SearchIndex):
             for doc_key, version, analyzed in prepared:
                 row = conn.execute("SELECT version FROM documents WHERE doc_key = ?", (doc_key,)).fetchone()
                 if row is not None and row[0] == version:
-                    continue
+                    held = conn.execute("SELECT chunk_id FROM chunks WHERE doc_key = ?", (doc_key,)).fetchall()
+                    if sorted(r[0] for r in held) == sorted(a.chunk.chunk_id for a in analyzed):
+                        continue
                 self._delete(conn, doc_key)
                 self._insert(conn, doc_key, version, analyzed)
                 changed += 1

@@ -1,26 +1,42 @@
 """Ingest stage: an S3 object event in, a processed or quarantined document out.
 
 Every uploaded document ends in exactly one state recorded in the ``docs``
-partition (processed, duplicate, quarantined, removed) and one event says so.
+partition (processed, duplicate, quarantined, removed) and one event says so,
+committed together through the outbox (``service_layer/outbox.py``).
 Idempotent by object version (a redelivered event for the version already
 recorded does nothing) and by content (a new version with the same bytes
-keeps the existing chunks).
+keeps the existing chunks, and tells the index about the new version).
+
+The dedup lifecycle: a document that is quarantined or removed leaves the dedup
+ledger; a duplicate remembers its canonical in ``dedup#dupes#<canonical>``
+(written with its record), and when that canonical goes away or changes, its
+duplicates are processed again (:func:`promote_duplicates`): the first becomes
+canonical, is indexed and goes into datasets, and the dedup log says so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from docllm.bootstrap import Platform
 from docllm.events.aws import S3ObjectEvent
-from docllm.events.contracts import DocumentProcessed, DocumentQuarantined, DocumentRemoved, to_bus
+from docllm.events.contracts import DocumentProcessed, DocumentQuarantined, DocumentRemoved, EventDetail
 from docllm.exceptions import NotFoundError
+from docllm.ports.objects import ObjectInfo
+from docllm.ports.state import Delete, Put, Write
 from docllm.records import DOCS_PK, DocumentRecord, utcnow
+from docllm.service_layer.outbox import commit, new_revision
 
 Outcome = Literal["processed", "duplicate", "quarantined", "removed", "unchanged", "stale", "ignored"]
+
+#: ``dedup#dupes#<canonical>`` / ``<duplicate key>``: who duplicates whom, with the canonical's
+#: cleaned-text hash at the time (a canonical whose content changed sets its duplicates free).
+DUPES_PK = "dedup#dupes#"
 
 
 @dataclass(frozen=True)
@@ -45,9 +61,27 @@ def load_record(p: Platform, doc_key: str) -> DocumentRecord | None:
     return None if item is None else DocumentRecord.model_validate(item)
 
 
-def save_record(p: Platform, record: DocumentRecord) -> None:
-    record.updated_at = utcnow()
-    p.state.put(DOCS_PK, record.doc_key, record.model_dump(mode="json"))
+def _save(
+    p: Platform, record: DocumentRecord, previous: DocumentRecord | None, events: list[EventDetail]
+) -> DocumentRecord:
+    """Commit ``record`` (with its duplicate link) and ``events`` in one transaction."""
+    writes: list[Write] = [Put(DOCS_PK, record.doc_key, record.model_dump(mode="json"))]
+    old = previous.duplicate_of if previous and previous.status == "duplicate" else None
+    new = record.duplicate_of if record.status == "duplicate" else None
+    if old and old != new:
+        writes.append(Delete(DUPES_PK + old, record.doc_key))
+    if new:
+        from docllm.ingest.dedup import DedupLedger
+
+        fp = DedupLedger(p.state).content_hash(new)
+        writes.append(Put(DUPES_PK + new, record.doc_key, {"canonical_content_sha256": fp}))
+    commit(p, writes, events)
+    return record
+
+
+def _stamp(record: DocumentRecord) -> DocumentRecord:
+    record.revision, record.updated_at = new_revision(), utcnow()
+    return record
 
 
 def handle_object_event(p: Platform, event: dict[str, Any]) -> IngestResult:
@@ -62,7 +96,12 @@ def handle_object_event(p: Platform, event: dict[str, Any]) -> IngestResult:
     return ingest_document(p, bucket, key, version)
 
 
-def ingest_document(p: Platform, bucket: str, key: str, version: str) -> IngestResult:
+def ingest_document(
+    p: Platform, bucket: str, key: str, version: str, *, force: bool = False, cascade: bool = True
+) -> IngestResult:
+    """Process the current version ``version`` of ``key``; ``force`` redoes a version already recorded
+    (a duplicate whose canonical went away, a document whose boilerplate changed). ``cascade`` lets
+    this document's dedup decision make others be processed again (off when it is itself one of those)."""
     from docllm.ingest.pipeline import IngestConfig, Processed, process_document
 
     try:
@@ -73,7 +112,14 @@ def ingest_document(p: Platform, bucket: str, key: str, version: str) -> IngestR
         # A newer version (or a delete) exists; its own event will process it.
         return IngestResult(key, "stale", f"version {version} is no longer current")
     record = load_record(p, key)
-    if record and record.version_id == version and record.status in ("processed", "duplicate", "quarantined"):
+    if (
+        not force
+        and record
+        and record.version_id == version
+        and record.status in ("processed", "duplicate", "quarantined")
+    ):
+        # Committed with its events; only a promotion this key owed may be unfinished (a crash after the commit).
+        promote_duplicates(p, key)
         return IngestResult(key, "unchanged", "this version was already processed")
 
     service = head.metadata.get("service") or service_of(key)
@@ -88,77 +134,90 @@ def ingest_document(p: Platform, bucket: str, key: str, version: str) -> IngestR
         status="processing",
     )
     if head.size > config.max_bytes:
-        return _quarantine(p, base, None, "too_large", f"{head.size} bytes is over the {config.max_bytes}-byte limit")
+        too_large = f"{head.size} bytes is over the {config.max_bytes}-byte limit"
+        return _quarantine(p, base, record, None, code="too_large", reason=too_large)
 
     data = p.objects.get(bucket, key, version_id=head.version_id)
     sha = hashlib.sha256(data).hexdigest()
-    if record and record.sha256 == sha and record.status in ("processed", "duplicate", "quarantined"):
-        # Same bytes under a new version id: nothing to redo, only the version moves.
-        record.version_id, record.etag = version, head.etag
-        save_record(p, record)
-        return IngestResult(key, "unchanged", "same content as the processed version")
+    if not force and record and record.sha256 == sha and record.status in ("processed", "duplicate"):
+        return _move_version(p, record, version, head)
 
     result = process_document(data, doc_key=key, doc_version=version, service=service, config=config)
     if not isinstance(result, Processed):
-        return _quarantine(p, base, sha, result.reason_code, result.reason)
-    return _store_processed(p, base, sha, result)
+        return _quarantine(p, base, record, sha, code=result.reason_code, reason=result.reason)
+    return _store_processed(p, base, record, sha, result, cascade=cascade)
 
 
-def _store_processed(p: Platform, base: DocumentRecord, sha: str, result: Any) -> IngestResult:
+def _move_version(p: Platform, record: DocumentRecord, version: str, head: ObjectInfo) -> IngestResult:
+    """Same bytes under a new version id: nothing to redo, but the chunks file and the index follow
+    the version (the index refuses chunks of a version that is not the record's)."""
+    previous = record.model_copy()
+    chunks = [json.dumps({**c, "doc_version": version}, ensure_ascii=False) for c in _read_chunks(p, record.doc_key)]
+    chunks_uri = _write_chunks(p, record.doc_key, version, record.sha256 or "", chunks)
+    record = _stamp(record.model_copy(update={"version_id": version, "etag": head.etag, "chunks_uri": chunks_uri}))
+    _save(p, record, previous, [_processed_event(record)])
+    return IngestResult(record.doc_key, "unchanged", "same content as the processed version")
+
+
+def _processed_event(record: DocumentRecord) -> DocumentProcessed:
+    assert record.sha256 is not None and record.chunks_uri is not None
+    return DocumentProcessed(
+        doc_key=record.doc_key,
+        bucket=record.bucket,
+        version_id=record.version_id,
+        sha256=record.sha256,
+        service=record.service,
+        title=record.title or record.doc_key,
+        language=record.language or "en",
+        content_format=record.content_format or "text",
+        chunks_uri=record.chunks_uri,
+        chunk_count=record.chunk_count,
+        token_estimate=record.token_estimate,
+        duplicate_of=record.duplicate_of,
+        revision=record.revision,
+    )
+
+
+def _store_processed(
+    p: Platform, base: DocumentRecord, previous: DocumentRecord | None, sha: str, result: Any, *, cascade: bool
+) -> IngestResult:
     from docllm.ingest.dedup import DedupLedger, apply_boilerplate
 
-    ledger = DedupLedger(p.state)
-    ledger.forget(base.doc_key)  # an overwrite must not be judged a duplicate of its old self
-    decision = ledger.decide(base.doc_key, base.service, result.fingerprint)
+    # An overwrite is never judged a duplicate of its old self: decide() forgets a changed fingerprint.
+    decision = DedupLedger(p.state).decide(
+        base.doc_key, base.service, result.fingerprint, reprocess=_process_again(p) if cascade else None
+    )
     if decision.boilerplate_hashes and not decision.duplicate_of:
         result = apply_boilerplate(result, decision.boilerplate_hashes)
     chunks = [] if decision.duplicate_of else result.chunks
     chunks_uri = _write_chunks(p, base.doc_key, base.version_id, sha, chunks)
-    tokens = sum(c.token_estimate for c in chunks)
-    record = base.model_copy(
-        update={
-            "sha256": sha,
-            "status": "duplicate" if decision.duplicate_of else "processed",
-            "duplicate_of": decision.duplicate_of,
-            "title": result.title,
-            "language": result.language,
-            "content_format": result.content_format,
-            "chunks_uri": chunks_uri,
-            "chunk_count": len(chunks),
-            "token_estimate": tokens,
-        }
+    record = _stamp(
+        base.model_copy(
+            update={
+                "sha256": sha,
+                "status": "duplicate" if decision.duplicate_of else "processed",
+                "duplicate_of": decision.duplicate_of,
+                "title": result.title,
+                "language": result.language,
+                "content_format": result.content_format,
+                "chunks_uri": chunks_uri,
+                "chunk_count": len(chunks),
+                "token_estimate": sum(c.token_estimate for c in chunks),
+            }
+        )
     )
-    save_record(p, record)
-    p.bus.publish(
-        [
-            to_bus(
-                DocumentProcessed(
-                    doc_key=record.doc_key,
-                    bucket=record.bucket,
-                    version_id=record.version_id,
-                    sha256=sha,
-                    service=record.service,
-                    title=result.title,
-                    language=result.language,
-                    content_format=result.content_format,
-                    chunks_uri=chunks_uri,
-                    chunk_count=len(chunks),
-                    token_estimate=tokens,
-                    duplicate_of=decision.duplicate_of,
-                ),
-                resources=[f"arn:aws:s3:::{record.bucket}/{record.doc_key}"],
-            )
-        ]
-    )
+    _save(p, record, previous, [_processed_event(record)])
     p.metrics.put("DocumentsProcessed", 1, dimensions={"service": record.service})
     p.metrics.put("ChunksWritten", len(chunks), dimensions={"service": record.service})
     for older in decision.supersedes:
         _mark_superseded(p, older, record.doc_key)
+    # This key's content may have changed under documents that duplicated it.
+    promote_duplicates(p, record.doc_key)
     return IngestResult(record.doc_key, "duplicate" if decision.duplicate_of else "processed")
 
 
 def _write_chunks(p: Platform, doc_key: str, version: str, sha: str, chunks: list[Any]) -> str:
-    body = "".join(c.model_dump_json() + "\n" for c in chunks).encode("utf-8")
+    body = "".join((c if isinstance(c, str) else c.model_dump_json()) + "\n" for c in chunks).encode("utf-8")
     p.objects.put(
         p.settings.processed_bucket,
         chunks_key(doc_key),
@@ -169,6 +228,16 @@ def _write_chunks(p: Platform, doc_key: str, version: str, sha: str, chunks: lis
     return f"s3://{p.settings.processed_bucket}/{chunks_key(doc_key)}"
 
 
+def _read_chunks(p: Platform, doc_key: str) -> list[dict[str, Any]]:
+    """The stored chunks of ``doc_key``, as JSON objects."""
+    try:
+        body = p.objects.get(p.settings.processed_bucket, chunks_key(doc_key)).decode("utf-8")
+    except NotFoundError:
+        return []
+    # split on "\n" only: JSON strings may hold U+2028 and other line breaks of splitlines().
+    return [json.loads(line) for line in body.split("\n") if line.strip()]
+
+
 def _mark_superseded(p: Platform, doc_key: str, canonical: str) -> None:
     """A document processed earlier turned out to duplicate ``canonical`` (whose key sorts first):
     it keeps its record, loses its chunks, and the index follows through the usual event."""
@@ -176,63 +245,103 @@ def _mark_superseded(p: Platform, doc_key: str, canonical: str) -> None:
     if record is None or record.status != "processed" or record.sha256 is None:
         return
     chunks_uri = _write_chunks(p, doc_key, record.version_id, record.sha256, [])
-    record = record.model_copy(
-        update={"status": "duplicate", "duplicate_of": canonical, "chunk_count": 0, "token_estimate": 0}
+    updated = _stamp(
+        record.model_copy(
+            update={
+                "status": "duplicate",
+                "duplicate_of": canonical,
+                "chunk_count": 0,
+                "token_estimate": 0,
+                "chunks_uri": chunks_uri,
+            }
+        )
     )
-    save_record(p, record)
-    p.bus.publish(
-        [
-            to_bus(
-                DocumentProcessed(
-                    doc_key=doc_key,
-                    bucket=record.bucket,
-                    version_id=record.version_id,
-                    sha256=record.sha256,
-                    service=record.service,
-                    title=record.title or doc_key,
-                    language=record.language or "en",
-                    content_format=record.content_format or "text",
-                    chunks_uri=chunks_uri,
-                    chunk_count=0,
-                    token_estimate=0,
-                    duplicate_of=canonical,
-                )
-            )
-        ]
-    )
+    _save(p, updated, record, [_processed_event(updated)])
 
 
-def _quarantine(p: Platform, base: DocumentRecord, sha: str | None, code: str, reason: str) -> IngestResult:
-    record = base.model_copy(
-        update={
-            "sha256": sha,
-            "status": "quarantined",
-            "reason_code": code,
-            "reason": reason,
-            "chunk_count": 0,
-            "token_estimate": 0,
-        }
+def _process_again(p: Platform) -> Callable[[list[str]], None]:
+    """What the dedup ledger calls when a paragraph became boilerplate (or stopped being): the
+    processed documents holding it are processed again, so boilerplate does not depend on the
+    order documents arrived in."""
+
+    def again(doc_keys: list[str]) -> None:
+        for key in sorted(doc_keys):
+            record = load_record(p, key)
+            if record is not None and record.status == "processed":
+                ingest_document(p, record.bucket, key, record.version_id, force=True, cascade=False)
+
+    return again
+
+
+def promote_duplicates(p: Platform, canonical: str) -> list[str]:
+    """Process again the duplicates of ``canonical`` that it no longer stands for.
+
+    A duplicate is set free when its canonical has left the dedup ledger (removed, quarantined)
+    or holds other content than when the duplicate was judged. Processed in key order, the first
+    becomes canonical and the others duplicate it. Idempotent: a link is deleted when the
+    duplicate's new record is committed, so a crash midway leaves the rest for the retry.
+    """
+    from docllm.ingest.dedup import DedupLedger
+
+    ledger = DedupLedger(p.state)
+    current = ledger.content_hash(canonical)
+    freed: list[str] = []
+    for dup_key, link in list(p.state.query(DUPES_PK + canonical)):
+        if current is not None and link.get("canonical_content_sha256") == current:
+            continue  # still a duplicate of the same content
+        record = load_record(p, dup_key)
+        if record is None or record.status != "duplicate" or record.duplicate_of != canonical:
+            p.state.delete(DUPES_PK + canonical, dup_key)  # a link left by a crash: the record moved on
+            continue
+        why = f"its canonical {canonical} was {'removed or quarantined' if current is None else 'changed'}"
+        ledger.record_promotion(dup_key, canonical, why)
+        ingest_document(p, record.bucket, dup_key, record.version_id, force=True)
+        freed.append(dup_key)
+    return freed
+
+
+def _quarantine(
+    p: Platform, base: DocumentRecord, previous: DocumentRecord | None, sha: str | None, *, code: str, reason: str
+) -> IngestResult:
+    from docllm.ingest.dedup import DedupLedger
+
+    record = _stamp(
+        base.model_copy(
+            update={
+                "sha256": sha,
+                "status": "quarantined",
+                "reason_code": code,
+                "reason": reason,
+                "chunk_count": 0,
+                "token_estimate": 0,
+            }
+        )
     )
+    # A quarantined document is no document's canonical and must not be judged a duplicate target.
+    DedupLedger(p.state).forget(base.doc_key, reprocess=_process_again(p))
     # A quarantined overwrite must not leave the previous version's chunks searchable.
     with contextlib.suppress(NotFoundError):
         p.objects.delete(p.settings.processed_bucket, chunks_key(base.doc_key))
-    save_record(p, record)
-    p.bus.publish(
+    _save(
+        p,
+        record,
+        previous,
         [
-            to_bus(
-                DocumentQuarantined(
-                    doc_key=record.doc_key,
-                    bucket=record.bucket,
-                    version_id=record.version_id,
-                    sha256=sha,
-                    reason_code=code,
-                    reason=reason,
-                )
+            DocumentQuarantined(
+                doc_key=record.doc_key,
+                bucket=record.bucket,
+                version_id=record.version_id,
+                sha256=sha,
+                reason_code=code,
+                reason=reason,
             ),
-            to_bus(DocumentRemoved(doc_key=record.doc_key, bucket=record.bucket, version_id=record.version_id)),
-        ]
+            DocumentRemoved(
+                doc_key=record.doc_key, bucket=record.bucket, version_id=record.version_id, revision=record.revision
+            ),
+        ],
     )
     p.metrics.put("DocumentsQuarantined", 1, dimensions={"reason": code})
+    promote_duplicates(p, record.doc_key)
     return IngestResult(record.doc_key, "quarantined", f"{code}: {reason}")
 
 
@@ -244,16 +353,29 @@ def remove_document(p: Platform, bucket: str, key: str, version: str) -> IngestR
         pass
     record = load_record(p, key)
     if record is None or record.status == "removed":
+        promote_duplicates(p, key)  # a crash after the removal's commit may have left some
         return IngestResult(key, "unchanged", "nothing recorded for this key")
     from docllm.ingest.dedup import DedupLedger
 
-    DedupLedger(p.state).forget(key)
+    DedupLedger(p.state).forget(key, reprocess=_process_again(p))
     with contextlib.suppress(NotFoundError):
         p.objects.delete(p.settings.processed_bucket, chunks_key(key))
-    record = record.model_copy(
-        update={"status": "removed", "version_id": version or record.version_id, "chunk_count": 0, "token_estimate": 0}
+    updated = _stamp(
+        record.model_copy(
+            update={
+                "status": "removed",
+                "version_id": version or record.version_id,
+                "chunk_count": 0,
+                "token_estimate": 0,
+            }
+        )
     )
-    save_record(p, record)
-    p.bus.publish([to_bus(DocumentRemoved(doc_key=key, bucket=bucket, version_id=version or None))])
+    _save(
+        p,
+        updated,
+        record,
+        [DocumentRemoved(doc_key=key, bucket=bucket, version_id=version or None, revision=updated.revision)],
+    )
     p.metrics.put("DocumentsRemoved", 1)
+    promote_duplicates(p, key)
     return IngestResult(key, "removed")

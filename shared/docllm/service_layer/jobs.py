@@ -2,32 +2,48 @@
 
 A stage records a :class:`JobRecord` before submitting, so the "Training Job
 State Change" event (SageMaker's, or the local runner's identical one) can be
-routed back to the stage that asked, with the inputs it asked with.
+routed back to the stage that asked, with the inputs it asked with. Each job
+stage owns its completion: ``service_layer/<stage>.py`` defines
+``complete_job(p, record) -> Completion`` (the state it records and the event
+that moves the chain on), and this module commits both with the record's end
+state through the outbox, in one transaction.
+
+Lost responses are reconciled by name: job names are deterministic per input,
+and a record is kept when a submit fails, so a redelivery that finds the record
+asks the runner whether the job exists and adopts it, or submits again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from docllm.bootstrap import Platform
 from docllm.events.aws import TrainingJobStateChangeEvent
-from docllm.events.contracts import (
-    DatasetTokenized,
-    EventDetail,
-    ModelTrained,
-    StageFailed,
-    TokenizerTrained,
-    to_bus,
-)
-from docllm.exceptions import ConflictError, NotFoundError
+from docllm.events.contracts import EventDetail, StageFailed
+from docllm.exceptions import ConflictError, NotFoundError, PermanentError
 from docllm.ports.jobs import JobSpec
 from docllm.ports.objects import split_uri
+from docllm.ports.state import Put, Write
 from docllm.records import JOBS_PK, JobRecord, utcnow
+from docllm.service_layer.outbox import commit
 
 SHARDS_PK = "shards"
 MODELS_PK = "models"
+#: Stage names of records written before a stage was renamed.
+_FORMER_STAGE_NAMES = {"tokenize": "shards"}
+_ENDED = ("Completed", "Failed", "Stopped")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a job stage records when its job completed, and the event that announces it."""
+
+    event: EventDetail
+    writes: list[Write] = field(default_factory=list)
 
 
 def digest(*parts: str) -> str:
@@ -36,38 +52,60 @@ def digest(*parts: str) -> str:
 
 
 def job_name(prefix: str, version: str, p: Platform) -> str:
-    """Deterministic per input, so a redelivered request cannot start a second job; a new
-    attempt number only after earlier attempts ended without success."""
+    """``docllm-<deployment stage>-<job prefix>-<version>-<attempt>``: deterministic per input, so a
+    redelivered request cannot start a second job, and per deployment stage, so dev and prod in one
+    account never share a job name (IAM scopes ``CreateTrainingJob`` to the stage's prefix).
+    A new attempt number only after earlier attempts ended without success."""
     attempt = 1
     while True:
-        name = f"docllm-{prefix}-{version[:16]}-{attempt}"
+        name = f"docllm-{p.settings.stage}-{prefix}-{version[:16]}-{attempt}"
         item = p.state.get(JOBS_PK, name)
-        if item is None or item.get("status") in ("InProgress", "Completed"):
+        if item is None or item.get("status") not in ("Failed", "Stopped"):
             return name
         attempt += 1
 
 
 def launch(p: Platform, spec: JobSpec, stage: str, context: dict[str, str]) -> str:
-    """Record, then submit; an existing record for the name means it was already launched."""
+    """Record, then submit. A record found means an earlier delivery got this far: if its job
+    exists (the submit succeeded, perhaps with its response lost) it is adopted, else submitted."""
     # Jobs publish under the prefix their hyperparameters name (spec.output_uri is SageMaker's own).
     output = spec.hyperparameters.get("output_uri", spec.output_uri)
-    record = JobRecord(name=spec.name, stage=stage, output_uri=output, context=context)
+    record = JobRecord(name=spec.name, stage=stage, status="InProgress", output_uri=output, context=context)
     try:
         p.state.put(JOBS_PK, spec.name, record.model_dump(mode="json"), if_absent=True)
     except ConflictError:
-        return "already-launched"
+        existing = JobRecord.model_validate(p.state.get(JOBS_PK, spec.name) or record.model_dump())
+        if existing.status != "InProgress" or _job_exists(p, spec.name):
+            return "already-launched"
     try:
         p.jobs.submit(spec)
-    except Exception:
-        p.state.delete(JOBS_PK, spec.name)  # let the redelivery try again from a clean slate
+    except ConflictError:
+        if not _job_exists(p, spec.name):
+            raise
+        return "already-launched"  # the earlier submit went through; its response was lost
+    except PermanentError as e:
+        # Retrying cannot help (a refused spec): the request fails now, and says why.
+        _fail(p, record, f"the job could not be started: {e}")
         raise
     p.metrics.put("JobsLaunched", 1, dimensions={"stage": stage})
     return "launched"
 
 
+def _job_exists(p: Platform, name: str) -> bool:
+    try:
+        p.jobs.describe(name)
+    except NotFoundError:
+        return False
+    return True
+
+
 def read_result(p: Platform, output_uri: str) -> dict[str, Any]:
     bucket, prefix = split_uri(output_uri if output_uri.endswith("/") else output_uri + "/")
     return dict(json.loads(p.objects.get(bucket, prefix + "result.json")))
+
+
+def stage_of(record: JobRecord) -> str:
+    return _FORMER_STAGE_NAMES.get(record.stage, record.stage)
 
 
 def handle_job_state(p: Platform, raw: dict[str, Any]) -> dict[str, str]:
@@ -77,26 +115,17 @@ def handle_job_state(p: Platform, raw: dict[str, Any]) -> dict[str, str]:
     if item is None:
         return {"job": d.TrainingJobName, "outcome": "not ours"}
     record = JobRecord.model_validate(item)
-    if record.status in ("Completed", "Failed", "Stopped"):
+    if record.status in _ENDED:
         return {"job": record.name, "outcome": "already handled"}
     if d.TrainingJobStatus == "Completed":
+        stage = importlib.import_module(f"docllm.service_layer.{stage_of(record)}")
         try:
-            if record.stage == "tokenize":
-                from docllm.dataset.tokens import finalize_tokenize_output
-
-                # A multi-host tokenize job has one part result per host; none of them can
-                # know when the others finished, so the merge happens here.
-                parts = int(record.context.get("instance_count", "1"))
-                finalize_tokenize_output(p.objects, record.output_uri, expected_parts=parts)
-            result = read_result(p, record.output_uri)
+            done: Completion = stage.complete_job(p, record)
         except NotFoundError as e:
             return _fail(p, record, f"the job completed but its result is missing: {e}")
-        next_event = _completed(p, record, result)
-        record.status = "Completed"
-        record.updated_at = utcnow()
-        p.state.put(JOBS_PK, record.name, record.model_dump(mode="json"))
-        p.bus.publish([to_bus(next_event)])
-        return {"job": record.name, "outcome": "completed", "next": next_event.DETAIL_TYPE}
+        record.status, record.updated_at = "Completed", utcnow()
+        commit(p, [Put(JOBS_PK, record.name, record.model_dump(mode="json")), *done.writes], [done.event])
+        return {"job": record.name, "outcome": "completed", "next": done.event.DETAIL_TYPE}
     if d.TrainingJobStatus in ("Failed", "Stopped"):
         return _fail(p, record, d.FailureReason or f"the job ended {d.TrainingJobStatus}")
     return {"job": record.name, "outcome": "ignored"}
@@ -104,80 +133,9 @@ def handle_job_state(p: Platform, raw: dict[str, Any]) -> dict[str, str]:
 
 def _fail(p: Platform, record: JobRecord, reason: str) -> dict[str, str]:
     record.status, record.failure_reason, record.updated_at = "Failed", reason, utcnow()
-    p.state.put(JOBS_PK, record.name, record.model_dump(mode="json"))
-    p.bus.publish([to_bus(StageFailed(stage=record.stage, subject=record.name, reason=reason))])
-    p.metrics.put("JobsFailed", 1, dimensions={"stage": record.stage})
+    failed = StageFailed(
+        stage=stage_of(record), subject=record.name, reason=reason, request_id=record.context.get("request_id") or None
+    )
+    commit(p, [Put(JOBS_PK, record.name, record.model_dump(mode="json"))], [failed])
+    p.metrics.put("JobsFailed", 1, dimensions={"stage": stage_of(record)})
     return {"job": record.name, "outcome": "failed", "reason": reason}
-
-
-def _completed(p: Platform, record: JobRecord, result: dict[str, Any]) -> EventDetail:
-    ctx = record.context
-    family = ctx.get("family") or None
-    train_after = ctx.get("train_after") == "true"
-    request_id = ctx.get("request_id") or None
-    if record.stage == "tokenizer":
-        from docllm.tokenizer.artifacts import TokenizerResult, record_tokenizer
-
-        version = ctx["tokenizer_version"]
-        record_tokenizer(p.state, TokenizerResult.model_validate(result), record.output_uri)
-        return TokenizerTrained(
-            tokenizer_version=version,
-            dataset_version=ctx["dataset_version"],
-            artifacts_uri=record.output_uri,
-            vocab_size=int(result["vocab_size"]),
-            family=family,
-            train_after=train_after,
-            request_id=request_id,
-        )
-    if record.stage == "tokenize":
-        tokens = {str(k): int(v) for k, v in (result.get("tokens") or {}).items()}
-        key = f"{ctx['dataset_version']}/{ctx['tokenizer_version']}"
-        p.state.put(SHARDS_PK, key, {"shards_uri": record.output_uri, "tokens": tokens, **ctx})
-        return DatasetTokenized(
-            dataset_version=ctx["dataset_version"],
-            tokenizer_version=ctx["tokenizer_version"],
-            shards_uri=record.output_uri,
-            tokens=tokens,
-            family=family,
-            train_after=train_after,
-            request_id=request_id,
-        )
-    if record.stage == "train":
-        from docllm.training.result import TrainingJobResult
-
-        trained = TrainingJobResult.model_validate(result)
-        version = trained.model_version
-        metrics = {
-            k: float(v)
-            for k, v in trained.model_dump(
-                include={
-                    "final_train_loss",
-                    "final_val_loss",
-                    "best_val_loss",
-                    "unigram_val_loss",
-                    "tokens_seen",
-                    "steps",
-                    "elapsed_s",
-                    "tokens_per_s",
-                    "n_params",
-                }
-            ).items()
-            if v is not None
-        }
-        export_uri = record.output_uri.rstrip("/") + "/" + trained.export_path.strip("/") + "/"
-        p.state.put(
-            MODELS_PK,
-            version,
-            {"version": version, "job": record.name, "export_uri": export_uri, "metrics": metrics, **ctx},
-        )
-        return ModelTrained(
-            model_version=version,
-            family=ctx["family"],
-            job_name=record.name,
-            dataset_version=ctx["dataset_version"],
-            tokenizer_version=ctx["tokenizer_version"],
-            export_uri=export_uri,
-            checkpoint_uri=ctx.get("checkpoint_uri"),
-            metrics=metrics,
-        )
-    raise NotFoundError(f"no completion rule for stage {record.stage!r}")

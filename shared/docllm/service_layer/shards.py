@@ -6,7 +6,24 @@ from typing import Any
 
 from docllm.bootstrap import Platform
 from docllm.events.contracts import DatasetTokenized, TokenizerTrained, parse_detail, to_bus
-from docllm.service_layer.jobs import SHARDS_PK, digest, job_name, launch
+from docllm.ports.state import Put
+from docllm.records import JobRecord
+from docllm.service_layer.jobs import SHARDS_PK, Completion, digest, job_name, launch, read_result
+
+STAGE = "shards"
+
+
+def dataset_tokenized(context: dict[str, str], *, shards_uri: str, tokens: dict[str, int]) -> DatasetTokenized:
+    """The stage's event, from the inputs it was asked with (a job's context, or a request's)."""
+    return DatasetTokenized(
+        dataset_version=context["dataset_version"],
+        tokenizer_version=context["tokenizer_version"],
+        shards_uri=shards_uri,
+        tokens=tokens,
+        family=context.get("family") or None,
+        train_after=context.get("train_after") == "true",
+        request_id=context.get("request_id") or None,
+    )
 
 
 def handle_tokenizer_trained(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
@@ -15,22 +32,19 @@ def handle_tokenizer_trained(p: Platform, raw: dict[str, Any]) -> dict[str, Any]
 
     trained = parse_detail(raw, TokenizerTrained)
     key = f"{trained.dataset_version}/{trained.tokenizer_version}"
+    context = {
+        "dataset_version": trained.dataset_version,
+        "tokenizer_version": trained.tokenizer_version,
+        "tokenizer_uri": trained.artifacts_uri,
+        "family": trained.family or "",
+        "train_after": str(trained.train_after).lower(),
+        "request_id": trained.request_id or "",
+    }
     existing = p.state.get(SHARDS_PK, key)
     if existing is not None:
+        # Nothing changes state here: publishing on every delivery is safe (consumers are idempotent).
         p.bus.publish(
-            [
-                to_bus(
-                    DatasetTokenized(
-                        dataset_version=trained.dataset_version,
-                        tokenizer_version=trained.tokenizer_version,
-                        shards_uri=existing["shards_uri"],
-                        tokens=existing["tokens"],
-                        family=trained.family,
-                        train_after=trained.train_after,
-                        request_id=trained.request_id,
-                    )
-                )
-            ]
+            [to_bus(dataset_tokenized(context, shards_uri=existing["shards_uri"], tokens=existing["tokens"]))]
         )
         return {"shards": key, "outcome": "reused"}
     manifest = load_manifest(p.objects, p.settings.artifact_bucket, trained.dataset_version)
@@ -41,18 +55,23 @@ def handle_tokenizer_trained(p: Platform, raw: dict[str, Any]) -> dict[str, Any]
         artifact_bucket=p.settings.artifact_bucket,
         job_name=name,
     )
-    outcome = launch(
-        p,
-        spec,
-        "tokenize",
-        {
-            "dataset_version": trained.dataset_version,
-            "tokenizer_version": trained.tokenizer_version,
-            "tokenizer_uri": trained.artifacts_uri,
-            "family": trained.family or "",
-            "train_after": str(trained.train_after).lower(),
-            "instance_count": str(spec.instance_count),
-            "request_id": trained.request_id or "",
-        },
-    )
+    outcome = launch(p, spec, STAGE, {**context, "instance_count": str(spec.instance_count)})
     return {"shards": key, "job": name, "outcome": outcome}
+
+
+def complete_job(p: Platform, record: JobRecord) -> Completion:
+    """The shards job finished: merge the hosts' part results, remember the shards, announce them."""
+    from docllm.dataset.tokens import finalize_tokenize_output
+
+    # A multi-host job has one part result per host; none of them can know when the others
+    # finished, so the merge happens here.
+    parts = int(record.context.get("instance_count", "1"))
+    finalize_tokenize_output(p.objects, record.output_uri, expected_parts=parts)
+    result = read_result(p, record.output_uri)
+    tokens = {str(k): int(v) for k, v in (result.get("tokens") or {}).items()}
+    ctx = record.context
+    item = {"shards_uri": record.output_uri, "tokens": tokens, **ctx}
+    return Completion(
+        event=dataset_tokenized(ctx, shards_uri=record.output_uri, tokens=tokens),
+        writes=[Put(SHARDS_PK, f"{ctx['dataset_version']}/{ctx['tokenizer_version']}", item)],
+    )

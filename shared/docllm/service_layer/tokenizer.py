@@ -6,7 +6,27 @@ from typing import Any
 
 from docllm.bootstrap import Platform
 from docllm.events.contracts import DatasetBuilt, TokenizerTrained, parse_detail, to_bus
-from docllm.service_layer.jobs import job_name, launch
+from docllm.ports.state import Put
+from docllm.records import JobRecord
+from docllm.service_layer.jobs import Completion, job_name, launch, read_result
+
+STAGE = "tokenizer"
+
+
+def tokenizer_trained(
+    context: dict[str, str], *, artifacts_uri: str, vocab_size: int, reused: bool = False
+) -> TokenizerTrained:
+    """The stage's event, from the inputs it was asked with (a job's context, or a request's)."""
+    return TokenizerTrained(
+        tokenizer_version=context["tokenizer_version"],
+        dataset_version=context["dataset_version"],
+        artifacts_uri=artifacts_uri,
+        vocab_size=vocab_size,
+        reused=reused,
+        family=context.get("family") or None,
+        train_after=context.get("train_after") == "true",
+        request_id=context.get("request_id") or None,
+    )
 
 
 def handle_dataset_built(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
@@ -24,39 +44,36 @@ def handle_dataset_built(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
         overrides = load_families()[built.family].tokenizer
         settings = TokenizerSettings.model_validate({**settings.model_dump(), **overrides})
     version = tokenizer_version(settings, manifest)
+    context = {
+        "dataset_version": built.dataset_version,
+        "tokenizer_version": version,
+        "family": built.family or "",
+        "train_after": str(built.train_after).lower(),
+        "request_id": built.request_id or "",
+    }
     existing = find_tokenizer(p.state, version)
     if existing is not None:
-        p.bus.publish(
-            [
-                to_bus(
-                    TokenizerTrained(
-                        tokenizer_version=version,
-                        dataset_version=built.dataset_version,
-                        artifacts_uri=existing.artifacts_uri,
-                        vocab_size=existing.vocab_size,
-                        reused=True,
-                        family=built.family,
-                        train_after=built.train_after,
-                        request_id=built.request_id,
-                    )
-                )
-            ]
+        # Nothing changes state here: publishing on every delivery is safe (consumers are idempotent).
+        reused = tokenizer_trained(
+            context, artifacts_uri=existing.artifacts_uri, vocab_size=existing.vocab_size, reused=True
         )
+        p.bus.publish([to_bus(reused)])
         return {"tokenizer_version": version, "outcome": "reused"}
     name = job_name("tok", version, p)
     spec = tokenizer_job_spec(
         manifest=manifest, settings=settings, artifact_bucket=p.settings.artifact_bucket, job_name=name
     )
-    outcome = launch(
-        p,
-        spec,
-        "tokenizer",
-        {
-            "dataset_version": built.dataset_version,
-            "tokenizer_version": version,
-            "family": built.family or "",
-            "train_after": str(built.train_after).lower(),
-            "request_id": built.request_id or "",
-        },
-    )
+    outcome = launch(p, spec, STAGE, context)
     return {"tokenizer_version": version, "job": name, "outcome": outcome}
+
+
+def complete_job(p: Platform, record: JobRecord) -> Completion:
+    """The tokenizer job finished: remember the tokenizer (later builds reuse it) and announce it."""
+    from docllm.tokenizer.artifacts import TOKENIZERS_PK, TokenizerResult, summarize_tokenizer
+
+    result = TokenizerResult.model_validate(read_result(p, record.output_uri))
+    summary = summarize_tokenizer(result, record.output_uri)
+    return Completion(
+        event=tokenizer_trained(record.context, artifacts_uri=record.output_uri, vocab_size=result.vocab_size),
+        writes=[Put(TOKENIZERS_PK, summary.version, summary.model_dump(mode="json"))],
+    )

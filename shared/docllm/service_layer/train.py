@@ -8,12 +8,28 @@ from docllm.bootstrap import Platform
 from docllm.events.contracts import (
     DatasetBuildRequested,
     DatasetTokenized,
+    ModelTrained,
     TrainingRequested,
     parse_detail,
     to_bus,
 )
 from docllm.events.envelope import BusEvent
-from docllm.service_layer.jobs import SHARDS_PK, digest, job_name, launch
+from docllm.ports.state import Put
+from docllm.records import JobRecord
+from docllm.service_layer.jobs import MODELS_PK, SHARDS_PK, Completion, digest, job_name, launch, read_result
+
+STAGE = "train"
+_METRICS = {
+    "final_train_loss",
+    "final_val_loss",
+    "best_val_loss",
+    "unigram_val_loss",
+    "tokens_seen",
+    "steps",
+    "elapsed_s",
+    "tokens_per_s",
+    "n_params",
+}
 
 
 def handle_train_event(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
@@ -62,7 +78,7 @@ def _launch(
     outcome = launch(
         p,
         spec,
-        "train",
+        STAGE,
         {
             "family": family_name,
             "dataset_version": dataset_version,
@@ -72,3 +88,28 @@ def _launch(
         },
     )
     return {"job": name, "outcome": outcome}
+
+
+def complete_job(p: Platform, record: JobRecord) -> Completion:
+    """The training job finished: register the model version and announce it."""
+    from docllm.training.result import TrainingJobResult
+
+    trained = TrainingJobResult.model_validate(read_result(p, record.output_uri))
+    ctx = record.context
+    metrics = {k: float(v) for k, v in trained.model_dump(include=_METRICS).items() if v is not None}
+    export_uri = record.output_uri.rstrip("/") + "/" + trained.export_path.strip("/") + "/"
+    version = trained.model_version
+    item = {"version": version, "job": record.name, "export_uri": export_uri, "metrics": metrics, **ctx}
+    return Completion(
+        event=ModelTrained(
+            model_version=version,
+            family=ctx["family"],
+            job_name=record.name,
+            dataset_version=ctx["dataset_version"],
+            tokenizer_version=ctx["tokenizer_version"],
+            export_uri=export_uri,
+            checkpoint_uri=ctx.get("checkpoint_uri"),
+            metrics=metrics,
+        ),
+        writes=[Put(MODELS_PK, version, item)],
+    )

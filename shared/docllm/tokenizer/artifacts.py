@@ -89,9 +89,9 @@ class TokenizerSummary(BaseModel):
     created_at: str = Field(default_factory=utcnow)
 
 
-def record_tokenizer(state: StateStore, result: TokenizerResult, artifacts_uri: str) -> TokenizerSummary:
-    """Remember a trained tokenizer so later builds with the same version reuse it."""
-    summary = TokenizerSummary(
+def summarize_tokenizer(result: TokenizerResult, artifacts_uri: str) -> TokenizerSummary:
+    """What the state remembers of a trained tokenizer, so later builds of the same version reuse it."""
+    return TokenizerSummary(
         version=result.version,
         dataset_version=result.dataset_version,
         artifacts_uri=artifacts_uri,
@@ -99,8 +99,6 @@ def record_tokenizer(state: StateStore, result: TokenizerResult, artifacts_uri: 
         model_type=result.model_type,
         model_sha256=result.model_sha256,
     )
-    state.put(TOKENIZERS_PK, result.version, summary.model_dump(mode="json"))
-    return summary
 
 
 def find_tokenizer(state: StateStore, version: str) -> TokenizerSummary | None:

@@ -11,7 +11,7 @@ from opensearchpy import OpenSearch
 from docllm.adapters.aws.opensearch import OpenSearchIndex
 from docllm.adapters.local.search import open_local_index
 from docllm.ports.search import IndexedChunk, SearchIndex
-from docllm.search.opensearch_emulator import OpenSearchEmulator
+from tests.support.opensearch_emulator import OpenSearchEmulator
 
 
 def chunk(doc_key: str, n: int, text: str, service: str = "s3", title: str = "Guide") -> IndexedChunk:
@@ -101,14 +101,24 @@ def test_replace_swaps_every_chunk_of_the_document(index: SearchIndex) -> None:
     assert index.document_versions()["s3/versioning.md"] == "v2"
 
 
-def test_same_version_again_is_a_no_op(index: SearchIndex) -> None:
+def test_the_same_version_with_the_same_chunk_ids_again_is_a_no_op(index: SearchIndex) -> None:
     seed(index)
-    index.replace_document("s3/versioning.md", "v1", [chunk("s3/versioning.md", 0, "Different text entirely.")])
+    # Chunk ids are content-addressed: the same ids are the same chunks (a redelivery), whatever is sent.
+    redelivered = [chunk("s3/versioning.md", n, "Different text entirely.") for n in (0, 1)]
+    index.replace_document("s3/versioning.md", "v1", redelivered)
     assert index.search("different entirely", k=5) == []
     assert {h.chunk_id for h in index.search("versioning", k=10, service="s3")} == {
         "s3/versioning.md#0",
         "s3/versioning.md#1",
     }
+
+
+def test_the_same_version_with_other_chunks_replaces_them(index: SearchIndex) -> None:
+    seed(index)
+    # A document processed again at the same version (boilerplate it held became, or stopped being, boilerplate).
+    index.replace_document("s3/versioning.md", "v1", [chunk("s3/versioning.md", 7, "Object lock retention modes.")])
+    assert [h.chunk_id for h in index.search("retention", k=5)] == ["s3/versioning.md#7"]
+    assert index.search("suspended null", k=5) == []
 
 
 def test_delete_removes_the_document_and_its_chunks(index: SearchIndex) -> None:

@@ -65,3 +65,36 @@ def test_query_orders_by_sort_key_bytes_and_filters_by_prefix(state_store: State
     assert dict(state_store.query("datasets", "w")) == {"w1": {"name": "w1"}}
     assert list(state_store.query("datasets", "zzz")) == []
     assert list(state_store.query("nobody")) == []
+
+
+def test_transact_applies_puts_and_deletes_together(state_store: StateStore) -> None:
+    from docllm.ports.state import Delete, Put
+
+    state_store.put("docs", "old", {"a": 1})
+    state_store.transact([Put("docs", "new", {"b": 2}), Delete("docs", "old"), Put("outbox", "1", {"e": "x"})])
+    assert state_store.get("docs", "old") is None
+    assert state_store.get("docs", "new") == {"b": 2}
+    assert state_store.get("outbox", "1") == {"e": "x"}
+
+
+def test_transact_with_a_failed_if_absent_writes_nothing(state_store: StateStore) -> None:
+    from docllm.ports.state import Delete, Put
+
+    state_store.put("jobs", "j", {"status": "InProgress"})
+    state_store.put("docs", "d", {"v": 1})
+    with pytest.raises(ConflictError):
+        state_store.transact(
+            [Put("docs", "d", {"v": 2}), Delete("docs", "x"), Put("jobs", "j", {"status": "new"}, if_absent=True)]
+        )
+    assert state_store.get("docs", "d") == {"v": 1}
+    assert state_store.get("jobs", "j") == {"status": "InProgress"}
+
+
+def test_transact_refuses_two_writes_of_one_key_and_over_the_item_limit(state_store: StateStore) -> None:
+    from docllm.ports.state import MAX_TRANSACT_ITEMS, Put
+
+    with pytest.raises(ValueError, match="once"):
+        state_store.transact([Put("p", "s", {"a": 1}), Put("p", "s", {"a": 2})])
+    with pytest.raises(ValueError, match="at most"):
+        state_store.transact([Put("p", str(i), {}) for i in range(MAX_TRANSACT_ITEMS + 1)])
+    assert state_store.get("p", "s") is None

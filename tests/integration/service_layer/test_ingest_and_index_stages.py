@@ -54,14 +54,17 @@ def test_an_overwrite_that_is_quarantined_takes_the_old_chunks_out_of_the_index(
     assert indexed_keys(rt, "hotel") == []
 
 
-def test_the_same_bytes_under_a_new_version_keep_the_chunks_and_emit_nothing_new(rt):
+def test_the_same_bytes_under_a_new_version_keep_the_chunks_and_move_the_index_to_that_version(rt):
     text = DOC.format(n=1)
     put(rt, "s/c.md", text)
     before = rt.platform.event_log.last(1)[0].seq
     v2 = put(rt, "s/c.md", text)
     after = [e.detail_type for e in rt.platform.event_log.since(before)]
-    assert after == ["Object Created"]  # S3's own event; the platform adds nothing
-    assert load_record(rt.platform, "s/c.md").version_id == v2
+    assert after == ["Object Created", "Document Processed", "Document Indexed"]
+    record = load_record(rt.platform, "s/c.md")
+    assert record.version_id == v2 and record.status == "processed"
+    assert rt.platform.search.document_versions()["s/c.md"] == v2
+    assert indexed_keys(rt, "tok1w7") == ["s/c.md"]
 
 
 def test_a_redelivered_object_event_is_processed_once(rt):

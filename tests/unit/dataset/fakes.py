@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from docllm.exceptions import ConflictError, NotFoundError
 from docllm.ingest.models import Chunk
 from docllm.ports.objects import ObjectInfo, ObjectStore
-from docllm.ports.state import Item, StateStore
+from docllm.ports.state import Item, Put, StateStore, Write, check_transact
 from docllm.records import DOCS_PK, DocumentRecord
 
 
@@ -29,6 +29,16 @@ class DictState(StateStore):
 
     def delete(self, pk: str, sk: str) -> None:
         self.items.pop((pk, sk), None)
+
+    def transact(self, writes: Sequence[Write]) -> None:
+        check_transact(writes)
+        if any(isinstance(w, Put) and w.if_absent and (w.pk, w.sk) in self.items for w in writes):
+            raise ConflictError("a conditional write of the transaction failed")
+        for w in writes:
+            if isinstance(w, Put):
+                self.items[(w.pk, w.sk)] = dict(w.item)
+            else:
+                self.delete(w.pk, w.sk)
 
     def query(self, pk: str, sk_prefix: str = "") -> Iterator[tuple[str, Item]]:
         for (p, s), item in sorted(self.items.items()):

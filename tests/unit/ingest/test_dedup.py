@@ -1,39 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from itertools import count
 
 import pytest
 
-from docllm.exceptions import ConflictError
 from docllm.ingest.dedup import DedupLedger, apply_boilerplate, fingerprint, jaccard, minhash_signature
 from docllm.ingest.pipeline import IngestConfig, Processed, process_document
 from docllm.ingest.text import Block
-from docllm.ports.state import Item, StateStore
-
-
-class DictStateStore(StateStore):
-    """In-memory StateStore with the port's semantics (sorted sort keys, if_absent)."""
-
-    def __init__(self) -> None:
-        self.items: dict[str, dict[str, Item]] = {}
-
-    def get(self, pk: str, sk: str) -> Item | None:
-        return self.items.get(pk, {}).get(sk)
-
-    def put(self, pk: str, sk: str, item: Item, *, if_absent: bool = False) -> None:
-        part = self.items.setdefault(pk, {})
-        if if_absent and sk in part:
-            raise ConflictError(f"{pk}/{sk} exists")
-        part[sk] = dict(item)
-
-    def delete(self, pk: str, sk: str) -> None:
-        self.items.get(pk, {}).pop(sk, None)
-
-    def query(self, pk: str, sk_prefix: str = "") -> Iterator[tuple[str, Item]]:
-        for sk in sorted(self.items.get(pk, {})):
-            if sk.startswith(sk_prefix):
-                yield sk, self.items[pk][sk]
+from tests.unit.dataset.fakes import DictState as DictStateStore
 
 
 def _clock() -> str:

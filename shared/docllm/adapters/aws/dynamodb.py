@@ -13,7 +13,7 @@ refused, since DynamoDB has no such numbers.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from docllm.adapters.aws.errors import aws_errors
 from docllm.exceptions import PermanentError
-from docllm.ports.state import Item, StateStore
+from docllm.ports.state import Item, Put, StateStore, Write, check_transact
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -123,6 +123,31 @@ class DynamoStateStore(StateStore):
         raw = resp.get("Item")
         return None if raw is None else self._to_item(raw)
 
+    def _attributes(self, pk: str, sk: str, item: Item) -> dict[str, Any]:
+        clash = [k for k in KEY_ATTRIBUTES if k in item]
+        if clash:
+            raise UnstorableItemError(f"item fields {clash} are reserved for the table keys")
+        attrs = {k: self._ser.serialize(to_dynamo_value(v)) for k, v in item.items()}
+        return {**self._key(pk, sk), **attrs}
+
+    def transact(self, writes: Sequence[Write]) -> None:
+        """``TransactWriteItems``: all or nothing; a failed ``if_absent`` cancels the whole
+        transaction (``TransactionCanceledException``, mapped to :class:`ConflictError`)."""
+        check_transact(writes)
+        if not writes:
+            return
+        ops: list[dict[str, Any]] = []
+        for w in writes:
+            if isinstance(w, Put):
+                put: dict[str, Any] = {"TableName": self.table_name, "Item": self._attributes(w.pk, w.sk, w.item)}
+                if w.if_absent:
+                    put["ConditionExpression"] = "attribute_not_exists(pk)"
+                ops.append({"Put": put})
+            else:
+                ops.append({"Delete": {"TableName": self.table_name, "Key": self._key(w.pk, w.sk)}})
+        with aws_errors(f"DynamoDB TransactWriteItems {self.table_name} ({len(ops)} writes)"):
+            self.client.transact_write_items(TransactItems=ops)
+
     def put(self, pk: str, sk: str, item: Item, *, if_absent: bool = False) -> None:
         """Write ``item`` under ``(pk, sk)``, replacing what was there.
 
@@ -133,11 +158,7 @@ class DynamoStateStore(StateStore):
         UnstorableItemError
             When ``item`` has a ``pk``/``sk`` field or a NaN/infinite number.
         """
-        clash = [k for k in KEY_ATTRIBUTES if k in item]
-        if clash:
-            raise UnstorableItemError(f"item fields {clash} are reserved for the table keys")
-        attrs = {k: self._ser.serialize(to_dynamo_value(v)) for k, v in item.items()}
-        args: dict[str, Any] = {"TableName": self.table_name, "Item": {**self._key(pk, sk), **attrs}}
+        args: dict[str, Any] = {"TableName": self.table_name, "Item": self._attributes(pk, sk, item)}
         if if_absent:
             args["ConditionExpression"] = "attribute_not_exists(pk)"
         with aws_errors(f"DynamoDB PutItem {self.table_name} {pk}/{sk}"):

@@ -4,17 +4,40 @@ Layout: an index template ``docllm-chunks`` applies settings and mappings to
 every physical index ``docllm-chunks-v<N>``; readers and writers use the
 alias ``docllm-chunks``. :meth:`OpenSearchIndex.reindex_all` builds
 ``v<N+1>`` beside the live one and swaps the alias in one ``_aliases`` call
-(blue/green), so searches never see a half-built index.
+(blue/green), so searches never see a half-built index. OpenSearch Serverless
+supports index templates and aliases (they are "collection items" there), so
+the layout is the same on both services.
 
 Each physical index holds two kinds of documents, told apart by ``kind``:
-``chunk`` (one per chunk) and ``document`` (one per ``doc_key``: its version,
-so :meth:`document_versions` and idempotency need no second index).
+``chunk`` (one per chunk) and ``document`` (one per ``doc_key``: its version
+and the ids of its chunks, so :meth:`document_versions`, idempotency and the
+next replacement need no second index).
 
-Atomic replacement: one ``_bulk`` carries the document record, the new
-chunks and deletes of the old ones; the index's periodic refresh is off
-(``refresh_interval: -1``) and the adapter refreshes after the whole bulk,
-so on a single-shard index searchers see the old document or the new one.
-See ``docs/retrieval.md`` for the limits of that guarantee.
+Writers and readers. The indexer builds the index with ``read_only=False``
+(the default): its first write puts the template and creates ``<alias>-v1``.
+The API builds it with ``read_only=True``: searches only, never a template,
+alias, mapping or index write, so its role needs read permissions alone.
+Reads never create anything in either mode; before the first write they
+answer empty.
+
+Visibility of writes depends on the service (``signing_service``):
+
+- **managed domain** (``es``): periodic refresh is off (``refresh_interval:
+  -1``) and the adapter calls ``_refresh`` after each document's bulk, so on
+  a single-shard index searchers flip from the old chunks to the new ones at
+  once (read-your-writes for the writer);
+- **Serverless** (``aoss``): there is no ``_refresh`` API and no control of
+  the refresh interval; the service makes writes searchable on its own,
+  seconds later. The adapter never calls ``_refresh`` there, sets no
+  ``refresh_interval`` and promises no read-your-writes: a search right after
+  :meth:`~OpenSearchIndex.replace_document` may still see the old chunks, or
+  for a moment a mix. What it needs to be correct does not depend on search
+  visibility: the ids of a document's previous chunks come from its record
+  (a realtime ``GET``) as well as from a search, and a full reindex waits
+  until the new index counts every document before it swaps the alias.
+
+See ``docs/retrieval.md`` for the limits of these guarantees and for what
+only a real cluster can prove.
 
 Reserved for hybrid (vector + BM25) retrieval, not created yet: a
 ``embedding`` ``knn_vector`` field and the query shape of
@@ -43,76 +66,89 @@ DEFAULT_ALIAS = "docllm-chunks"
 ANALYZER = "docllm_english"
 #: Same field weights as the embedded engine's defaults (title, headings, body).
 FIELD_BOOSTS = {"title": 1.0, "headings": 1.0, "text": 1.0}
-_MAX_RESULT_WINDOW = 10_000
+#: Page size of the id lookups (search_after pages): well under the 10,000-hit result window.
+DEFAULT_PAGE_SIZE = 1000
+#: Stored in the ``kind=document`` record only (``_source``): not searchable, no doc values.
+CHUNK_IDS_MAPPING: dict[str, Any] = {"type": "keyword", "index": False, "doc_values": False}
 
 # The embedded analyzer's compound-token pattern in Java regex syntax.
 _COMPOUND_JAVA = r"[\p{L}\p{N}](?:[\p{L}\p{N}_.:/\-]*[\p{L}\p{N}])?"
 
 
-def index_settings(shards: int = 1) -> dict[str, Any]:
+def index_settings(shards: int = 1, *, serverless: bool = False) -> dict[str, Any]:
     """Settings of every physical index: the analysis chain closest to :mod:`docllm.search.analyzer`.
 
     ``pattern`` tokenizer: the same compound tokens (``s3:PutObject``,
     ``1.2.3``, ``dry-run``). ``word_delimiter_graph`` with ``preserve_original``
-    keeps the compound and emits its parts, split on delimiters and case
-    changes but not letter/digit boundaries (``ec2`` stays whole);
-    ``catenate_words`` adds ``PutObject`` from ``Put`` + ``Object``. Then
+    keeps the compound and emits its parts, split on delimiters and on
+    lower-to-upper case changes but not at letter/digit boundaries (``ec2``
+    stays whole); ``catenate_words`` adds the run of word parts joined
+    (``s3:PutObject`` -> ``s3PutObject``, ``--dry-run`` -> ``dryrun``). Then
     lowercase, Lucene's English stop words, and the Porter ``english``
     stemmer, kept off tokens holding digits or delimiters by
-    ``keyword_marker`` as the embedded analyzer does.
+    ``keyword_marker`` as the embedded analyzer does. Where this chain and
+    the embedded analyzer differ is pinned down, token by token, in
+    ``tests/unit/search/test_search_opensearch_analysis.py``.
+
+    ``serverless`` leaves out what OpenSearch Serverless manages itself: the
+    shard count and the refresh interval (a ``-1`` there, with no
+    ``_refresh`` API to make up for it, would be the wrong thing to ask for).
 
     Examples
     --------
     >>> index_settings()["analysis"]["analyzer"]["docllm_english"]["tokenizer"]
     'docllm_compound'
+    >>> sorted(set(index_settings()) - set(index_settings(serverless=True)))
+    ['number_of_shards', 'refresh_interval']
     """
-    return {
-        "number_of_shards": shards,
+    settings: dict[str, Any] = {}
+    if not serverless:
+        settings["number_of_shards"] = shards
         # One shard + explicit refresh = searchers see whole bulks (see module docstring).
-        "refresh_interval": "-1",
-        "analysis": {
-            "char_filter": {
-                # Markdown escapes: "versioning\-suspended" -> "versioning-suspended".
-                "docllm_md_escape": {
-                    "type": "pattern_replace",
-                    "pattern": r"\\(?=[^\w\s])",
-                    "replacement": "",
-                }
+        settings["refresh_interval"] = "-1"
+    settings["analysis"] = {
+        "char_filter": {
+            # Markdown escapes: "versioning\-suspended" -> "versioning-suspended".
+            "docllm_md_escape": {
+                "type": "pattern_replace",
+                "pattern": r"\\(?=[^\w\s])",
+                "replacement": "",
+            }
+        },
+        "tokenizer": {"docllm_compound": {"type": "pattern", "pattern": _COMPOUND_JAVA, "group": 0}},
+        "filter": {
+            "docllm_parts": {
+                "type": "word_delimiter_graph",
+                "preserve_original": True,
+                "split_on_case_change": True,
+                "split_on_numerics": False,
+                "generate_word_parts": True,
+                "generate_number_parts": True,
+                "catenate_words": True,
+                "stem_english_possessive": False,
             },
-            "tokenizer": {"docllm_compound": {"type": "pattern", "pattern": _COMPOUND_JAVA, "group": 0}},
-            "filter": {
-                "docllm_parts": {
-                    "type": "word_delimiter_graph",
-                    "preserve_original": True,
-                    "split_on_case_change": True,
-                    "split_on_numerics": False,
-                    "generate_word_parts": True,
-                    "generate_number_parts": True,
-                    "catenate_words": True,
-                    "stem_english_possessive": False,
-                },
-                "docllm_stop": {"type": "stop", "stopwords": sorted(STOPWORDS)},
-                "docllm_keep_identifiers": {"type": "keyword_marker", "keywords_pattern": ".*[^a-z].*"},
-                "docllm_stem": {"type": "stemmer", "language": "english"},
-                "docllm_long": {"type": "length", "max": 64},
-            },
-            "analyzer": {
-                ANALYZER: {
-                    "type": "custom",
-                    "char_filter": ["docllm_md_escape"],
-                    "tokenizer": "docllm_compound",
-                    "filter": [
-                        "docllm_parts",
-                        "lowercase",
-                        "docllm_stop",
-                        "docllm_long",
-                        "docllm_keep_identifiers",
-                        "docllm_stem",
-                    ],
-                }
-            },
+            "docllm_stop": {"type": "stop", "stopwords": sorted(STOPWORDS)},
+            "docllm_keep_identifiers": {"type": "keyword_marker", "keywords_pattern": ".*[^a-z].*"},
+            "docllm_stem": {"type": "stemmer", "language": "english"},
+            "docllm_long": {"type": "length", "max": 64},
+        },
+        "analyzer": {
+            ANALYZER: {
+                "type": "custom",
+                "char_filter": ["docllm_md_escape"],
+                "tokenizer": "docllm_compound",
+                "filter": [
+                    "docllm_parts",
+                    "lowercase",
+                    "docllm_stop",
+                    "docllm_long",
+                    "docllm_keep_identifiers",
+                    "docllm_stem",
+                ],
+            }
         },
     }
+    return settings
 
 
 def index_mappings() -> dict[str, Any]:
@@ -136,14 +172,16 @@ def index_mappings() -> dict[str, Any]:
             "headings": text,
             "heading_path": {"type": "keyword", "index": False},
             "text": text,
+            # kind=document only: the chunk ids of the version the record names.
+            "chunk_ids": CHUNK_IDS_MAPPING,
         },
     }
 
 
-def index_template(alias: str = DEFAULT_ALIAS, shards: int = 1) -> dict[str, Any]:
+def index_template(alias: str = DEFAULT_ALIAS, shards: int = 1, *, serverless: bool = False) -> dict[str, Any]:
     return {
         "index_patterns": [f"{alias}-v*"],
-        "template": {"settings": index_settings(shards), "mappings": index_mappings()},
+        "template": {"settings": index_settings(shards, serverless=serverless), "mappings": index_mappings()},
     }
 
 
@@ -220,18 +258,29 @@ class OpenSearchIndex(SearchIndex):
     endpoint, region, signing_service, session
         Used only to build the client: SigV4 with ``es`` (domains) or
         ``aoss`` (Serverless), credentials from ``session`` (default session when omitted).
+        ``signing_service`` also says which service's rules apply (``_refresh`` or not,
+        see the module docstring), including when ``client`` is injected.
     alias
         The alias readers and writers use; physical indexes are ``<alias>-v<N>``.
+    read_only
+        Searches only: every write method raises :class:`~docllm.exceptions.ConfigurationError`
+        and nothing (template, alias, mapping, index) is ever written. For the API.
+    page_size
+        Hits per page of the ``search_after`` lookups (a document's chunk ids, all versions).
     max_bulk_bytes
         Upper bound of one ``_bulk`` body (managed domains reject > 10 MiB on small instances).
     max_retries, backoff_s, sleep
         Retries of throttled (429) bulks: ``backoff_s * 2**attempt`` seconds apart.
+    searchable_timeout_s, poll_s, clock
+        Serverless only: how long :meth:`reindex_all` waits, polling ``_count`` every
+        ``poll_s`` seconds, for the new index to make every document searchable
+        before it swaps the alias.
 
     Examples
     --------
     >>> index = OpenSearchIndex(endpoint="https://search-x.eu-west-1.es.amazonaws.com", region="eu-west-1")
-    >>> index.alias
-    'docllm-chunks'
+    >>> index.alias, index.serverless, index.read_only
+    ('docllm-chunks', False, False)
     """
 
     def __init__(
@@ -243,23 +292,36 @@ class OpenSearchIndex(SearchIndex):
         signing_service: Literal["es", "aoss"] = "es",
         session: boto3.Session | None = None,
         alias: str = DEFAULT_ALIAS,
+        read_only: bool = False,
+        page_size: int = DEFAULT_PAGE_SIZE,
         max_bulk_bytes: int = 5 * 1024 * 1024,
         max_retries: int = 6,
         backoff_s: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
+        searchable_timeout_s: float = 120.0,
+        poll_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if client is None and endpoint is None:
             raise ConfigurationError("OpenSearchIndex needs a client or an endpoint")
+        if page_size < 1:
+            raise ConfigurationError("page_size must be at least 1")
         self._client = client
         self._endpoint = endpoint
         self._region = region
         self._signing_service = signing_service
         self._session = session
         self.alias = alias
+        self.read_only = read_only
+        self.serverless = signing_service == "aoss"
+        self.page_size = page_size
         self.max_bulk_bytes = max_bulk_bytes
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self._sleep = sleep
+        self.searchable_timeout_s = searchable_timeout_s
+        self.poll_s = poll_s
+        self._clock = clock
         self._ready = False
 
     # -- client and bootstrap ----------------------------------------------------------------
@@ -287,27 +349,50 @@ class OpenSearchIndex(SearchIndex):
             timeout=30,
         )
 
+    def _require_writer(self, what: str) -> None:
+        if self.read_only:
+            raise ConfigurationError(f"{what}: this OpenSearchIndex is read-only (the API's); only the indexer writes")
+
     def ensure_index(self) -> None:
-        """Create the template, and ``<alias>-v1`` behind the alias, unless they exist (idempotent)."""
+        """Put the template, and create ``<alias>-v1`` behind the alias unless it exists (idempotent).
+
+        An index that predates a mapping field added since (``chunk_ids``) gets it by a
+        ``PUT _mapping``; adding a field is the one mapping change that needs no reindex.
+        """
+        self._require_writer("ensure_index")
         if self._ready:
             return
-        self.client.indices.put_index_template(name=self.alias, body=index_template(self.alias))
+        self.client.indices.put_index_template(
+            name=self.alias, body=index_template(self.alias, serverless=self.serverless)
+        )
         if not self.client.indices.exists_alias(name=self.alias):
             first = f"{self.alias}-v1"
             if not self.client.indices.exists(index=first):
                 self.client.indices.create(index=first, body={"aliases": {self.alias: {}}})
             else:
                 self.client.indices.update_aliases(body={"actions": [{"add": {"index": first, "alias": self.alias}}]})
+                self._add_missing_fields(first)
+        else:
+            self._add_missing_fields(self.live_index())
         self._ready = True
 
+    def _add_missing_fields(self, index: str) -> None:
+        self.client.indices.put_mapping(index=index, body={"properties": {"chunk_ids": CHUNK_IDS_MAPPING}})
+
     def physical_indexes(self) -> list[str]:
-        """Physical indexes of this alias family, oldest first."""
-        found = self.client.indices.get(index=f"{self.alias}-v*")
+        """Physical indexes of this alias family, oldest first (``_resolve/index``, supported on both services)."""
+        found = self.client.indices.resolve_index(name=f"{self.alias}-v*")
         pattern = re.compile(rf"^{re.escape(self.alias)}-v(\d+)$")
-        return sorted((n for n in found if pattern.match(n)), key=lambda n: int(n.rsplit("v", 1)[1]))
+        names = [i["name"] for i in found.get("indices", []) if pattern.match(i["name"])]
+        return sorted(names, key=lambda n: int(n.rsplit("v", 1)[1]))
 
     def live_index(self) -> str:
         return next(iter(self.client.indices.get_alias(name=self.alias)))
+
+    def _refresh(self, index: str) -> None:
+        """Make writes searchable now: managed domains only (Serverless has no ``_refresh`` API)."""
+        if not self.serverless:
+            self.client.indices.refresh(index=index)
 
     # -- bulk with byte limits and 429 backoff -----------------------------------------------
     def _bulk(self, actions: Iterable[tuple[dict[str, Any], dict[str, Any] | None]], index: str) -> None:
@@ -353,23 +438,57 @@ class OpenSearchIndex(SearchIndex):
                 self._sleep(self.backoff_s * (2**attempt))
         raise TransientError(f"OpenSearch still throttling after {self.max_retries} retries")
 
-    # -- port --------------------------------------------------------------------------------
-    def _stored_version(self, doc_key: str, index: str) -> str | None:
+    # -- lookups -----------------------------------------------------------------------------
+    def _stored_record(self, doc_key: str, index: str) -> dict[str, Any] | None:
+        """The ``kind=document`` record, by a realtime ``GET`` (sees writes not yet searchable)."""
         from opensearchpy.exceptions import NotFoundError
 
         try:
             got = self.client.get(index=index, id=document_doc_id(doc_key))
         except NotFoundError:
             return None
-        return str(got["_source"]["version"]) if got.get("found") else None
+        source = got.get("_source") if got.get("found") else None
+        return source if isinstance(source, dict) else None
 
-    def _chunk_ids_of(self, doc_key: str, index: str) -> list[str]:
-        body = {
-            "size": _MAX_RESULT_WINDOW,
-            "query": {"bool": {"filter": [{"term": {"kind": "chunk"}}, {"term": {"doc_key": doc_key}}]}},
-            "_source": False,
-        }
-        return [h["_id"] for h in self.client.search(index=index, body=body)["hits"]["hits"]]
+    def _search_pages(
+        self, index: str, query: dict[str, Any], sort_field: str, source: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Every hit of ``query``, ``page_size`` at a time, by ``search_after`` on a unique keyword.
+
+        No cap (unlike ``size``, which the 10,000-hit result window bounds) and no server-side
+        state: scroll and point-in-time contexts are not available on Serverless, ``search_after``
+        is a plain search on both services.
+        """
+        after: list[Any] | None = None
+        while True:
+            body: dict[str, Any] = {
+                "size": self.page_size,
+                "query": query,
+                "sort": [{sort_field: "asc"}],
+                "_source": source,
+            }
+            if after is not None:
+                body["search_after"] = after
+            hits = self.client.search(index=index, body=body)["hits"]["hits"]
+            yield from hits
+            if len(hits) < self.page_size:
+                return
+            after = hits[-1]["sort"]
+
+    def _searched_chunk_ids(self, doc_key: str, index: str) -> list[str]:
+        """Physical ids of the *searchable* chunks of ``doc_key`` (``chunk_id`` is unique per document)."""
+        query = {"bool": {"filter": [{"term": {"kind": "chunk"}}, {"term": {"doc_key": doc_key}}]}}
+        return [h["_id"] for h in self._search_pages(index, query, "chunk_id", False)]
+
+    def _stale_ids(self, doc_key: str, index: str, record: dict[str, Any] | None) -> list[str]:
+        """Every chunk of ``doc_key`` that may be in ``index``: the record's list, plus what a search finds.
+
+        The record (read in real time) covers writes a search cannot see yet, which on Serverless
+        is the last several seconds; the search covers records from before ``chunk_ids``
+        existed and chunks a failed, partly applied bulk left behind.
+        """
+        recorded = [chunk_doc_id(doc_key, c) for c in (record or {}).get("chunk_ids", [])]
+        return list(dict.fromkeys([*recorded, *self._searched_chunk_ids(doc_key, index)]))
 
     @staticmethod
     def _actions(
@@ -396,17 +515,25 @@ class OpenSearchIndex(SearchIndex):
         for _id in stale:
             if _id not in fresh:
                 yield {"delete": {"_index": index, "_id": _id}}, None
+        # Last: the record is the commit marker of the whole bulk.
         yield (
             {"index": {"_index": index, "_id": document_doc_id(doc_key)}},
             {
                 "kind": "document",
                 "doc_key": doc_key,
                 "version": version,
+                "chunk_ids": [c.chunk_id for c in chunks],
             },
         )
 
+    # -- port --------------------------------------------------------------------------------
     def replace_document(self, doc_key: str, version: str, chunks: Sequence[IndexedChunk]) -> None:
-        """Swap the chunks of ``doc_key``; a no-op when ``version`` is already indexed."""
+        """Swap the chunks of ``doc_key``; a no-op when ``version`` and these chunk ids are already indexed.
+
+        Searchable at once afterwards on a managed domain; on Serverless within the
+        service's refresh (seconds), with no read-your-writes.
+        """
+        self._require_writer("replace_document")
         seen: set[str] = set()
         for c in chunks:
             if c.doc_key != doc_key or c.chunk_id in seen:
@@ -414,26 +541,45 @@ class OpenSearchIndex(SearchIndex):
             seen.add(c.chunk_id)
         self.ensure_index()
         index = self.live_index()
-        if self._stored_version(doc_key, index) == version:
-            return
-        stale = self._chunk_ids_of(doc_key, index)
+        record = self._stored_record(doc_key, index)
+        if (
+            record is not None
+            and str(record.get("version")) == version
+            and sorted(record.get("chunk_ids") or []) == sorted(seen)
+        ):
+            return  # a redelivery; the same version with other chunks (boilerplate changed) is replaced
+        stale = self._stale_ids(doc_key, index, record)
         self._bulk(self._actions(doc_key, version, chunks, index, stale), index)
-        self.client.indices.refresh(index=index)
+        self._refresh(index)
 
     def delete_document(self, doc_key: str) -> None:
+        self._require_writer("delete_document")
         self.ensure_index()
         index = self.live_index()
-        stale = self._chunk_ids_of(doc_key, index)
-        actions = [({"delete": {"_index": index, "_id": _id}}, None) for _id in stale]
+        stale = self._stale_ids(doc_key, index, self._stored_record(doc_key, index))
+        actions: list[tuple[dict[str, Any], dict[str, Any] | None]] = [
+            ({"delete": {"_index": index, "_id": _id}}, None) for _id in stale
+        ]
         actions.append(({"delete": {"_index": index, "_id": document_doc_id(doc_key)}}, None))
         self._bulk(actions, index)
-        self.client.indices.refresh(index=index)
+        self._refresh(index)
+
+    def _read(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A search on the alias, or ``None`` before anything was ever indexed (no alias yet)."""
+        from opensearchpy.exceptions import NotFoundError
+
+        try:
+            response: dict[str, Any] = self.client.search(index=self.alias, body=body)
+        except NotFoundError:
+            return None
+        return response
 
     def search(self, query: str, *, k: int = 10, service: str | None = None) -> list[SearchHit]:
         if not query.strip() or k <= 0:
             return []
-        self.ensure_index()
-        response = self.client.search(index=self.alias, body=search_body(query, k=k, service=service))
+        response = self._read(search_body(query, k=k, service=service))
+        if response is None:
+            return []
         return [
             SearchHit(
                 **{f: h["_source"][f] for f in ("chunk_id", "doc_key", "service", "title", "text")},
@@ -444,33 +590,26 @@ class OpenSearchIndex(SearchIndex):
         ]
 
     def document_versions(self) -> dict[str, str]:
-        self.ensure_index()
-        out: dict[str, str] = {}
-        after: list[Any] | None = None
-        while True:
-            body: dict[str, Any] = {
-                "size": 1000,
-                "query": {"term": {"kind": "document"}},
-                "sort": [{"doc_key": "asc"}],
-                "_source": ["doc_key", "version"],
+        from opensearchpy.exceptions import NotFoundError
+
+        query = {"term": {"kind": "document"}}
+        try:
+            return {
+                h["_source"]["doc_key"]: h["_source"]["version"]
+                for h in self._search_pages(self.alias, query, "doc_key", ["doc_key", "version"])
             }
-            if after is not None:
-                body["search_after"] = after
-            hits = self.client.search(index=self.alias, body=body)["hits"]["hits"]
-            for h in hits:
-                out[h["_source"]["doc_key"]] = h["_source"]["version"]
-            if len(hits) < 1000:
-                return out
-            after = hits[-1]["sort"]
+        except NotFoundError:
+            return {}
 
     def services(self) -> set[str]:
-        self.ensure_index()
         body = {
             "size": 0,
             "query": {"term": {"kind": "chunk"}},
             "aggs": {"services": {"terms": {"field": "service", "size": 1000}}},
         }
-        response = self.client.search(index=self.alias, body=body)
+        response = self._read(body)
+        if response is None:
+            return set()
         return {b["key"] for b in response["aggregations"]["services"]["buckets"]}
 
     # -- blue/green full reindex -------------------------------------------------------------
@@ -479,20 +618,33 @@ class OpenSearchIndex(SearchIndex):
     ) -> str:
         """Build ``<alias>-v<N+1>`` from ``(doc_key, version, chunks)`` and swap the alias to it atomically.
 
-        Searches keep hitting the old index until the swap. Returns the new index's name.
+        Searches keep hitting the old index until the swap. On a managed domain the new index is
+        refreshed first; on Serverless the swap waits until ``_count`` on the new index reaches
+        every document written (up to ``searchable_timeout_s``, else :class:`TransientError` and
+        the alias stays where it was). Returns the new index's name.
+
+        An operator's action: creating and deleting indexes needs more than the indexer's role.
         """
+        self._require_writer("reindex_all")
         self.ensure_index()
         existing = self.physical_indexes()
         next_no = int(existing[-1].rsplit("v", 1)[1]) + 1 if existing else 1
         new = f"{self.alias}-v{next_no}"
         self.client.indices.create(index=new)
+        written = 0
 
         def actions() -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+            nonlocal written
             for doc_key, version, chunks in documents:
-                yield from self._actions(doc_key, version, chunks, new, ())
+                for action in self._actions(doc_key, version, chunks, new, ()):
+                    written += 1
+                    yield action
 
         self._bulk(actions(), new)
-        self.client.indices.refresh(index=new)
+        if self.serverless:
+            self._await_searchable(new, written)
+        else:
+            self._refresh(new)
         old = list(self.client.indices.get_alias(name=self.alias))
         swap = [{"remove": {"index": o, "alias": self.alias}} for o in old]
         swap.append({"add": {"index": new, "alias": self.alias}})
@@ -501,3 +653,17 @@ class OpenSearchIndex(SearchIndex):
             for o in old:
                 self.client.indices.delete(index=o)
         return new
+
+    def _await_searchable(self, index: str, expected: int) -> None:
+        """Poll ``_count`` until ``expected`` documents of ``index`` are searchable (Serverless)."""
+        deadline = self._clock() + self.searchable_timeout_s
+        while True:
+            count = int(self.client.count(index=index)["count"])
+            if count >= expected:
+                return
+            if self._clock() >= deadline:
+                raise TransientError(
+                    f"{index}: {count} of {expected} documents searchable after {self.searchable_timeout_s:g} s;"
+                    " the alias was not swapped"
+                )
+            self._sleep(self.poll_s)

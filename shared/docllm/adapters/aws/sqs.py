@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from docllm.adapters.aws.errors import aws_errors
+from docllm.exceptions import NotFoundError
 from docllm.ports.queue import DeadLetter, Message, Queue, QueueStats
 
 if TYPE_CHECKING:
@@ -24,6 +27,17 @@ ATTR_REASON = "docllm-dead-reason"
 ATTR_SOURCE = "docllm-source-queue"
 ATTR_RECEIVE_COUNT = "docllm-receive-count"
 ATTR_DEAD_AT = "docllm-dead-at-ms"
+#: The id the message had in its source queue (a copy sent to the DLQ gets a new one).
+ATTR_MESSAGE_ID = "docllm-message-id"
+
+#: Set on each queue-consuming Lambda function (template.yaml) to the URL of its own
+#: queue's DLQ: the function may send there, and needs no other SQS permission to do so.
+DEAD_LETTER_QUEUE_ENV = "DOCLLM_DEAD_LETTER_QUEUE"
+
+#: Longest reason kept on a DLQ copy (all attributes count towards SQS's 256 KiB).
+MAX_REASON_CHARS = 2000
+# What SQS accepts in a String attribute: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF.
+_NOT_SQS_TEXT = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 DEFAULT_DEAD_REASON = "maxReceiveCount exceeded"
 
@@ -73,6 +87,10 @@ class SqsQueue(Queue):
     peek_visibility_s:
         How long :meth:`dead_letters` hides DLQ messages while it reads them
         (they are made visible again at once afterwards).
+    dead_letter_url:
+        Where :meth:`dead_letter` sends copies. Defaults to ``$DOCLLM_DEAD_LETTER_QUEUE``
+        (the consuming function's own DLQ on Lambda), else the DLQ of the queue's
+        redrive policy.
 
     Examples
     --------
@@ -89,8 +107,10 @@ class SqsQueue(Queue):
         backoff_base_s: float = 1.0,
         backoff_max_s: float = MAX_VISIBILITY_S,
         peek_visibility_s: int = 30,
+        dead_letter_url: str | None = None,
     ) -> None:
         self._urls = dict(queue_urls or {})
+        self._dead_letter_url = dead_letter_url
         self._client = client
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
@@ -199,24 +219,45 @@ class SqsQueue(Queue):
         """
         redrive = self._redrive_of(queue)
         if redrive is not None and message.receive_count >= redrive.max_receive_count:
-            attrs = {
-                ATTR_REASON: reason or DEFAULT_DEAD_REASON,
-                ATTR_SOURCE: queue,
-                ATTR_RECEIVE_COUNT: str(message.receive_count),
-                ATTR_DEAD_AT: str(int(time.time() * 1000)),
-            }
-            with aws_errors(f"SQS SendMessage DLQ of {queue}"):
-                self.client.send_message(
-                    QueueUrl=redrive.dlq_url,
-                    MessageBody=message.body,
-                    MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attrs.items()},
-                )
+            self._send_dead(redrive.dlq_url, queue, message, reason)
             self.delete(queue, message.receipt)
             return
         delay = backoff_seconds(message.receive_count, base_s=self._backoff_base_s, max_s=self._backoff_max_s)
         with aws_errors(f"SQS ChangeMessageVisibility {queue}"):
             self.client.change_message_visibility(
                 QueueUrl=self.url(queue), ReceiptHandle=message.receipt, VisibilityTimeout=delay
+            )
+
+    def dead_letter(self, queue: str, message: Message, *, reason: str) -> None:
+        """Send a copy of ``message`` to the DLQ now, with ``reason``, the source queue
+        and the original message id as message attributes.
+
+        The original is left to the consumer to acknowledge (under Lambda: by
+        reporting the item a success, so the event source mapping deletes it).
+        Only ``SendMessage`` on the DLQ is needed when ``$DOCLLM_DEAD_LETTER_QUEUE``
+        (or ``dead_letter_url``) names it; otherwise the redrive policy is read.
+        """
+        url = self._dead_letter_url or os.environ.get(DEAD_LETTER_QUEUE_ENV)
+        if not url:
+            redrive = self._redrive_of(queue)
+            if redrive is None:
+                raise NotFoundError(f"queue {queue!r} has no dead-letter queue (no RedrivePolicy)")
+            url = redrive.dlq_url
+        self._send_dead(url, queue, message, reason)
+
+    def _send_dead(self, dlq_url: str, queue: str, message: Message, reason: str) -> None:
+        attrs = {
+            ATTR_REASON: _attribute_text(reason) or DEFAULT_DEAD_REASON,
+            ATTR_SOURCE: queue,
+            ATTR_RECEIVE_COUNT: str(message.receive_count),
+            ATTR_DEAD_AT: str(int(time.time() * 1000)),
+            ATTR_MESSAGE_ID: message.message_id,
+        }
+        with aws_errors(f"SQS SendMessage DLQ of {queue}"):
+            self.client.send_message(
+                QueueUrl=dlq_url,
+                MessageBody=message.body,
+                MessageAttributes={k: {"DataType": "String", "StringValue": v} for k, v in attrs.items()},
             )
 
     def _depths(self, url: str, what: str) -> dict[str, int]:
@@ -274,6 +315,17 @@ class SqsQueue(Queue):
                 )
 
 
+def _attribute_text(text: str) -> str:
+    r"""``text`` as SQS takes it in a String attribute: characters it refuses become
+    U+FFFD, and it is cut to :data:`MAX_REASON_CHARS`.
+
+    >>> _attribute_text("bad \x00 byte") == "bad \ufffd byte"
+    True
+    """
+    text = _NOT_SQS_TEXT.sub("\ufffd", text)
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 1] + "…"
+
+
 def _attr(m: dict[str, Any], name: str) -> str | None:
     value = m.get("MessageAttributes", {}).get(name)
     return None if value is None else value.get("StringValue")
@@ -298,7 +350,7 @@ def _to_dead_letter(m: dict[str, Any], queue: str) -> DeadLetter:
     count = _attr(m, ATTR_RECEIVE_COUNT)
     dead_at = _attr(m, ATTR_DEAD_AT)
     return DeadLetter(
-        message_id=m["MessageId"],
+        message_id=_attr(m, ATTR_MESSAGE_ID) or m["MessageId"],
         body=m["Body"],
         # Without our attribute (SQS redrove it), the DLQ count includes this peek.
         receive_count=int(count) if count else max(1, int(sys_attrs.get("ApproximateReceiveCount", 1)) - 1),

@@ -150,6 +150,17 @@ class SqliteQueue(Queue):
                     (now + delay_ms, reason, queue, message.receipt),
                 )
 
+    def dead_letter(self, queue: str, message: Message, *, reason: str) -> None:
+        """Mark the message dead now. Its receipt is dropped, so the consumer's
+        :meth:`delete` that follows is a no-op; a stale receipt changes nothing."""
+        self._config(queue)
+        with self._db.transaction() as conn:
+            conn.execute(
+                "UPDATE messages SET state = 'dead', dead_ms = ?, reason = ?, receipt = NULL "
+                "WHERE queue = ? AND receipt = ? AND state = 'inflight'",
+                (_now_ms(), reason, queue, message.receipt),
+            )
+
     def recover(self) -> int:
         """Make every in-flight message visible now; call when no consumer can still hold one."""
         with self._db.transaction() as conn:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from docllm.adapters.local.sqlite import SqliteFile
 from docllm.exceptions import ConflictError
-from docllm.ports.state import Item, StateStore
+from docllm.ports.state import Item, Put, StateStore, Write, check_transact
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -27,20 +28,22 @@ class SqliteStateStore(StateStore):
         return None if row is None else dict(json.loads(row[0]))
 
     def put(self, pk: str, sk: str, item: Item, *, if_absent: bool = False) -> None:
-        body = json.dumps(item, separators=(",", ":"), default=str)
         with self._db.transaction() as conn:
-            if if_absent:
-                cur = conn.execute(
-                    "INSERT INTO items (pk, sk, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (pk, sk, body)
-                )
-                if cur.rowcount == 0:
-                    raise ConflictError(f"item {pk}/{sk} already exists")
-            else:
-                conn.execute("INSERT OR REPLACE INTO items (pk, sk, body) VALUES (?, ?, ?)", (pk, sk, body))
+            _put(conn, Put(pk, sk, item, if_absent))
 
     def delete(self, pk: str, sk: str) -> None:
         with self._db.transaction() as conn:
             conn.execute("DELETE FROM items WHERE pk = ? AND sk = ?", (pk, sk))
+
+    def transact(self, writes: Sequence[Write]) -> None:
+        check_transact(writes)
+        # One SQLite transaction: a ConflictError (or a crash) rolls every write back.
+        with self._db.transaction() as conn:
+            for w in writes:
+                if isinstance(w, Put):
+                    _put(conn, w)
+                else:
+                    conn.execute("DELETE FROM items WHERE pk = ? AND sk = ?", (w.pk, w.sk))
 
     def query(self, pk: str, sk_prefix: str = "") -> Iterator[tuple[str, Item]]:
         # Materialise first: a generator holding a cursor open across yields would
@@ -55,3 +58,15 @@ class SqliteStateStore(StateStore):
         )
         for sk, body in rows:
             yield sk, dict(json.loads(body))
+
+
+def _put(conn: sqlite3.Connection, w: Put) -> None:
+    body = json.dumps(w.item, separators=(",", ":"), default=str)
+    if w.if_absent:
+        cur = conn.execute(
+            "INSERT INTO items (pk, sk, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (w.pk, w.sk, body)
+        )
+        if cur.rowcount == 0:
+            raise ConflictError(f"item {w.pk}/{w.sk} already exists")
+    else:
+        conn.execute("INSERT OR REPLACE INTO items (pk, sk, body) VALUES (?, ?, ?)", (w.pk, w.sk, body))

@@ -1,5 +1,9 @@
 """An in-process OpenSearch stand-in, plugged in below the real ``opensearch-py`` client.
 
+A test double, kept under ``tests/`` so that it never ships with the product:
+``from tests.support.opensearch_emulator import OpenSearchEmulator`` (tests and
+benchmarks run from the repository root).
+
 Why this and not ``openmock`` or a recording fake: openmock replaces the
 client class (so URL building, serialisation and error mapping of the real
 client are never run) and knows no index templates, aliases, analyzers,
@@ -13,14 +17,24 @@ OpenSearch where the contract tests depend on it: index templates applied at
 creation, atomic ``_aliases``, documents visible only after ``_refresh``,
 ``_bulk`` per-item results, ``http.max_content_length`` (413), BM25 scoring
 (Lucene formula, per-field lengths, ``most_fields`` sum of boosted fields),
-``term`` filters, ``terms`` aggregations and ``search_after``.
+``term`` filters, ``terms`` aggregations, ``search_after``, ``_count`` and
+``_resolve/index``.
+
+Two services. By default it behaves like a managed domain whose indexes have
+``refresh_interval: -1``: writes become searchable on ``_refresh`` only. With
+``serverless=True`` it behaves like OpenSearch Serverless as AWS documents it:
+``_refresh`` does not exist (404), and writes become searchable on their own
+``refresh_interval_s`` seconds (of ``clock``) after they were made; a test
+moves a fake clock to cross that delay deterministically.
 
 What it does not do (and the docs say so): its text analysis runs
 :func:`docllm.search.analyzer.analyze` for any field whose analyzer is
 declared in the index settings instead of interpreting the Lucene filter
 chain, so differences between that chain and the Python analyzer are
-invisible here; scores are per index, not per shard; no security, no
-clusters, no scroll, no k-NN.
+invisible here (``tests/unit/search/test_search_opensearch_analysis.py``
+checks the chain's definition instead); scores are per index, not per shard;
+no security, no clusters, no scroll, no point in time, no k-NN; Serverless's
+refresh delay is a fixed number here, not the service's.
 
 Examples
 --------
@@ -38,13 +52,15 @@ import json
 import math
 import re
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import Any
 from urllib.parse import unquote
 
-from opensearchpy import Connection
+from opensearchpy import Connection, OpenSearch
 
 from docllm.search.analyzer import analyze
 
@@ -76,21 +92,29 @@ class _Index:
     settings: dict[str, Any]
     mappings: dict[str, Any]
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)  # what searches see
-    pending: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # written, not yet refreshed
+    # written, not yet refreshed: _id -> (source, or None for a delete; when it was written)
+    pending: dict[str, tuple[dict[str, Any] | None, float]] = field(default_factory=dict)
 
     def live_doc(self, _id: str) -> dict[str, Any] | None:
         # GET is realtime in OpenSearch: it sees unrefreshed writes.
         if _id in self.pending:
-            return self.pending[_id]
+            return self.pending[_id][0]
         return self.docs.get(_id)
 
-    def refresh(self) -> None:
-        for _id, doc in self.pending.items():
+    def write(self, _id: str, doc: dict[str, Any] | None, now: float) -> None:
+        self.pending.pop(_id, None)  # a rewrite moves to the end, with its new time
+        self.pending[_id] = (doc, now)
+
+    def refresh(self, written_by: float | None = None) -> None:
+        """Make pending writes searchable: all of them, or those written at or before ``written_by``."""
+        for _id, (doc, at) in list(self.pending.items()):
+            if written_by is not None and at > written_by:
+                continue
             if doc is None:
                 self.docs.pop(_id, None)
             else:
                 self.docs[_id] = doc
-        self.pending.clear()
+            del self.pending[_id]
 
 
 class OpenSearchEmulator:
@@ -106,9 +130,22 @@ class OpenSearchEmulator:
         How many of the next bulk *items* answer 429 inside a 200 response.
     max_content_length
         Request bodies larger than this get 413, as ``http.max_content_length`` does.
+    serverless, refresh_interval_s, clock
+        Serverless behaviour (see the module docstring): no ``_refresh``; a write is
+        searchable once ``clock()`` is ``refresh_interval_s`` past the time it was made.
     """
 
-    def __init__(self, max_content_length: int = 100 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        max_content_length: int = 100 * 1024 * 1024,
+        *,
+        serverless: bool = False,
+        refresh_interval_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.serverless = serverless
+        self.refresh_interval_s = refresh_interval_s
+        self.clock = clock
         self.indices: dict[str, _Index] = {}
         self.aliases: dict[str, set[str]] = {}
         self.templates: dict[str, dict[str, Any]] = {}
@@ -118,12 +155,16 @@ class OpenSearchEmulator:
         self.max_content_length = max_content_length
         self._lock = threading.RLock()
 
+    def client(self) -> OpenSearch:
+        """A real ``opensearchpy.OpenSearch`` client whose requests this emulator answers."""
+        return OpenSearch(hosts=[{"host": "emulated", "port": 9200}], connection_class=self.connection_class())
+
     def connection_class(self) -> type[Connection]:
         """A ``Connection`` subclass bound to this emulator, for ``OpenSearch(connection_class=...)``."""
         emulator = self
 
         class EmulatedConnection(Connection):
-            def perform_request(  # noqa: PLR0917 (opensearch-py's signature)
+            def perform_request(  # opensearch-py's signature
                 self,
                 method: str,
                 url: str,
@@ -170,10 +211,19 @@ class OpenSearchEmulator:
                 return self._get_alias(name)
             case ("POST" | "GET", [target, "_search"]):
                 return 200, self._search(target, body or {})
+            case ("POST" | "GET", [target, "_count"]):
+                return 200, self._count(target, body or {})
+            case ("GET", ["_resolve", "index", name]):
+                return 200, self._resolve_index(name)
             case ("POST" | "GET", [target, "_refresh"]):
+                if self.serverless:
+                    # Not among Serverless's supported operations; clients report a 404.
+                    raise _HttpError(404, "unsupported_operation", "_refresh is not supported by OpenSearch Serverless")
                 for name in self._resolve(target):
                     self.indices[name].refresh()
                 return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
+            case ("PUT" | "POST", [target, "_mapping"]):
+                return self._put_mapping(target, body or {})
             case ("GET", [target, "_doc", _id]):
                 return self._get_doc(target, _id)
             case ("HEAD", [name]):
@@ -298,6 +348,42 @@ class OpenSearchEmulator:
             raise _HttpError(404, "aliases_not_found_exception", f"alias [{name}] missing")
         return 200, {n: {"aliases": {name: {}}} for n in sorted(members)}
 
+    def _resolve_index(self, name: str) -> dict[str, Any]:
+        indices = [n for n in sorted(self.indices) if fnmatch(n, name)]
+        aliases = [a for a in sorted(self.aliases) if self.aliases[a] and fnmatch(a, name)]
+        return {
+            "indices": [
+                {
+                    "name": n,
+                    "aliases": sorted(a for a, members in self.aliases.items() if n in members),
+                    "attributes": ["open"],
+                }
+                for n in indices
+            ],
+            "aliases": [{"name": a, "indices": sorted(self.aliases[a])} for a in aliases],
+            "data_streams": [],
+        }
+
+    def _put_mapping(self, target: str, body: dict[str, Any]) -> tuple[int, Any]:
+        unknown = set(body) - {"properties", "dynamic"}
+        if unknown:
+            raise _HttpError(400, "mapper_parsing_exception", f"unknown mapping keys {sorted(unknown)}")
+        for name in self._resolve(target):
+            index = self.indices[name]
+            merged = dict(index.mappings)
+            props = dict(merged.get("properties", {}))
+            for fname, spec in body.get("properties", {}).items():
+                if fname in props and props[fname] != spec:
+                    # Only new fields can be added; changing one needs a reindex.
+                    raise _HttpError(400, "illegal_argument_exception", f"mapper [{fname}] cannot be changed")
+                props[fname] = spec
+            merged["properties"] = props
+            if "dynamic" in body:
+                merged["dynamic"] = body["dynamic"]
+            self._check_mappings(merged, index.settings)
+            index.mappings = merged
+        return 200, {"acknowledged": True}
+
     def _write_index(self, target: str) -> _Index:
         names = self._resolve(target)
         if len(names) != 1:
@@ -343,12 +429,12 @@ class OpenSearchEmulator:
                     index = self._write_index(target)
                     if source is not None:
                         self._check_source(index, source)
-                        index.pending[meta["_id"]] = source
+                        index.write(meta["_id"], source, self.clock())
                         result.update(status=201, result="created")
                     elif index.live_doc(meta["_id"]) is None:
                         result.update(status=404, result="not_found")
                     else:
-                        index.pending[meta["_id"]] = None
+                        index.write(meta["_id"], None, self.clock())
                         result.update(status=200, result="deleted")
                 except _HttpError as e:
                     result.update(status=e.status, error=e.body["error"])
@@ -364,13 +450,32 @@ class OpenSearchEmulator:
         return 200, {"_id": _id, "found": True, "_source": doc}
 
     # -- search ------------------------------------------------------------------------------
+    def _searchable(self, name: str) -> _Index:
+        """The index as a search sees it; on Serverless, after the writes old enough to be refreshed."""
+        index = self.indices[name]
+        if self.serverless:
+            index.refresh(written_by=self.clock() - self.refresh_interval_s)
+        return index
+
+    def _count(self, target: str, body: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(body) - {"query"}
+        if unknown:
+            raise _HttpError(400, "parsing_exception", f"unknown count keys {sorted(unknown)}")
+        count = 0
+        for name in self._resolve(target):
+            index = self._searchable(name)
+            scorer = _Bm25(index)
+            for _id, doc in index.docs.items():
+                count += self._eval(body.get("query", {"match_all": {}}), _id, doc, scorer)[0]
+        return {"count": count, "_shards": {"total": 1, "successful": 1, "failed": 0}}
+
     def _search(self, target: str, body: dict[str, Any]) -> dict[str, Any]:
         unknown = set(body) - {"size", "query", "sort", "_source", "aggs", "search_after", "from"}
         if unknown:
             raise _HttpError(400, "parsing_exception", f"unknown search keys {sorted(unknown)}")
         hits: list[tuple[float, str, dict[str, Any]]] = []
         for name in self._resolve(target):
-            index = self.indices[name]
+            index = self._searchable(name)
             scorer = _Bm25(index)
             for _id, doc in index.docs.items():
                 matched, score = self._eval(body.get("query", {"match_all": {}}), _id, doc, scorer)

@@ -1,0 +1,129 @@
+"""A crash between any two side effects loses nothing: the ingest and index stages, driven through
+their real handlers, are killed after the 1st, 2nd, … Nth side effect of a fault-free run, then
+recovered as ``docllm up`` recovers; each run must end exactly where the fault-free run ends.
+
+The kill is in-process (the fault injector's kill stand-in raises a ``BaseException``, which no
+handler catches, and SQLite rolls back the open transaction as a dead process's would), so every
+kill point costs milliseconds, not a process start. ``test_crash_recovery.py`` and
+``test_faults_runtime.py`` kill real processes with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from docllm.bootstrap import Platform, reset_platforms
+from docllm.faults import FaultInjector, parse_faults
+from docllm.lambda_support import LAST_FAILURES
+from docllm.records import DOCS_PK
+from docllm.runtime.local import LocalRuntime
+from docllm.service_layer.outbox import pending
+from tests.conftest import REPO
+
+STAGES = ("IngestQueue", "IndexQueue")
+
+
+class Killed(BaseException):
+    """The process 'died' here."""
+
+
+def _kill() -> None:
+    raise Killed
+
+
+def doc(topic: str) -> bytes:
+    words = " ".join(f"{topic}w{i}" for i in range(60))
+    return f"# {topic}\n\n## Section\n\nAbout {topic}: {words}\n".encode()
+
+
+def drain(rt: LocalRuntime) -> None:
+    """Deliver every visible message of the ingest and index queues to its handler, one batch at a
+    time, in this thread, as the runtime's workers would."""
+    assert rt.platform is not None
+    q = rt.platform.local_queue
+    sources = [(fn, src) for fn in rt.wiring.functions.values() for src in fn.sqs_sources if src.queue in STAGES]
+    while True:
+        moved = 0
+        for fn, src in sources:
+            messages = q.receive(src.queue, max_messages=src.batch_size)
+            if messages:
+                rt._invoke(fn, src, rt.handlers[fn.name], messages, LAST_FAILURES)
+                moved += len(messages)
+        if not moved:
+            return
+
+
+def runtime(data_dir: Path, faults: FaultInjector | None = None) -> LocalRuntime:
+    rt = LocalRuntime(data_dir, template=REPO / "template.yaml", port=0, auth=False)
+    rt.prepare(faults)
+    return rt
+
+
+def snapshot(p: Platform) -> dict[str, Any]:
+    """What a user can observe: each document's state, what the index holds, what is left over."""
+    search = p.search
+    return {
+        "records": {
+            k: (i["status"], i.get("duplicate_of"), i["chunk_count"], i["version_id"])
+            for k, i in p.state.query(DOCS_PK)
+        },
+        "index": {k: (v, search.chunk_ids(k)) for k, v in sorted(search.document_versions().items())},  # type: ignore[attr-defined]
+        "outbox": len(pending(p)),
+        "dead": {q: len(p.local_queue.dead_letters(q)) for q in STAGES},
+    }
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], int]:
+    """A platform where a.md and b.md hold the same text (b a duplicate) and c.md its own, then
+    queued: a.md deleted (b is promoted), c.md emptied (quarantined), d.md with c's old text."""
+    base = tmp_path_factory.mktemp("kill-points") / "base"
+    rt = runtime(base)
+    p = rt.platform
+    assert p is not None
+    raw = p.settings.raw_bucket
+    for key, body in [("s/a.md", doc("alpha")), ("s/b.md", doc("alpha")), ("s/c.md", doc("gamma"))]:
+        p.objects.put(raw, key, body)
+    drain(rt)
+    p.objects.delete(raw, "s/a.md")
+    p.objects.put(raw, "s/c.md", b"")
+    p.objects.put(raw, "s/d.md", doc("gamma"))
+    reset_platforms()
+    # The fault-free run, counting its side effects.
+    reference_dir = base.parent / "reference"
+    shutil.copytree(base, reference_dir)
+    counter = FaultInjector(parse_faults("", trace=str(base.parent / "trace.tsv")))  # a trace counts, faults nothing
+    rt = runtime(reference_dir, counter)
+    drain(rt)
+    assert rt.platform is not None
+    expected = snapshot(rt.platform)
+    reset_platforms()
+    assert expected["index"].keys() == {"s/b.md", "s/d.md"}
+    assert expected["records"]["s/c.md"][0] == "quarantined"
+    return base, expected, counter.side_effects
+
+
+def test_the_scenario_has_enough_side_effects_to_be_worth_enumerating(scenario) -> None:
+    _, _, total = scenario
+    assert total >= 15
+
+
+@pytest.mark.parametrize("when", ["after", "before"])
+def test_a_kill_at_any_side_effect_then_recovery_ends_as_the_fault_free_run(scenario, tmp_path, when) -> None:
+    base, expected, total = scenario
+    for n in range(1, total + 1):
+        data_dir = tmp_path / f"{when}-{n}"
+        shutil.copytree(base, data_dir)
+        rt = runtime(data_dir, FaultInjector(parse_faults(f"kill_{when}_side_effect={n}"), kill=_kill))
+        with pytest.raises(Killed):
+            drain(rt)
+        reset_platforms()
+        survivor = runtime(data_dir)  # as `docllm up` starts after a crash: recover, relay, redeliver
+        drain(survivor)
+        assert survivor.platform is not None
+        assert snapshot(survivor.platform) == expected, f"killed {when} side effect {n} of {total}"
+        reset_platforms()

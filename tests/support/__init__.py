@@ -1,0 +1,1 @@
+"""Test doubles shared by several test files; not part of the product (nothing under ``shared/`` imports them)."""
