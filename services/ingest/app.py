@@ -1,4 +1,5 @@
-"""Ingest: S3 "Object Created"/"Object Deleted" (via EventBridge → SQS) → processed or quarantined."""
+"""Ingest: S3 "Object Created"/"Object Deleted" (via EventBridge → SQS), or a reprocess request → processed,
+duplicate or quarantined."""
 
 from typing import Any
 
@@ -15,5 +16,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         event,
         context,
         ingest.handle_object_event,
-        idempotency_key='["detail-type", detail.bucket.name, detail.object.key, detail.object."version-id"]',
+        # request_id: only reprocess requests carry one (null for S3's events); it keeps two requests apart.
+        idempotency_key=(
+            '["detail-type", detail.bucket.name, detail.object.key, detail.object."version-id", detail.request_id]'
+        ),
     )

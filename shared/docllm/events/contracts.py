@@ -95,6 +95,33 @@ class DocumentRemoved(EventDetail):
     revision: str | None = Field(default=None, description="when the document record took this state")
 
 
+class RawObjectRef(BaseModel):
+    """The raw object a request is about, shaped as in S3's own events (one idempotency key for both)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    key: str
+    version_id: str = Field(alias="version-id")
+
+
+class RawBucketRef(BaseModel):
+    name: str
+
+
+class DocumentReprocessRequested(EventDetail):
+    """Process a recorded document version again: the document it duplicated went away or changed,
+    or a paragraph it holds became (or stopped being) boilerplate. Routed to the ingest stage."""
+
+    SOURCE: ClassVar[str] = "docllm.ingest"
+    DETAIL_TYPE: ClassVar[str] = "Document Reprocess Requested"
+
+    bucket: RawBucketRef
+    object: RawObjectRef
+    reason: Literal["canonical_changed", "boilerplate_changed"]
+    former_canonical: str | None = Field(default=None, description="with canonical_changed: the canonical")
+    request_id: str = Field(description="new for every request, so a second one is not taken for a redelivery")
+
+
 # --- retrieval -------------------------------------------------------------
 
 
@@ -207,6 +234,7 @@ CONTRACTS: tuple[type[EventDetail], ...] = (
     DocumentProcessed,
     DocumentQuarantined,
     DocumentRemoved,
+    DocumentReprocessRequested,
     DocumentIndexed,
     DatasetBuildRequested,
     DatasetBuilt,

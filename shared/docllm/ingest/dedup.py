@@ -24,13 +24,13 @@ import hashlib
 import re
 import zlib
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from docllm.exceptions import ConflictError
 from docllm.ingest.chunker import chunk_id
 from docllm.ingest.models import Chunk
 from docllm.ingest.text import Block, estimate_tokens
@@ -79,6 +79,21 @@ class DedupLogEntry(BaseModel):
     at: str
 
 
+@dataclass
+class Followups:
+    """What a ledger change asks of the caller's commit: state writes that must be atomic with the
+    document's own record (boilerplate markers; the forgotten document's ledger item), and the
+    documents to process again (their boilerplate changed). Committed with the record, they survive
+    any crash: a retry before the commit computes the same followups again."""
+
+    writes: list[Write] = field(default_factory=list)
+    reprocess: list[str] = field(default_factory=list)
+
+    def add(self, other: Followups) -> None:
+        self.writes += other.writes
+        self.reprocess = sorted(set(self.reprocess) | set(other.reprocess))
+
+
 class DedupDecision(BaseModel):
     """The ledger's verdict on one document."""
 
@@ -90,6 +105,7 @@ class DedupDecision(BaseModel):
         description="documents processed earlier that are now duplicates of this one (larger doc_keys)",
     )
     log: list[DedupLogEntry] = Field(default_factory=list)
+    followups: Followups = Field(default_factory=Followups, description="what the caller commits with the record")
 
 
 def paragraph_hash(text: str) -> str:
@@ -256,12 +272,9 @@ SHA_PK = "dedup#sha#"
 LSH_PK = "dedup#lsh#"
 PARA_PK = "dedup#para#"
 LOG_PK = "dedup#log"
-#: ``dedup#bp#<service>`` / paragraph hash: ``applying`` → ``applied`` while documents that kept a
-#: paragraph before it became boilerplate are processed again; ``removing`` on the way back.
+#: ``dedup#bp#<service>`` / paragraph hash: the paragraph is boilerplate and the documents that kept it
+#: before it became so have been asked to lose it (the marker commits with that request).
 BOILERPLATE_PK = "dedup#bp#"
-
-Reprocess = Callable[[list[str]], None]
-"""Processes the given documents again (the ingest stage's; the ledger only says which)."""
 _SEP = "\x1f"  # between doc_key and the rest of a sort key: it cannot appear in an S3 key
 
 
@@ -331,79 +344,56 @@ class DedupLedger:
         for i in range(0, len(writes), MAX_TRANSACT_ITEMS):
             self._state.transact(writes[i : i + MAX_TRANSACT_ITEMS])
 
-    def forget(self, doc_key: str, *, reprocess: Reprocess | None = None) -> None:
+    def forget(self, doc_key: str, *, keep: frozenset[str] = frozenset(), own_item: bool = True) -> Followups:
         """Remove a document's fingerprint (on delete, quarantine, or before an overwrite is registered).
 
-        With ``reprocess``, a paragraph this document made boilerplate and that no longer is (fewer
-        than ``boilerplate_min_docs`` documents hold it) gets its text back in the others: they are
-        passed to ``reprocess`` before the document's own item goes, so a crash before the end is
-        finished by the retry, which finds the item and does the same again.
+        The lookup entries go at once; the document's own item (``own_item``) goes with the caller's
+        commit (in the returned writes), so a crash before that commit leaves it for the retry to find.
+        A paragraph (not in ``keep``) that this takes below ``boilerplate_min_docs`` documents stops being
+        boilerplate: its marker goes and the documents still holding it are to be processed again.
         """
         item = self._state.get(DOCS_PK, doc_key)
         if item is None:
-            return
+            return Followups()
         fp = Fingerprint.model_validate(item["fingerprint"])
         service = item["service"]
-        paragraphs = item.get("paragraphs", [])
-        writes: list[Write] = [
-            Delete(SHA_PK + fp.content_sha256, doc_key),
-            *(Delete(LSH_PK + band, doc_key) for band in self._bands(fp.minhash)),
-            *(Delete(PARA_PK + service, f"{h}#{doc_key}") for h in paragraphs),
-        ]
-        self._write(writes)
-        if reprocess is not None:
-            for h in paragraphs:
-                marker = self._state.get(BOILERPLATE_PK + service, h)
-                holders = self._holders(service, h)
-                if marker is not None and (marker["state"] == "removing" or len(holders) < self.boilerplate_min_docs):
-                    self._state.put(BOILERPLATE_PK + service, h, {"state": "removing"})
-                    reprocess(holders)
-                    self._state.delete(BOILERPLATE_PK + service, h)
-        # The document's own item last: while it exists, a retry after a crash finds what to forget.
-        self._state.delete(DOCS_PK, doc_key)
+        paragraphs = [h for h in item.get("paragraphs", []) if h not in keep]
+        self._write(
+            [
+                Delete(SHA_PK + fp.content_sha256, doc_key),
+                *(Delete(LSH_PK + band, doc_key) for band in self._bands(fp.minhash)),
+                *(Delete(PARA_PK + service, f"{h}#{doc_key}") for h in item.get("paragraphs", [])),
+            ]
+        )
+        out = Followups(writes=[Delete(DOCS_PK, doc_key)] if own_item else [])
+        for h in paragraphs:
+            holders = self._holders(service, h)
+            if len(holders) < self.boilerplate_min_docs and self._state.get(BOILERPLATE_PK + service, h) is not None:
+                out.add(Followups(writes=[Delete(BOILERPLATE_PK + service, h)], reprocess=holders))
+        return out
 
     def _holders(self, service: str, paragraph: str) -> list[str]:
         """The documents of ``service`` holding ``paragraph``, in key order."""
         return [str(item["doc_key"]) for _, item in self._state.query(PARA_PK + service, f"{paragraph}#")]
 
-    def _claim_boilerplate(
-        self, service: str, paragraph: str, doc_key: str, holders: list[str], reprocess: Reprocess
-    ) -> None:
-        """``paragraph`` is boilerplate (``holders`` reached the threshold): documents that kept it
-        when it was not yet must lose it. The first decision to see it marks it ``applying``,
-        processes the others again, then marks it ``applied``; a decision that finds it still
-        ``applying`` (its maker crashed) does the same again."""
-        key = BOILERPLATE_PK + service
-        marker = self._state.get(key, paragraph)
-        if marker is None:
-            try:
-                self._state.put(key, paragraph, {"state": "applying"}, if_absent=True)
-            except ConflictError:
-                return  # another decision made it boilerplate just now and processes the others
-        elif marker["state"] != "applying":
-            return
-        reprocess([k for k in holders if k != doc_key])
-        self._state.put(key, paragraph, {"state": "applied"})
-
     # decisions ---------------------------------------------------------------------
 
-    def decide(
-        self, doc_key: str, service: str, fp: Fingerprint, *, reprocess: Reprocess | None = None
-    ) -> DedupDecision:
+    def decide(self, doc_key: str, service: str, fp: Fingerprint) -> DedupDecision:
         """Register ``fp`` for ``doc_key`` and decide duplicates and boilerplate.
 
         Deterministic given the ledger's contents; calling it again with the same
         fingerprint (a redelivered event) returns the same decision.
 
-        ``reprocess`` makes boilerplate independent of the order documents arrive in: when this
-        document brings a paragraph to ``boilerplate_min_docs`` documents, the ones processed
-        before (which kept it) are passed to ``reprocess`` to lose it, and when an overwrite takes
-        a paragraph below the threshold the others get it back. Without it (a document being
-        processed again because of another's decision), no such cascade starts.
+        Boilerplate does not depend on the order documents arrive in: when this document brings a
+        paragraph to ``boilerplate_min_docs`` documents, the decision's followups mark the paragraph
+        and name the documents processed before (which kept it) to be processed again; when an
+        overwrite takes a paragraph below the threshold, the others are named to get it back.
         """
+        followups = Followups()
         previous = self._state.get(DOCS_PK, doc_key)
         if previous is not None and (previous["fingerprint"] != fp.model_dump() or previous["service"] != service):
-            self.forget(doc_key, reprocess=reprocess)
+            kept = frozenset(fp.paragraph_hashes) if previous["service"] == service else frozenset()
+            followups.add(self.forget(doc_key, keep=kept, own_item=False))  # register() rewrites the item
         self._register(doc_key, service, fp)
         at = self._clock()
         log: list[DedupLogEntry] = []
@@ -475,8 +465,11 @@ class DedupLedger:
             holders = self._holders(service, h)
             if len(holders) >= self.boilerplate_min_docs:
                 boilerplate.add(h)
-                if reprocess is not None:
-                    self._claim_boilerplate(service, h, doc_key, holders, reprocess)
+                if self._state.get(BOILERPLATE_PK + service, h) is None:
+                    # First to see it: the marker commits with this document (a concurrent first
+                    # conflicts and retries), and the holders from before lose the paragraph.
+                    marker = Put(BOILERPLATE_PK + service, h, {"since": at, "by": doc_key}, if_absent=True)
+                    followups.add(Followups(writes=[marker], reprocess=[k for k in holders if k != doc_key]))
         if duplicate_of is not None:
             boilerplate = set()
         elif boilerplate:
@@ -498,6 +491,7 @@ class DedupLedger:
             boilerplate_hashes=boilerplate,
             supersedes=sorted(set(supersedes)),
             log=log,
+            followups=followups,
         )
 
     def record_promotion(self, doc_key: str, former_canonical: str, why: str) -> DedupLogEntry:

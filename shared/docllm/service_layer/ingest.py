@@ -9,9 +9,13 @@ keeps the existing chunks, and tells the index about the new version).
 
 The dedup lifecycle: a document that is quarantined or removed leaves the dedup
 ledger; a duplicate remembers its canonical in ``dedup#dupes#<canonical>``
-(written with its record), and when that canonical goes away or changes, its
-duplicates are processed again (:func:`promote_duplicates`): the first becomes
-canonical, is indexed and goes into datasets, and the dedup log says so.
+(written with its record). When a canonical goes away or changes, the same
+commit asks for its duplicates to be processed again ("Document Reprocess
+Requested", back to this stage): the first becomes canonical, is indexed and
+goes into datasets, and the dedup log says so. Boilerplate changes ask the same
+of the documents holding the paragraph, so the chunks never depend on the order
+documents arrived in. Each request is its own message: a fault costs one
+document's retry, not a cascade's.
 """
 
 from __future__ import annotations
@@ -19,18 +23,29 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import Callable
+import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from docllm.bootstrap import Platform
 from docllm.events.aws import S3ObjectEvent
-from docllm.events.contracts import DocumentProcessed, DocumentQuarantined, DocumentRemoved, EventDetail
+from docllm.events.contracts import (
+    DocumentProcessed,
+    DocumentQuarantined,
+    DocumentRemoved,
+    DocumentReprocessRequested,
+    EventDetail,
+    RawBucketRef,
+    RawObjectRef,
+)
 from docllm.exceptions import NotFoundError
 from docllm.ports.objects import ObjectInfo
-from docllm.ports.state import Delete, Put, Write
+from docllm.ports.state import MAX_TRANSACT_ITEMS, Delete, Put, Write
 from docllm.records import DOCS_PK, DocumentRecord, utcnow
 from docllm.service_layer.outbox import commit, new_revision
+
+if TYPE_CHECKING:
+    from docllm.ingest.dedup import Followups
 
 Outcome = Literal["processed", "duplicate", "quarantined", "removed", "unchanged", "stale", "ignored"]
 
@@ -62,9 +77,14 @@ def load_record(p: Platform, doc_key: str) -> DocumentRecord | None:
 
 
 def _save(
-    p: Platform, record: DocumentRecord, previous: DocumentRecord | None, events: list[EventDetail]
+    p: Platform,
+    record: DocumentRecord,
+    previous: DocumentRecord | None,
+    events: list[EventDetail],
+    followups: Followups | None = None,
 ) -> DocumentRecord:
-    """Commit ``record`` (with its duplicate link) and ``events`` in one transaction."""
+    """Commit ``record`` (with its duplicate link), ``events`` and what the dedup ledger asked for
+    (markers, reprocess requests) in one transaction."""
     writes: list[Write] = [Put(DOCS_PK, record.doc_key, record.model_dump(mode="json"))]
     old = previous.duplicate_of if previous and previous.status == "duplicate" else None
     new = record.duplicate_of if record.status == "duplicate" else None
@@ -75,8 +95,44 @@ def _save(
 
         fp = DedupLedger(p.state).content_hash(new)
         writes.append(Put(DUPES_PK + new, record.doc_key, {"canonical_content_sha256": fp}))
-    commit(p, writes, events)
+    requests: list[EventDetail] = []
+    if followups is not None:
+        writes += followups.writes
+        requests = [_reprocess_request(p, k, "boilerplate_changed") for k in followups.reprocess]
+    requests += [_reprocess_request(p, k, "canonical_changed", record.doc_key) for k in _orphans(p, record)]
+    # A transaction holds at most MAX_TRANSACT_ITEMS writes: requests beyond go out first, on their
+    # own (a request answered twice changes nothing; one never sent would be lost).
+    room = max(0, MAX_TRANSACT_ITEMS - len(writes) - len(events))
+    for i in range(room, len(requests), MAX_TRANSACT_ITEMS):
+        commit(p, [], requests[i : i + MAX_TRANSACT_ITEMS])
+    commit(p, writes, [*events, *requests[:room]])
     return record
+
+
+def _reprocess_request(p: Platform, key: str, reason: str, former: str | None = None) -> DocumentReprocessRequested:
+    record = load_record(p, key)
+    version = record.version_id if record is not None else ""
+    return DocumentReprocessRequested(
+        bucket=RawBucketRef(name=p.settings.raw_bucket),
+        object=RawObjectRef(key=key, version_id=version),
+        reason=reason,
+        former_canonical=former,
+        request_id=uuid.uuid4().hex,
+    )
+
+
+def _orphans(p: Platform, canonical: DocumentRecord) -> list[str]:
+    """The duplicates of ``canonical`` that its new state sets free: all of them when it leaves
+    (removed, quarantined), those judged against other content when its content changed."""
+    from docllm.ingest.dedup import DedupLedger
+
+    links = list(p.state.query(DUPES_PK + canonical.doc_key))
+    if not links:
+        return []
+    current = (
+        None if canonical.status in ("removed", "quarantined") else DedupLedger(p.state).content_hash(canonical.doc_key)
+    )
+    return [k for k, link in links if current is None or link.get("canonical_content_sha256") != current]
 
 
 def _stamp(record: DocumentRecord) -> DocumentRecord:
@@ -85,6 +141,10 @@ def _stamp(record: DocumentRecord) -> DocumentRecord:
 
 
 def handle_object_event(p: Platform, event: dict[str, Any]) -> IngestResult:
+    if event.get("detail-type") == DocumentReprocessRequested.DETAIL_TYPE:
+        from docllm.events.contracts import parse_detail
+
+        return reprocess_document(p, parse_detail(event, DocumentReprocessRequested))
     s3 = S3ObjectEvent.model_validate(event)
     bucket = s3.detail.bucket.name
     key = s3.detail.object.key
@@ -96,12 +156,9 @@ def handle_object_event(p: Platform, event: dict[str, Any]) -> IngestResult:
     return ingest_document(p, bucket, key, version)
 
 
-def ingest_document(
-    p: Platform, bucket: str, key: str, version: str, *, force: bool = False, cascade: bool = True
-) -> IngestResult:
+def ingest_document(p: Platform, bucket: str, key: str, version: str, *, force: bool = False) -> IngestResult:
     """Process the current version ``version`` of ``key``; ``force`` redoes a version already recorded
-    (a duplicate whose canonical went away, a document whose boilerplate changed). ``cascade`` lets
-    this document's dedup decision make others be processed again (off when it is itself one of those)."""
+    (a duplicate whose canonical went away, a document whose boilerplate changed)."""
     from docllm.ingest.pipeline import IngestConfig, Processed, process_document
 
     try:
@@ -118,8 +175,7 @@ def ingest_document(
         and record.version_id == version
         and record.status in ("processed", "duplicate", "quarantined")
     ):
-        # Committed with its events; only a promotion this key owed may be unfinished (a crash after the commit).
-        promote_duplicates(p, key)
+        # Committed with its events and its reprocess requests: nothing is left to do.
         return IngestResult(key, "unchanged", "this version was already processed")
 
     service = head.metadata.get("service") or service_of(key)
@@ -145,7 +201,7 @@ def ingest_document(
     result = process_document(data, doc_key=key, doc_version=version, service=service, config=config)
     if not isinstance(result, Processed):
         return _quarantine(p, base, record, sha, code=result.reason_code, reason=result.reason)
-    return _store_processed(p, base, record, sha, result, cascade=cascade)
+    return _store_processed(p, base, record, sha, result)
 
 
 def _move_version(p: Platform, record: DocumentRecord, version: str, head: ObjectInfo) -> IngestResult:
@@ -179,14 +235,12 @@ def _processed_event(record: DocumentRecord) -> DocumentProcessed:
 
 
 def _store_processed(
-    p: Platform, base: DocumentRecord, previous: DocumentRecord | None, sha: str, result: Any, *, cascade: bool
+    p: Platform, base: DocumentRecord, previous: DocumentRecord | None, sha: str, result: Any
 ) -> IngestResult:
     from docllm.ingest.dedup import DedupLedger, apply_boilerplate
 
     # An overwrite is never judged a duplicate of its old self: decide() forgets a changed fingerprint.
-    decision = DedupLedger(p.state).decide(
-        base.doc_key, base.service, result.fingerprint, reprocess=_process_again(p) if cascade else None
-    )
+    decision = DedupLedger(p.state).decide(base.doc_key, base.service, result.fingerprint)
     if decision.boilerplate_hashes and not decision.duplicate_of:
         result = apply_boilerplate(result, decision.boilerplate_hashes)
     chunks = [] if decision.duplicate_of else result.chunks
@@ -206,13 +260,11 @@ def _store_processed(
             }
         )
     )
-    _save(p, record, previous, [_processed_event(record)])
+    _save(p, record, previous, [_processed_event(record)], decision.followups)
     p.metrics.put("DocumentsProcessed", 1, dimensions={"service": record.service})
     p.metrics.put("ChunksWritten", len(chunks), dimensions={"service": record.service})
     for older in decision.supersedes:
         _mark_superseded(p, older, record.doc_key)
-    # This key's content may have changed under documents that duplicated it.
-    promote_duplicates(p, record.doc_key)
     return IngestResult(record.doc_key, "duplicate" if decision.duplicate_of else "processed")
 
 
@@ -259,45 +311,23 @@ def _mark_superseded(p: Platform, doc_key: str, canonical: str) -> None:
     _save(p, updated, record, [_processed_event(updated)])
 
 
-def _process_again(p: Platform) -> Callable[[list[str]], None]:
-    """What the dedup ledger calls when a paragraph became boilerplate (or stopped being): the
-    processed documents holding it are processed again, so boilerplate does not depend on the
-    order documents arrived in."""
+def reprocess_document(p: Platform, request: DocumentReprocessRequested) -> IngestResult:
+    """Process a recorded version again, if the request still applies to it."""
+    key, version = request.object.key, request.object.version_id
+    record = load_record(p, key)
+    if record is None or record.version_id != version:
+        return IngestResult(key, "stale", "the document moved on; its own event processes it")
+    if request.reason == "canonical_changed":
+        if record.status != "duplicate" or record.duplicate_of != request.former_canonical:
+            return IngestResult(key, "stale", f"no longer a duplicate of {request.former_canonical}")
+        from docllm.ingest.dedup import DedupLedger
 
-    def again(doc_keys: list[str]) -> None:
-        for key in sorted(doc_keys):
-            record = load_record(p, key)
-            if record is not None and record.status == "processed":
-                ingest_document(p, record.bucket, key, record.version_id, force=True, cascade=False)
-
-    return again
-
-
-def promote_duplicates(p: Platform, canonical: str) -> list[str]:
-    """Process again the duplicates of ``canonical`` that it no longer stands for.
-
-    A duplicate is set free when its canonical has left the dedup ledger (removed, quarantined)
-    or holds other content than when the duplicate was judged. Processed in key order, the first
-    becomes canonical and the others duplicate it. Idempotent: a link is deleted when the
-    duplicate's new record is committed, so a crash midway leaves the rest for the retry.
-    """
-    from docllm.ingest.dedup import DedupLedger
-
-    ledger = DedupLedger(p.state)
-    current = ledger.content_hash(canonical)
-    freed: list[str] = []
-    for dup_key, link in list(p.state.query(DUPES_PK + canonical)):
-        if current is not None and link.get("canonical_content_sha256") == current:
-            continue  # still a duplicate of the same content
-        record = load_record(p, dup_key)
-        if record is None or record.status != "duplicate" or record.duplicate_of != canonical:
-            p.state.delete(DUPES_PK + canonical, dup_key)  # a link left by a crash: the record moved on
-            continue
-        why = f"its canonical {canonical} was {'removed or quarantined' if current is None else 'changed'}"
-        ledger.record_promotion(dup_key, canonical, why)
-        ingest_document(p, record.bucket, dup_key, record.version_id, force=True)
-        freed.append(dup_key)
-    return freed
+        DedupLedger(p.state).record_promotion(
+            key, request.former_canonical or "", f"its canonical {request.former_canonical} was removed or changed"
+        )
+    elif record.status != "processed":
+        return IngestResult(key, "stale", f"a {record.status} document has no chunks to change")
+    return ingest_document(p, request.bucket.name, key, version, force=True)
 
 
 def _quarantine(
@@ -318,7 +348,7 @@ def _quarantine(
         )
     )
     # A quarantined document is no document's canonical and must not be judged a duplicate target.
-    DedupLedger(p.state).forget(base.doc_key, reprocess=_process_again(p))
+    followups = DedupLedger(p.state).forget(base.doc_key)
     # A quarantined overwrite must not leave the previous version's chunks searchable.
     with contextlib.suppress(NotFoundError):
         p.objects.delete(p.settings.processed_bucket, chunks_key(base.doc_key))
@@ -339,9 +369,9 @@ def _quarantine(
                 doc_key=record.doc_key, bucket=record.bucket, version_id=record.version_id, revision=record.revision
             ),
         ],
+        followups,
     )
     p.metrics.put("DocumentsQuarantined", 1, dimensions={"reason": code})
-    promote_duplicates(p, record.doc_key)
     return IngestResult(record.doc_key, "quarantined", f"{code}: {reason}")
 
 
@@ -353,11 +383,10 @@ def remove_document(p: Platform, bucket: str, key: str, version: str) -> IngestR
         pass
     record = load_record(p, key)
     if record is None or record.status == "removed":
-        promote_duplicates(p, key)  # a crash after the removal's commit may have left some
         return IngestResult(key, "unchanged", "nothing recorded for this key")
     from docllm.ingest.dedup import DedupLedger
 
-    DedupLedger(p.state).forget(key, reprocess=_process_again(p))
+    followups = DedupLedger(p.state).forget(key)
     with contextlib.suppress(NotFoundError):
         p.objects.delete(p.settings.processed_bucket, chunks_key(key))
     updated = _stamp(
@@ -375,7 +404,7 @@ def remove_document(p: Platform, bucket: str, key: str, version: str) -> IngestR
         updated,
         record,
         [DocumentRemoved(doc_key=key, bucket=bucket, version_id=version or None, revision=updated.revision)],
+        followups,
     )
     p.metrics.put("DocumentsRemoved", 1)
-    promote_duplicates(p, key)
     return IngestResult(key, "removed")

@@ -15,6 +15,7 @@ WIRING = read_wiring(REPO / "template.yaml")
 # (function, queue, bus, sources, detail types): the routing table of docs/architecture.md.
 ROUTES = [
     ("IngestFunction", "IngestQueue", "default", ["aws.s3"], ["Object Created", "Object Deleted"]),
+    ("IngestFunction", "IngestQueue", "DocllmBus", ["docllm.ingest"], ["Document Reprocess Requested"]),
     ("IndexFunction", "IndexQueue", "DocllmBus", ["docllm.ingest"], ["Document Processed", "Document Removed"]),
     ("DatasetFunction", "DatasetQueue", "DocllmBus", ["docllm.dataset"], ["Dataset Build Requested"]),
     ("TokenizerFunction", "TokenizerQueue", "DocllmBus", ["docllm.dataset"], ["Dataset Built"]),
@@ -31,8 +32,8 @@ ROUTES = [
 
 
 @pytest.mark.parametrize(("function", "queue", "bus", "sources", "types"), ROUTES)
-def test_each_stage_is_one_rule_one_queue_one_function(function, queue, bus, sources, types):
-    (rule,) = [r for r in WIRING.rules if queue in r.targets]
+def test_each_route_is_one_rule_to_one_queue_to_one_function(function, queue, bus, sources, types):
+    (rule,) = [r for r in WIRING.rules if queue in r.targets and r.bus == bus and r.pattern["source"] == sources]
     assert rule.bus == bus
     assert rule.pattern["source"] == sources and rule.pattern["detail-type"] == types
     assert WIRING.consumer_of(queue).name == function
