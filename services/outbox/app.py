@@ -1,4 +1,5 @@
-"""Outbox relay: the state table's stream (INSERTs under ``pk = outbox``) → the events on the bus.
+"""Outbox relay: the state table's stream (INSERTs under ``pk = outbox``) → the events on the bus;
+and, every few minutes, a sweep of entries older than a minute (what the stream relay gave up on).
 
 The backstop of the transactional outbox (``docllm.service_layer.outbox``): what the committing
 stage could not publish itself (the bus refused, the function died) is published from here.
@@ -15,6 +16,7 @@ from docllm.lambda_support import logger, tracer
 from docllm.service_layer import outbox
 
 processor = BatchProcessor(event_type=EventType.DynamoDBStreams)
+SWEEP_MIN_AGE_S = 60.0
 
 
 def relay(record: DynamoDBRecord) -> bool:
@@ -25,4 +27,6 @@ def relay(record: DynamoDBRecord) -> bool:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if "Records" not in event:  # the scheduled sweep ("Scheduled Event" from EventBridge)
+        return {"relayed": outbox.relay(build_platform(), min_age_s=SWEEP_MIN_AGE_S)}
     return process_partial_response(event=event, record_handler=relay, processor=processor, context=context)

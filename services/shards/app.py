@@ -1,4 +1,4 @@
-"""Shards: "Tokenizer Trained" → a tokenize job writing packed token shards."""
+"""Shards: "Tokenizer Trained" → a shards job writing packed token shards."""
 
 from typing import Any
 

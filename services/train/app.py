@@ -1,4 +1,4 @@
-"""Train: "Dataset Tokenized" / "Training Requested" → a training job for a model family."""
+"""Train: "Shards Built" / "Training Requested" → a training job for a model family."""
 
 from typing import Any
 

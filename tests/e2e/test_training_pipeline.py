@@ -1,6 +1,6 @@
 """The whole flow on the local platform, by events only:
 
-documents → "Dataset Built" → tokenizer job → "Tokenizer Trained" → tokenize job → "Dataset Tokenized"
+documents → "Dataset Built" → tokenizer job → "Tokenizer Trained" → shards job → "Shards Built"
 → training job → Hugging Face export in the artifact bucket → "Model Trained".
 """
 
@@ -86,10 +86,10 @@ def test_training_a_family_runs_every_stage_by_events_and_exports_a_model(runtim
             "Dataset Build Requested",
             "Dataset Built",
             "Tokenizer Trained",
-            "Dataset Tokenized",
+            "Shards Built",
             "Model Trained",
         ],
-        ["Dataset Build Requested", "Dataset Built", "Tokenizer Trained", "Dataset Tokenized", "Model Trained", None],
+        ["Dataset Build Requested", "Dataset Built", "Tokenizer Trained", "Shards Built", "Model Trained", None],
         strict=True,
     ):
         assert earlier in chain

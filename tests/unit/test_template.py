@@ -131,8 +131,8 @@ ROUTES: list[tuple[str, str, str, int, int, str, str | None, dict[str, Any]]] = 
         "TrainRequestsRule",
         "DocllmBus",
         {
-            "source": ["docllm.dataset", "docllm.training"],
-            "detail-type": ["Dataset Tokenized", "Training Requested"],
+            "source": ["docllm.shards", "docllm.training"],
+            "detail-type": ["Shards Built", "Training Requested"],
         },
     ),
     (
@@ -192,9 +192,9 @@ PUBLISHED_SOURCES: dict[str, set[str]] = {
     "IndexFunction": {"docllm.index"},
     "DatasetFunction": {"docllm.dataset"},
     "TokenizerFunction": {"docllm.tokenizer", "docllm.pipeline"},
-    "ShardsFunction": {"docllm.dataset", "docllm.pipeline"},
+    "ShardsFunction": {"docllm.shards", "docllm.pipeline"},
     "TrainFunction": {"docllm.dataset", "docllm.pipeline"},
-    "JobEventsFunction": {"docllm.tokenizer", "docllm.dataset", "docllm.training", "docllm.pipeline"},
+    "JobEventsFunction": {"docllm.tokenizer", "docllm.shards", "docllm.training", "docllm.pipeline"},
     "ApiFunction": set(),
     "OutboxRelayFunction": ALL_SOURCES,
 }
@@ -924,10 +924,10 @@ def test_job_launchers_create_jobs_only_on_allowed_instances_with_our_key_and_ne
 
 def test_allowed_instance_types_cover_every_job_the_code_launches(template: Tpl) -> None:
     asked = {f.instance_type for f in load_families().values()}
-    asked |= set(
-        re.findall(r'instance_type="(ml\.[\w.]+)"', (REPO / "shared/docllm/tokenizer/settings.py").read_text())
-    )
-    asked.add(JobSpec.model_fields["instance_type"].default)  # the tokenize (shards) job's
+    # The job specs live with the stages that launch them (service_layer/<stage>.py).
+    for module in (REPO / "shared/docllm/service_layer").glob("*.py"):
+        asked |= set(re.findall(r'instance_type="(ml\.[\w.]+)"', module.read_text()))
+    asked.add(JobSpec.model_fields["instance_type"].default)  # the shards job's
     volume = set(template["Parameters"]["JobInstanceTypes"]["Default"].split(","))
     nvme = set(template["Parameters"]["JobNvmeInstanceTypes"]["Default"].split(","))
     assert {t for t in asked if not has_local_storage(t)} <= volume
@@ -1093,8 +1093,8 @@ def test_outbox_relay_reads_only_outbox_inserts_from_the_state_table_stream(temp
     # The filter names the table's hash key.
     assert [k["AttributeName"] for k in state["KeySchema"] if k["KeyType"] == "HASH"] == ["pk"]
     relay = props(template, "OutboxRelayFunction")
-    (event,) = relay["Events"].values()
-    assert event["Type"] == "DynamoDB"
+    assert {e["Type"] for e in relay["Events"].values()} == {"DynamoDB", "Schedule"}
+    event = relay["Events"]["Outbox"]
     p = event["Properties"]
     assert p["Stream"] == {"Fn::GetAtt": ["StateTable", "StreamArn"]}
     (flt,) = p["FilterCriteria"]["Filters"]
@@ -1103,6 +1103,8 @@ def test_outbox_relay_reads_only_outbox_inserts_from_the_state_table_stream(temp
     assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert p["DestinationConfig"] == {"OnFailure": {"Destination": {"Fn::GetAtt": ["OutboxRelayDLQ", "Arn"]}}}
     assert p["StartingPosition"] == "TRIM_HORIZON"  # entries written before the mapping existed too
+    # The sweep publishes what the stream relay gave up on (those entries stay in the outbox).
+    assert relay["Events"]["Sweep"]["Properties"]["Schedule"].startswith("rate(")
 
 
 def test_outbox_relay_handler_is_the_function_the_code_defines(template: Tpl) -> None:
@@ -1129,7 +1131,7 @@ def test_outbox_relay_may_touch_only_outbox_entries_its_stream_and_its_dlq(templ
         "Resource": "*",
     }
     entries = by_sid(statements, "OutboxEntriesOnly")
-    assert set(as_list(entries["Action"])) == {"dynamodb:GetItem", "dynamodb:DeleteItem"}
+    assert set(as_list(entries["Action"])) == {"dynamodb:GetItem", "dynamodb:DeleteItem", "dynamodb:Query"}
     assert entries["Resource"] == {"Fn::GetAtt": ["StateTable", "Arn"]}
     assert entries["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["outbox"]}}
     table_statements = [st for st in statements if any(a.startswith("dynamodb:") for a in as_list(st["Action"]))]

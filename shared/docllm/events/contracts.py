@@ -134,7 +134,7 @@ class DocumentIndexed(EventDetail):
     chunk_count: int = Field(ge=0)
 
 
-# --- datasets and tokenizers ----------------------------------------------
+# --- datasets, tokenizers and shards ---------------------------------------
 
 
 class DatasetBuildRequested(EventDetail):
@@ -178,9 +178,11 @@ class TokenizerTrained(EventDetail):
     request_id: str | None = FollowsRequest
 
 
-class DatasetTokenized(EventDetail):
-    SOURCE: ClassVar[str] = "docllm.dataset"
-    DETAIL_TYPE: ClassVar[str] = "Dataset Tokenized"
+class ShardsBuilt(EventDetail):
+    """A dataset version is encoded with a tokenizer into packed token shards."""
+
+    SOURCE: ClassVar[str] = "docllm.shards"
+    DETAIL_TYPE: ClassVar[str] = "Shards Built"
 
     dataset_version: str
     tokenizer_version: str
@@ -239,7 +241,7 @@ CONTRACTS: tuple[type[EventDetail], ...] = (
     DatasetBuildRequested,
     DatasetBuilt,
     TokenizerTrained,
-    DatasetTokenized,
+    ShardsBuilt,
     TrainingRequested,
     ModelTrained,
     StageFailed,

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from docllm.bootstrap import Platform
 from docllm.events.contracts import DatasetBuilt, TokenizerTrained, parse_detail, to_bus
+from docllm.ports.jobs import JobSpec
 from docllm.ports.state import Put
 from docllm.records import JobRecord
 from docllm.service_layer.jobs import Completion, job_name, launch, read_result
+
+if TYPE_CHECKING:
+    from docllm.dataset.versions import DatasetManifest
+    from docllm.tokenizer.settings import TokenizerSettings
 
 STAGE = "tokenizer"
 
@@ -29,10 +34,44 @@ def tokenizer_trained(
     )
 
 
+def tokenizer_job_spec(
+    *, manifest: DatasetManifest, settings: TokenizerSettings, artifact_bucket: str, job_name: str
+) -> JobSpec:
+    """The job that trains a tokenizer on a dataset version's train split.
+
+    Example
+    -------
+    >>> spec = tokenizer_job_spec(manifest=m, settings=TokenizerSettings(),
+    ...                           artifact_bucket="art", job_name="tok-1")  # doctest: +SKIP
+    >>> spec.hyperparameters["output_uri"]                                   # doctest: +SKIP
+    's3://art/tokenizers/tok-…/'
+    """
+    from docllm.dataset.versions import dataset_prefix
+    from docllm.tokenizer.settings import tokenizer_prefix, tokenizer_version
+
+    version = tokenizer_version(settings, manifest)
+    output = tokenizer_prefix(artifact_bucket, version)
+    return JobSpec(
+        name=job_name,
+        image="tokenizer",
+        entry_point="docllm.jobs.tokenizer_job",
+        hyperparameters={
+            **settings.to_hyperparameters(),
+            "output_uri": output,
+            "dataset_version": manifest.version,
+            "tokenizer_version": version,
+        },
+        channels={"dataset": dataset_prefix(artifact_bucket, manifest.version)},
+        output_uri=output,
+        instance_type="ml.m5.2xlarge",
+        tags={"docllm-stage": STAGE, "docllm-dataset": manifest.version},
+    )
+
+
 def handle_dataset_built(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
     from docllm.dataset.versions import load_manifest
     from docllm.tokenizer.artifacts import find_tokenizer
-    from docllm.tokenizer.settings import TokenizerSettings, tokenizer_job_spec, tokenizer_version
+    from docllm.tokenizer.settings import TokenizerSettings, tokenizer_version
 
     built = parse_detail(raw, DatasetBuilt)
     manifest = load_manifest(p.objects, p.settings.artifact_bucket, built.dataset_version)

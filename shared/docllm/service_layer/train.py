@@ -7,8 +7,8 @@ from typing import Any
 from docllm.bootstrap import Platform
 from docllm.events.contracts import (
     DatasetBuildRequested,
-    DatasetTokenized,
     ModelTrained,
+    ShardsBuilt,
     TrainingRequested,
     parse_detail,
     to_bus,
@@ -34,13 +34,11 @@ _METRICS = {
 
 def handle_train_event(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
     event = BusEvent.model_validate(raw)
-    if event.detail_type == DatasetTokenized.DETAIL_TYPE:
-        tokenized = parse_detail(event, DatasetTokenized)
-        if not (tokenized.train_after and tokenized.family):
+    if event.detail_type == ShardsBuilt.DETAIL_TYPE:
+        built = parse_detail(event, ShardsBuilt)
+        if not (built.train_after and built.family):
             return {"outcome": "no training asked for"}
-        return _launch(
-            p, tokenized.family, tokenized.dataset_version, tokenized.tokenizer_version, tokenized.request_id or ""
-        )
+        return _launch(p, built.family, built.dataset_version, built.tokenizer_version, built.request_id or "")
     request = parse_detail(event, TrainingRequested)
     if request.dataset_version and request.tokenizer_version:
         return _launch(p, request.family, request.dataset_version, request.tokenizer_version, request.request_id)

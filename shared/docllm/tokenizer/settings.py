@@ -1,14 +1,15 @@
-"""Tokenizer settings, content-addressed versions and the job specs of the tokenizer stage.
+"""Tokenizer settings and content-addressed versions.
 
 Kept light (pydantic only) so Lambda handlers can import it without
-SentencePiece or torch.
+SentencePiece or torch. The job specs that train a tokenizer and encode
+shards belong to the stages that launch them (``docllm.service_layer.tokenizer``,
+``docllm.service_layer.shards``).
 
 Example::
 
     settings = TokenizerSettings(vocab_size=32000)
     version = tokenizer_version(settings, manifest)
-    spec = tokenizer_job_spec(manifest=manifest, settings=settings,
-                              artifact_bucket="artifacts", job_name="tok-1")
+    tokenizer_prefix("artifacts", version)   # 's3://artifacts/tokenizers/tok-…/'
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from docllm.dataset.versions import DatasetManifest, dataset_prefix
-from docllm.ports.jobs import JobSpec
+from docllm.dataset.versions import DatasetManifest
 from docllm.tokenizer.exceptions import TokenizerSettingsError
 
 # The ids Llama-style converters and loaders expect (unk 0, bos 1, eos 2); pad
@@ -125,75 +125,5 @@ def tokenizer_version(settings: TokenizerSettings, manifest: DatasetManifest) ->
 
 
 def tokenizer_prefix(artifact_bucket: str, version: str) -> str:
+    """Where the artefacts of a tokenizer version are published."""
     return f"s3://{artifact_bucket}/tokenizers/{version}/"
-
-
-def shards_prefix(artifact_bucket: str, dataset_version: str, tokenizer_version: str) -> str:
-    return f"s3://{artifact_bucket}/shards/{dataset_version}/{tokenizer_version}/"
-
-
-def tokenizer_job_spec(
-    *, manifest: DatasetManifest, settings: TokenizerSettings, artifact_bucket: str, job_name: str
-) -> JobSpec:
-    """The job that trains a tokenizer on a dataset version's train split.
-
-    Example
-    -------
-    >>> spec = tokenizer_job_spec(manifest=m, settings=TokenizerSettings(),
-    ...                           artifact_bucket="art", job_name="tok-1")  # doctest: +SKIP
-    >>> spec.hyperparameters["output_uri"]                                   # doctest: +SKIP
-    's3://art/tokenizers/tok-…/'
-    """
-    version = tokenizer_version(settings, manifest)
-    output = tokenizer_prefix(artifact_bucket, version)
-    return JobSpec(
-        name=job_name,
-        image="tokenizer",
-        entry_point="docllm.jobs.tokenizer_job",
-        hyperparameters={
-            **settings.to_hyperparameters(),
-            "output_uri": output,
-            "dataset_version": manifest.version,
-            "tokenizer_version": version,
-        },
-        channels={"dataset": dataset_prefix(artifact_bucket, manifest.version)},
-        output_uri=output,
-        instance_type="ml.m5.2xlarge",
-        tags={"docllm-stage": "tokenizer", "docllm-dataset": manifest.version},
-    )
-
-
-def tokenize_job_spec(
-    *,
-    manifest: DatasetManifest,
-    tokenizer_version: str,
-    artifact_bucket: str,
-    job_name: str,
-    instance_count: int = 1,
-    shard_tokens: int = 2**24,
-) -> JobSpec:
-    """The job that encodes a dataset version into token shards.
-
-    With ``instance_count > 1`` every host takes its slice of documents (see
-    ``docllm.jobs.tokenize_job``) and writes ``<split>/part-<host>/``; the
-    completion handler then calls :func:`docllm.dataset.tokens.finalize_tokenize_output`.
-    """
-    output = shards_prefix(artifact_bucket, manifest.version, tokenizer_version)
-    return JobSpec(
-        name=job_name,
-        image="tokenizer",
-        entry_point="docllm.jobs.tokenize_job",
-        hyperparameters={
-            "output_uri": output,
-            "dataset_version": manifest.version,
-            "tokenizer_version": tokenizer_version,
-            "shard_tokens": str(shard_tokens),
-        },
-        channels={
-            "dataset": dataset_prefix(artifact_bucket, manifest.version),
-            "tokenizer": tokenizer_prefix(artifact_bucket, tokenizer_version),
-        },
-        output_uri=output,
-        instance_count=instance_count,
-        tags={"docllm-stage": "tokenize", "docllm-dataset": manifest.version},
-    )

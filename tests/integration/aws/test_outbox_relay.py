@@ -14,7 +14,7 @@ import pytest
 
 from docllm.bootstrap import build_platform, reset_platforms
 from docllm.events.contracts import StageFailed
-from docllm.ports.state import Put
+from docllm.ports.state import Delete, Put
 from docllm.service_layer.outbox import OUTBOX_PK, commit, pending
 from tests.conftest import REPO
 
@@ -109,3 +109,20 @@ def test_a_change_whose_publish_failed_is_relayed_from_the_stream_once(relay_han
     # A second delivery of the same stream record (at-least-once) publishes nothing more.
     module.handler(stream_event([key]), _Context())
     assert received(sqs, url) == []
+
+
+def test_the_scheduled_sweep_publishes_entries_older_than_a_minute_only(relay_handler, monkeypatch) -> None:
+    module, (sqs, url) = relay_handler
+    p = build_platform()
+    with monkeypatch.context() as m:
+        m.setattr(type(p.bus), "publish", lambda self, events: (_ for _ in ()).throw(RuntimeError("down")))
+        commit(p, [], [StageFailed(stage="train", subject="old", reason="x")])
+        commit(p, [], [StageFailed(stage="train", subject="new", reason="x")])
+    ((old_key, old_event), (new_key, _)) = pending(p)
+    # Age the first entry: its key starts with the commit time in nanoseconds.
+    aged = f"{int(old_key.partition('#')[0]) - 120 * 10**9:020d}#{old_key.partition('#')[2]}"
+    p.state.transact([Delete(OUTBOX_PK, old_key), Put(OUTBOX_PK, aged, {"event": old_event})])
+    scheduled = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
+    assert module.handler(scheduled, _Context()) == {"relayed": 1}
+    assert [e["detail"]["subject"] for e in received(sqs, url)] == ["old"]
+    assert [k for k, _ in pending(p)] == [new_key]

@@ -1,4 +1,4 @@
-"""The tokenizer and tokenize jobs under the SageMaker container contract, end to end on a tiny corpus."""
+"""The tokenizer and shards jobs under the SageMaker container contract, end to end on a tiny corpus."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from docllm.dataset.shards import PackedSequenceReader, load_index
-from docllm.dataset.tokens import TokenizeResult, finalize_tokenize_output, load_token_counts
+from docllm.dataset.shards_output import ShardsResult, finalize_shards_output, load_token_counts
 from docllm.dataset.versions import DatasetManifest, build_dataset
-from docllm.jobs import tokenize_job
+from docllm.jobs import shards_job
 from docllm.tokenizer.encode import CHUNK_SEPARATOR, SentencePieceTokenizer
 from tests.unit.dataset.fakes import DictObjects, DictState, add_document
 from tests.unit.tokenizer.corpus import texts
@@ -70,7 +70,7 @@ def test_bad_hyperparameter_fails_the_job_with_a_reason(tmp_path: Path) -> None:
     assert reason.startswith("ClientError") and "vocab_size" in reason
 
 
-def test_tokenize_job_shards_decode_back_to_the_dataset_text(
+def test_shards_job_shards_decode_back_to_the_dataset_text(
     trained: tuple[DatasetManifest, Path, Path], tmp_path: Path
 ) -> None:
     manifest, channel, model_dir = trained
@@ -78,10 +78,10 @@ def test_tokenize_job_shards_decode_back_to_the_dataset_text(
     (prefix / "input" / "data").mkdir(parents=True)
     (prefix / "input" / "data" / "dataset").symlink_to(channel)
     (prefix / "input" / "data" / "tokenizer").symlink_to(model_dir)
-    proc = _run(prefix, "docllm.jobs.tokenize_job", {"shard_tokens": "1000"}, ["dataset", "tokenizer"])
+    proc = _run(prefix, "docllm.jobs.shards_job", {"shard_tokens": "1000"}, ["dataset", "tokenizer"])
     assert proc.returncode == 0, proc.stderr
     out = prefix / "model"
-    result = TokenizeResult.model_validate_json((out / "result.json").read_text())
+    result = ShardsResult.model_validate_json((out / "result.json").read_text())
     tok = SentencePieceTokenizer.from_file(model_dir / "tokenizer.model")
     counts = json.loads((out / "counts" / "part-000.json").read_text())
     for split in ("train", "validation", "test"):
@@ -109,14 +109,12 @@ def test_hosts_split_documents_and_their_parts_merge(
 ) -> None:
     manifest, channel, model_dir = trained
     out = tmp_path / "out"
-    results = [
-        tokenize_job.tokenize_dataset(channel, model_dir, out, part=k, parts=2, shard_tokens=500)[0] for k in (0, 1)
-    ]
+    results = [shards_job.build_shards(channel, model_dir, out, part=k, parts=2, shard_tokens=500)[0] for k in (0, 1)]
     objects = DictObjects()
     for p in out.rglob("*"):
         if p.is_file():
             objects.put("art", f"shards/x/{p.relative_to(out).as_posix()}", p.read_bytes())
-    merged = finalize_tokenize_output(objects, "s3://art/shards/x/", expected_parts=2)
+    merged = finalize_shards_output(objects, "s3://art/shards/x/", expected_parts=2)
     assert merged.parts == 2
     assert merged.documents["train"] == len(manifest.split_documents("train"))
     assert merged.tokens["train"] == sum(r.tokens["train"] for r in results)

@@ -24,8 +24,8 @@ ROUTES = [
         "TrainFunction",
         "TrainQueue",
         "DocllmBus",
-        ["docllm.dataset", "docllm.training"],
-        ["Dataset Tokenized", "Training Requested"],
+        ["docllm.shards", "docllm.training"],
+        ["Shards Built", "Training Requested"],
     ),
     ("JobEventsFunction", "JobEventsQueue", "default", ["aws.sagemaker"], ["SageMaker Training Job State Change"]),
 ]

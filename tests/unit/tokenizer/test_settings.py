@@ -4,12 +4,7 @@ import pytest
 
 from docllm.dataset.versions import DatasetDocument, DatasetManifest, DatasetStats
 from docllm.tokenizer.exceptions import TokenizerSettingsError
-from docllm.tokenizer.settings import (
-    TokenizerSettings,
-    tokenize_job_spec,
-    tokenizer_job_spec,
-    tokenizer_version,
-)
+from docllm.tokenizer.settings import TokenizerSettings, tokenizer_prefix, tokenizer_version
 
 
 def _manifest(extra: list[DatasetDocument] | None = None) -> DatasetManifest:
@@ -53,15 +48,6 @@ def test_version_changes_with_train_documents_and_settings_only() -> None:
     assert tokenizer_version(TokenizerSettings(vocab_size=16000), _manifest()) != base
 
 
-def test_job_specs_follow_the_artifact_layout() -> None:
-    m = _manifest()
-    spec = tokenizer_job_spec(manifest=m, settings=TokenizerSettings(), artifact_bucket="art", job_name="tok-1")
-    version = tokenizer_version(TokenizerSettings(), m)
-    assert spec.image == "tokenizer" and spec.entry_point == "docllm.jobs.tokenizer_job"
-    assert spec.channels == {"dataset": "s3://art/datasets/ds-1/"}
-    assert spec.hyperparameters["output_uri"] == spec.output_uri == f"s3://art/tokenizers/{version}/"
-    assert spec.hyperparameters["vocab_size"] == "32000"
-    tspec = tokenize_job_spec(manifest=m, tokenizer_version=version, artifact_bucket="art", job_name="tk-1")
-    assert tspec.entry_point == "docllm.jobs.tokenize_job"
-    assert tspec.channels["tokenizer"] == f"s3://art/tokenizers/{version}/"
-    assert tspec.output_uri == f"s3://art/shards/ds-1/{version}/"
+def test_tokenizers_are_published_under_their_version() -> None:
+    version = tokenizer_version(TokenizerSettings(), _manifest())
+    assert tokenizer_prefix("art", version) == f"s3://art/tokenizers/{version}/"

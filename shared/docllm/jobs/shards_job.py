@@ -1,4 +1,4 @@
-"""Tokenize-dataset job: a dataset version + a tokenizer version in, packed token shards out.
+"""Shards job: a dataset version + a tokenizer version in, packed token shards out.
 
 Channels: ``dataset`` (``manifest.json``, ``<split>.jsonl``) and ``tokenizer``
 (``tokenizer.model``, ``card.json``). Hyperparameters: ``output_uri``
@@ -11,11 +11,11 @@ encodes documents ``k, k + n, k + 2n, …`` of each split file and writes
 ``<split>/part-<k>/``, ``counts/part-<k>.json`` and ``parts/part-<k>.json``.
 Readers see a split as the concatenation of its parts. With one host the job
 also writes ``result.json``; with several, the completion handler merges the
-parts (:func:`docllm.dataset.tokens.finalize_tokenize_output`).
+parts (:func:`docllm.dataset.shards_output.finalize_shards_output`).
 
 Local smoke run::
 
-    DOCLLM_SM_PREFIX=/tmp/job SM_CHANNELS='["dataset","tokenizer"]' python -m docllm.jobs.tokenize_job
+    DOCLLM_SM_PREFIX=/tmp/job SM_CHANNELS='["dataset","tokenizer"]' python -m docllm.jobs.shards_job
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from docllm.dataset.shards import write_shards
-from docllm.dataset.tokens import TokenCounts, TokenizeResult
+from docllm.dataset.shards_output import ShardsResult, TokenCounts
 from docllm.dataset.versions import SPLITS, DatasetManifest, SplitRecord, read_split_file
 from docllm.jobs import contract
 from docllm.jobs.contract import JobEnvironment, JobInputError, run_job
@@ -55,7 +55,7 @@ def _documents_of_part(records: Iterable[SplitRecord], part: int, parts: int) ->
             yield from group
 
 
-def tokenize_dataset(
+def build_shards(
     dataset_dir: Path,
     tokenizer_dir: Path,
     out_dir: Path,
@@ -65,7 +65,7 @@ def tokenize_dataset(
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     part: int = 0,
     parts: int = 1,
-) -> tuple[TokenizeResult, TokenCounts]:
+) -> tuple[ShardsResult, TokenCounts]:
     """Encode this host's documents of every split into ``out_dir/<split>/part-<k>/``.
 
     Writes ``counts/part-<k>.json`` and ``parts/part-<k>.json`` too; returns both.
@@ -119,7 +119,7 @@ def tokenize_dataset(
         nbytes[split] = split_bytes
         counts.splits[split] = index.total_tokens
     seconds = time.perf_counter() - started
-    result = TokenizeResult(
+    result = ShardsResult(
         dataset_version=manifest.version,
         tokenizer_version=tokenizer_version,
         shards_uri=shards_uri,
@@ -150,7 +150,7 @@ def main(env: JobEnvironment) -> None:
         raise JobInputError(f"shard_tokens must be positive, got {shard_tokens}")
     part, parts = host_slice(env.hosts, env.current_host)
     output_uri = env.hyperparameters.get("output_uri")
-    result, _ = tokenize_dataset(
+    result, _ = build_shards(
         env.channels["dataset"],
         env.channels["tokenizer"],
         env.model_dir,
