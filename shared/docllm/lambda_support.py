@@ -117,6 +117,30 @@ def _dead_letter(platform: Platform, record: SQSRecord, exc: BaseException) -> N
     )
 
 
+def _announce_failure(platform: Platform, handle: EventHandler, record: SQSRecord, exc: BaseException) -> None:
+    """A request someone waits on (its event carries a ``request_id``: ``docllm dataset build``,
+    ``docllm train``) failed for good: say so with "Stage Failed", so the waiting verb answers in
+    seconds with the reason instead of waiting for its timeout."""
+    from docllm.events.contracts import StageFailed
+    from docllm.service_layer.outbox import commit
+
+    try:
+        body = json.loads(record.body)
+        request_id = (body.get("detail") or {}).get("request_id")
+    except (ValueError, AttributeError):
+        return
+    if not request_id:
+        return
+    stage = getattr(handle, "__module__", "").rsplit(".", 1)[-1] or "unknown"
+    failed = StageFailed(
+        stage=stage, subject=str(body.get("detail-type")), reason=reason_of(exc)[:2000], request_id=str(request_id)
+    )
+    try:
+        commit(platform, [], [failed])
+    except Exception:  # the record is dead-lettered already; its reason is there too
+        logger.exception("could not announce a failed request", extra={"request_id": request_id})
+
+
 def handle_sqs_events(
     event: dict[str, Any],
     context: LambdaContext,
@@ -161,6 +185,7 @@ def handle_sqs_events(
             result = call(event=body)
         except PERMANENT_ERRORS as e:
             _dead_letter(platform, record, e)
+            _announce_failure(platform, handle, record, e)
             return None
         logger.info("handled", extra={"detail_type": body.get("detail-type"), "result": result})
         return result

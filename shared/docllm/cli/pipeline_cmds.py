@@ -2,32 +2,64 @@
 
 from __future__ import annotations
 
+import json
 import time
 from argparse import Namespace
+from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from docllm.bootstrap import Platform
 from docllm.cli.common import console, emit_json, out, running_platform
 from docllm.events.contracts import DatasetBuildRequested, TrainingRequested, to_bus
-from docllm.events.envelope import BusEvent
 
 DONE = {"Dataset Built", "Model Trained", "Stage Failed"}
+#: How often a waiting verb looks at the event log and the dead-letter queues.
+POLL_S = 0.5
 
 
-def _wait_for(p: Platform, after_seq: int, wanted: set[str], timeout_s: float, show: bool) -> dict | None:
-    """Follow the event log until one of ``wanted`` appears (or a stage fails)."""
+def _wait_for(
+    p: Platform, after_seq: int, request_id: str, wanted: set[str], *, timeout_s: float, show: bool
+) -> dict[str, Any] | None:
+    """Follow the event log until an event of ``wanted`` for *this* request appears, or the request
+    fails: a "Stage Failed" that names it, or one of its messages in a dead-letter queue (a stage
+    that gave up after its retries publishes nothing; its dead letter says why)."""
     deadline = time.monotonic() + timeout_s
     seq = after_seq
     with console.status("waiting for the pipeline…", spinner="dots") if show else _Null():
         while time.monotonic() < deadline:
             for e in p.event_log.since(seq):
                 seq = e.seq
+                if (e.body.get("detail") or {}).get("request_id") != request_id:
+                    continue  # another request's chain
                 if show:
-                    console.print(f"[dim]{e.source}[/dim] {e.detail_type}")
+                    console.print(Text.assemble((e.source, "dim"), " ", e.detail_type))
                 if e.detail_type in wanted or e.detail_type == "Stage Failed":
                     return e.body
-            time.sleep(0.5)
+            dead = _dead_letter_of(p, request_id)
+            if dead is not None:
+                return dead
+            time.sleep(POLL_S)
+    return None
+
+
+def _dead_letter_of(p: Platform, request_id: str) -> dict[str, Any] | None:
+    """A "Stage Failed"-shaped answer for a message of this request found in a dead-letter queue."""
+    q = p.local_queue
+    for name in q.queues:
+        for dead in q.dead_letters(name, limit=1000):
+            try:
+                detail = json.loads(dead.body).get("detail") or {}
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(detail, dict) and detail.get("request_id") == request_id:
+                stage = name.removesuffix("Queue").lower()
+                return {
+                    "detail-type": "Stage Failed",
+                    "source": "docllm.cli",
+                    "detail": {"stage": stage, "subject": name, "reason": dead.reason, "request_id": request_id},
+                }
     return None
 
 
@@ -48,10 +80,11 @@ def cmd_dataset_build(args: Namespace) -> int:
     p, _ = running_platform(args)
     seq = _last_seq(p)
     services = [s for s in (args.services or "").split(",") if s]
-    p.bus.publish([to_bus(DatasetBuildRequested(family=args.family, services=services))])
+    request = DatasetBuildRequested(family=args.family, services=services)
+    p.bus.publish([to_bus(request)])
     if args.no_wait:
         return 0
-    body = _wait_for(p, seq, {"Dataset Built"}, args.timeout, show=not args.json)
+    body = _wait_for(p, seq, request.request_id, {"Dataset Built"}, timeout_s=args.timeout, show=not args.json)
     if body is None:
         console.print("[red]timed out[/red]; see docllm status")
         return 1
@@ -60,10 +93,21 @@ def cmd_dataset_build(args: Namespace) -> int:
     elif body["detail-type"] == "Dataset Built":
         d = body["detail"]
         out.print(
-            f"dataset [bold]{d['dataset_version']}[/bold]: {d['documents']} documents, {d['chunks']} chunks "
-            f"(+{d['added']} −{d['removed']} ~{d['changed']} vs {d['previous_version'] or 'nothing'})"
+            Text.assemble(
+                "dataset ",
+                (str(d["dataset_version"]), "bold"),
+                f": {d['documents']} documents, {d['chunks']} chunks "
+                f"(+{d['added']} −{d['removed']} ~{d['changed']} vs {d['previous_version'] or 'nothing'})",
+            )
         )
+    else:
+        _print_failure(body)
     return 0 if body["detail-type"] == "Dataset Built" else 1
+
+
+def _print_failure(body: dict[str, Any]) -> None:
+    detail = body.get("detail") or {}
+    console.print(Text.assemble((f"{detail.get('stage')} failed", "red"), f": {detail.get('reason')}"))
 
 
 def cmd_dataset_list(args: Namespace) -> int:
@@ -91,7 +135,7 @@ def cmd_dataset_list(args: Namespace) -> int:
 
 
 def cmd_dataset_show(args: Namespace) -> int:
-    from docllm.dataset.tokens import load_token_counts
+    from docllm.dataset.shards_output import load_token_counts
     from docllm.dataset.versions import load_manifest
 
     p, _ = running_platform(args)
@@ -160,21 +204,21 @@ def cmd_train(args: Namespace) -> int:
         return 2
     p, _ = running_platform(args)
     seq = _last_seq(p)
-    p.bus.publish([to_bus(TrainingRequested(family=args.model_family))])
+    request = TrainingRequested(family=args.model_family)
+    p.bus.publish([to_bus(request)])
     if args.no_wait:
         return 0
-    body = _wait_for(p, seq, {"Model Trained"}, args.timeout, show=not args.json)
+    body = _wait_for(p, seq, request.request_id, {"Model Trained"}, timeout_s=args.timeout, show=not args.json)
     if body is None:
         console.print("[red]timed out[/red]; the job may still run: docllm jobs / docllm status")
         return 1
     if args.json:
         emit_json(body)
+    elif body.get("detail-type") == "Model Trained":
+        d = body["detail"]
+        out.print(Text.assemble("model ", (str(d["model_version"]), "bold"), f" → {d['export_uri']}"))
     else:
-        event = BusEvent.model_validate(body)
-        if event.detail_type == "Model Trained":
-            out.print(f"model [bold]{event.detail['model_version']}[/bold] → {event.detail['export_uri']}")
-        else:
-            out.print(f"[red]{event.detail.get('stage')} failed[/red]: {event.detail.get('reason')}")
+        _print_failure(body)
     return 0 if body.get("detail-type") == "Model Trained" else 1
 
 
@@ -231,5 +275,5 @@ def cmd_generate(args: Namespace) -> int:
     if args.json:
         emit_json({"model": args.model, "prompt": args.prompt, "completion": text})
     else:
-        out.print(f"[bold]{args.prompt}[/bold]{text}", markup=False, highlight=False)
+        out.print(Text.assemble((args.prompt, "bold"), text), highlight=False)
     return 0

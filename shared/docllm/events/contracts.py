@@ -218,6 +218,7 @@ class ModelTrained(EventDetail):
     export_uri: str = Field(description="s3:// prefix of the Hugging Face export")
     checkpoint_uri: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    request_id: str | None = Field(default=None, description="the training request this model answers")
 
 
 class StageFailed(EventDetail):

@@ -13,10 +13,11 @@ def handle_build_request(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
 
     request = parse_detail(raw, DatasetBuildRequested)
     services = list(request.services)
-    if not services and request.family:
-        from docllm.training.families import load_families
+    if request.family:
+        from docllm.training.families import family
 
-        services = list(load_families()[request.family].services)
+        family_services = family(request.family).services  # an unknown family fails the request at once
+        services = services or list(family_services)
     manifest, created = build_dataset(
         p.state, p.objects, artifact_bucket=p.settings.artifact_bucket, services=services or None, family=request.family
     )

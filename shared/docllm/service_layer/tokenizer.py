@@ -77,10 +77,10 @@ def handle_dataset_built(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
     manifest = load_manifest(p.objects, p.settings.artifact_bucket, built.dataset_version)
     settings = TokenizerSettings()
     if built.family:
-        from docllm.training.families import load_families
+        from docllm.training.families import family
 
         # A family may ask for its own vocabulary (a tiny CPU model wants a small one).
-        overrides = load_families()[built.family].tokenizer
+        overrides = family(built.family).tokenizer
         settings = TokenizerSettings.model_validate({**settings.model_dump(), **overrides})
     version = tokenizer_version(settings, manifest)
     context = {

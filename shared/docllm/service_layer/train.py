@@ -52,10 +52,10 @@ def handle_train_event(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
 def _launch(
     p: Platform, family_name: str, dataset_version: str, tokenizer_version: str, request_id: str
 ) -> dict[str, Any]:
-    from docllm.training.families import load_families
+    from docllm.training.families import family as family_named
     from docllm.training.launch import train_job_spec
 
-    family = load_families()[family_name]
+    family = family_named(family_name)
     shards = p.state.get(SHARDS_PK, f"{dataset_version}/{tokenizer_version}")
     from docllm.tokenizer.artifacts import find_tokenizer
 
@@ -108,6 +108,7 @@ def complete_job(p: Platform, record: JobRecord) -> Completion:
             export_uri=export_uri,
             checkpoint_uri=ctx.get("checkpoint_uri"),
             metrics=metrics,
+            request_id=ctx.get("request_id") or None,
         ),
         writes=[Put(MODELS_PK, version, item)],
     )

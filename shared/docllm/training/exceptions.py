@@ -26,3 +26,11 @@ class TrainingInterrupted(TrainingError):
         super().__init__(f"interrupted at step {step}; checkpoint {checkpoint}")
         self.step = step
         self.checkpoint = checkpoint
+
+
+class UnknownFamilyError(ConfigurationError):
+    """A request names a model family that ``families.yaml`` does not define."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"unknown model family {name!r}; known: {', '.join(known)}")
+        self.name = name

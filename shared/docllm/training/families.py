@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from docllm.model.config import PRESETS, PresetName, Variant
 from docllm.training.config import TrainConfig, validation_to_config_error
-from docllm.training.exceptions import TrainingConfigError
+from docllm.training.exceptions import TrainingConfigError, UnknownFamilyError
 
 
 class Budget(BaseModel):
@@ -134,3 +134,13 @@ def load_families(path: Path | None = None) -> dict[str, ModelFamily]:
     if path is not None:
         return parse_families(path.read_text(encoding="utf-8"), source=str(path))
     return parse_families(_packaged())
+
+
+def family(name: str, path: Path | None = None) -> ModelFamily:
+    """The family called ``name``; :class:`UnknownFamilyError` (permanent: a request naming it fails
+    at once, with the known names) when there is none."""
+    families = load_families(path)
+    try:
+        return families[name]
+    except KeyError:
+        raise UnknownFamilyError(name, sorted(families)) from None
