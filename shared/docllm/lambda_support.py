@@ -11,6 +11,12 @@ failure, which the queue retries with a backoff and dead-letters after
 :class:`~docllm.ports.queue.Queue` (SQS on AWS, where the function's
 ``DOCLLM_DEAD_LETTER_QUEUE`` names it; the runtime's SQLite queue locally).
 
+Log records carry the keys of the invocation that wrote them (function name, request id,
+correlation id) from the *thread's* invocation, not from the ``Logger``'s shared state: under
+``docllm up`` every handler shares this one ``Logger`` while worker threads invoke them at once,
+and the keys ``inject_lambda_context`` and ``set_correlation_id`` keep there belong to whichever
+invocation wrote last (see :func:`invocation_log_keys`).
+
 Kept in one place so that each ``services/*/app.py`` stays three lines long.
 """
 
@@ -18,8 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 from aws_lambda_powertools import Logger, Tracer
@@ -39,6 +48,53 @@ from docllm.ports.queue import Message
 
 logger = Logger()
 tracer = Tracer()
+
+_INVOCATION = threading.local()
+
+
+class _InvocationKeys(logging.Filter):
+    """Stamps each record with its thread's invocation keys. Powertools puts a record's own
+    attributes (``extra``) over the logger's shared keys, so these win; a key the call passed
+    in ``extra`` itself wins over them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (getattr(_INVOCATION, "keys", None) or {}).items():
+            if key not in record.__dict__:
+                setattr(record, key, value)
+        return True
+
+
+logger.addFilter(_InvocationKeys())
+
+
+@contextmanager
+def invocation_log_keys(context: Any, **keys: Any) -> Iterator[dict[str, Any]]:
+    """Within the block, this thread's records name the invocation of ``context`` (a Lambda
+    context): its function and request id, and ``keys`` (e.g. ``correlation_id``). The yielded
+    dict may be updated meanwhile (the correlation id of each record of a batch). Nests: the
+    outer invocation's keys come back on exit."""
+    current = {
+        "function_name": getattr(context, "function_name", None),
+        "function_request_id": getattr(context, "aws_request_id", None),
+        "function_arn": getattr(context, "invoked_function_arn", None),
+        "function_memory_size": getattr(context, "memory_limit_in_mb", None),
+        **keys,
+    }
+    outer = getattr(_INVOCATION, "keys", None)
+    _INVOCATION.keys = current
+    try:
+        yield current
+    finally:
+        _INVOCATION.keys = outer
+
+
+def _set_correlation_id(value: str | None) -> None:
+    """The correlation id of the record being handled, for this thread's invocation only."""
+    keys = getattr(_INVOCATION, "keys", None)
+    if keys is not None:
+        keys["correlation_id"] = value
+    else:  # not inside an invocation of ours: Powertools' own (shared) key, as before
+        logger.set_correlation_id(value)
 
 #: messageId -> "ExceptionType: message" of failed records. The local runtime pops
 #: it as the dead-letter reason; on AWS the reason is in the logs.
@@ -178,9 +234,10 @@ def handle_sqs_events(
 
     @tracer.capture_method
     def record_handler(record: SQSRecord) -> Any:
+        _set_correlation_id(None)  # not the previous record's, should this body not parse
         try:
             body = _event_of(record)
-            logger.set_correlation_id(body.get("id"))
+            _set_correlation_id(body.get("id"))
             # The idempotency wrapper is inside ``call``: it has released the key by the time we get here.
             result = call(event=body)
         except PERMANENT_ERRORS as e:
@@ -190,14 +247,16 @@ def handle_sqs_events(
         logger.info("handled", extra={"detail_type": body.get("detail-type"), "result": result})
         return result
 
-    try:
-        response = process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
-        )
-    finally:
-        # Also when the whole batch failed (Powertools then raises): each record keeps its own reason.
-        _remember_failures(processor)
-        platform.metrics.flush()
+    with invocation_log_keys(context, correlation_id=None):
+        try:
+            response = process_partial_response(
+                event=event, record_handler=record_handler, processor=processor, context=context
+            )
+        finally:
+            _set_correlation_id(None)  # what follows is about the batch, not its last record
+            # Also when the whole batch failed (Powertools then raises): each record keeps its own reason.
+            _remember_failures(processor)
+            platform.metrics.flush()
     return cast(dict[str, Any], response)
 
 

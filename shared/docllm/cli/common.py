@@ -16,7 +16,7 @@ JSON and errors
 
 Arguments
     The argparse ``type=`` functions (:func:`port`, :func:`int_range`, :func:`float_range`,
-    :func:`service_name`, :func:`service_list`, :func:`family_name`) validate at the edge.
+    :func:`service_name`, :func:`service_csv`, :func:`family_name`) validate at the edge.
 
 This module imports nothing heavy at import time (``docllm --help`` builds the parser from it).
 """
@@ -165,9 +165,10 @@ def print_table(
     cols = [c if isinstance(c, Col) else Col(c) for c in columns]
     cells = [[c if isinstance(c, Text) else lit(c) for c in row] for row in rows]
     if not con.is_terminal:
-        con.print(Text("\t".join(c.name for c in cols)))
+        # Written past rich, which would expand the tabs; tabs and newlines inside cells are escaped.
+        con.file.write("\t".join(c.name for c in cols) + "\n")
         for row in cells:
-            con.print(Text("\t".join(visible(c.plain) for c in row)))  # tabs/newlines in cells are escaped
+            con.file.write("\t".join(visible(c.plain) for c in row) + "\n")
         return
     t = Table(*[c.name for c in cols])
     half = max(12, con.width // 2)
@@ -226,9 +227,9 @@ def service_name(value: str) -> str:
     return check_service(value)
 
 
-def service_list(value: str) -> list[str]:
-    """Comma-separated service names (empty items ignored)."""
-    return [check_service(v.strip()) for v in value.split(",") if v.strip()]
+def service_csv(value: str) -> str:
+    """Comma-separated service names, each checked; returned as ``a,b`` (empty items dropped)."""
+    return ",".join(check_service(v.strip()) for v in value.split(",") if v.strip())
 
 
 def port(value: str) -> int:

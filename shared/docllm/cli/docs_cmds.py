@@ -4,32 +4,143 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import time
 from argparse import Namespace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
-from docllm.cli.common import api_get, console, data_dir, emit_json, out, progress_bars, running_platform
+from docllm.cli.common import (
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    CliError,
+    Col,
+    api_get,
+    data_dir,
+    emit_json,
+    line,
+    lit,
+    out,
+    print_table,
+    progress_bars,
+    running_platform,
+    visible,
+    warn,
+)
 from docllm.exceptions import NotFoundError
 from docllm.records import DOCS_PK, DocumentRecord
-from docllm.service_layer.ingest import chunks_key
+from docllm.service_layer.ingest import chunks_key, load_record, service_of
 
 TERMINAL = ("processed", "duplicate", "quarantined")
 
 
-def _files(paths: list[str]) -> list[tuple[Path, Path]]:
-    """``(file, base)`` pairs: a folder contributes every file below it, relative to itself."""
-    found = []
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _utf8_name(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def collect_files(paths: list[str], *, follow_links: bool = False) -> tuple[list[tuple[Path, Path]], list[Skipped]]:
+    """``(file, base)`` pairs to upload (a folder contributes every regular file below it, relative to
+    itself; hidden files are left out) and what was skipped, with why.
+
+    Inside a folder, a symbolic link whose target lies outside the folder is skipped (and reported)
+    unless ``follow_links``: ingesting a folder never reads ``/etc/passwd`` or the platform's own
+    API key through a link. Links to folders are not descended (without ``follow_links``); named
+    pipes, devices and sockets are skipped. A path named on the command line must be a regular file
+    or a folder (:class:`CliError` otherwise).
+    """
+    found: list[tuple[Path, Path]] = []
+    skipped: list[Skipped] = []
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            found += [(f, path) for f in sorted(path.rglob("*")) if f.is_file() and not f.name.startswith(".")]
-        elif path.is_file():
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise CliError(f"no such file or folder: {visible(raw)}", EXIT_NOT_FOUND) from None
+        except OSError as e:
+            raise CliError(f"cannot read {visible(raw)}: {e.strerror or e}", EXIT_FAILED) from None
+        if stat.S_ISDIR(st.st_mode):
+            found += _walk(path, follow_links, skipped)
+        elif stat.S_ISREG(st.st_mode):
+            if not _utf8_name(path):
+                raise CliError(f"{visible(raw)}: the file name is not valid UTF-8", EXIT_USAGE)
             found.append((path, path.parent))
         else:
-            raise FileNotFoundError(f"no such file or folder: {raw}")
+            raise CliError(f"{visible(raw)} is {_kind(st.st_mode)}, not a file or folder to ingest", EXIT_USAGE)
+    return found, skipped
+
+
+def _walk(folder: Path, follow_links: bool, skipped: list[Skipped]) -> list[tuple[Path, Path]]:
+    root = folder.resolve()
+    found: list[tuple[Path, Path]] = []
+    seen_dirs: set[Path] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=follow_links):
+        here = Path(dirpath)
+        real = here.resolve()
+        if real in seen_dirs:  # a link loop under --follow-links
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames.sort()
+        for d in list(dirnames):
+            sub = here / d
+            if sub.is_symlink() and not follow_links:
+                dirnames.remove(d)
+                if not _inside(sub.resolve(), root):
+                    skipped.append(Skipped(str(sub), f"link to {sub.resolve()} leaves the folder (--follow-links)"))
+        for name in sorted(filenames):
+            f = here / name
+            if name.startswith("."):
+                continue
+            if not _utf8_name(f):
+                skipped.append(
+                    Skipped(
+                        str(f).encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                        "the file name is not valid UTF-8",
+                    )
+                )
+                continue
+            if f.is_symlink() and not follow_links and not _inside(f.resolve(), root):
+                skipped.append(Skipped(str(f), f"link to {f.resolve()} leaves the folder (--follow-links)"))
+                continue
+            try:
+                st = f.stat()
+            except OSError as e:  # a dangling link, a file gone meanwhile
+                skipped.append(Skipped(str(f), e.strerror or str(e)))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                skipped.append(Skipped(str(f), f"{_kind(st.st_mode)}, not a regular file"))
+                continue
+            found.append((f, folder))
     return found
 
 
@@ -42,9 +153,9 @@ def _sha256(path: Path) -> str:
 
 
 def cmd_ingest(args: Namespace) -> int:
+    files, skipped = collect_files(args.paths, follow_links=args.follow_links)  # before the platform: bad paths fail
     p, _ = running_platform(args)
     bucket = p.settings.raw_bucket
-    files = _files(args.paths)
     uploaded: dict[str, str] = {}
     unchanged = 0
     with progress_bars(disable=args.json) as progress:
@@ -95,6 +206,7 @@ def cmd_ingest(args: Namespace) -> int:
             for r in mine
             if r.status == "quarantined"
         ],
+        "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
         "pending": sorted(pending),
         "chunks": sum(r.chunk_count for r in mine),
     }
@@ -104,16 +216,30 @@ def cmd_ingest(args: Namespace) -> int:
         out.print(
             f"{summary['files']} files: {summary['uploaded']} uploaded, {unchanged} unchanged; "
             f"{summary['processed']} processed ({summary['chunks']} chunks), {summary['duplicate']} duplicates, "
-            f"{len(summary['quarantined'])} quarantined, {len(pending)} still pending"
+            f"{len(summary['quarantined'])} quarantined, {len(skipped)} skipped, {len(pending)} still pending",
+            markup=False,
         )
         for q in summary["quarantined"]:
-            out.print(f"  [yellow]quarantined[/yellow] {q['doc_key']}: {q['reason_code']} — {q['reason']}")
+            out.print(
+                line(
+                    ("  quarantined ", "yellow"),
+                    lit(q["doc_key"]),
+                    ": ",
+                    lit(q["reason_code"]),
+                    " — ",
+                    lit(q["reason"]),
+                )
+            )
+        for s in skipped:
+            out.print(line(("  skipped ", "yellow"), lit(s.path), ": ", lit(s.reason)))
         if pending:
             out.print(
-                f"[red]timed out after {args.timeout:.0f}s waiting for {len(pending)} document(s)[/red]; "
-                "see docllm status"
+                line(
+                    (f"timed out after {args.timeout:g}s waiting for {len(pending)} document(s)", "red"),
+                    "; see docllm status",
+                )
             )
-    return 1 if pending else 0
+    return EXIT_FAILED if pending else 0
 
 
 def cmd_docs(args: Namespace) -> int:
@@ -124,36 +250,85 @@ def cmd_docs(args: Namespace) -> int:
     if args.json:
         emit_json([r.model_dump(mode="json") for r in records])
         return 0
-    t = Table("document", "status", "chunks", "tokens≈", "reason / duplicate of")
-    for r in records:
-        t.add_row(
-            r.doc_key,
-            r.status,
-            str(r.chunk_count),
-            str(r.token_estimate),
-            r.reason or (f"duplicate of {r.duplicate_of}" if r.duplicate_of else ""),
-        )
-    out.print(t)
+    print_table(
+        [
+            Col("document", copy=True),
+            "status",
+            Col("chunks", justify="right"),
+            Col("tokens≈", justify="right"),
+            "reason / duplicate of",
+        ],
+        (
+            (
+                r.doc_key,
+                r.status,
+                r.chunk_count,
+                r.token_estimate,
+                r.reason or (f"duplicate of {r.duplicate_of}" if r.duplicate_of else ""),
+            )
+            for r in records
+        ),
+    )
     return 0
 
 
 def cmd_chunks(args: Namespace) -> int:
     p, _ = running_platform(args)
-    try:
-        body = p.objects.get(p.settings.processed_bucket, chunks_key(args.doc))
-    except NotFoundError:
-        console.print(f"[red]no chunks for {args.doc!r}[/red] (see docllm docs for its status)")
-        return 1
-    chunks = [json.loads(line) for line in body.decode("utf-8").split("\n") if line.strip()]
+    record = load_record(p, args.doc)
+    if record is None:
+        raise CliError(f"no document {args.doc!r}; see docllm docs", EXIT_NOT_FOUND)
+    chunks: list[dict[str, Any]] = []
+    if record.status not in ("duplicate", "quarantined", "removed"):
+        try:
+            body = p.objects.get(p.settings.processed_bucket, chunks_key(args.doc))
+        except NotFoundError:
+            body = b""
+        chunks = [json.loads(ln) for ln in body.decode("utf-8").split("\n") if ln.strip()]
     if args.json:
-        emit_json(chunks)
+        emit_json(
+            {
+                "doc_key": record.doc_key,
+                "status": record.status,
+                "duplicate_of": record.duplicate_of,
+                "reason": record.reason,
+                "chunks": chunks,
+            }
+        )
+        return 0
+    if record.status == "duplicate":
+        # Its content is indexed once, under the document it duplicates.
+        out.print(
+            line(
+                lit(record.doc_key),
+                " is a duplicate of ",
+                lit(record.duplicate_of, "bold"),
+                "; its chunks: ",
+                ("docllm chunks ", "dim"),
+                lit(record.duplicate_of, "dim"),
+            )
+        )
+        return 0
+    if not chunks:
+        out.print(
+            line(
+                lit(record.doc_key),
+                f" has no chunks ({record.status}",
+                *((": ", lit(record.reason)) if record.reason else ()),
+                ")",
+            )
+        )
         return 0
     for c in chunks:
         out.print(
-            f"[bold]#{c['position']}[/bold] {' > '.join(c['heading_path'])} "
-            f"[dim]({c['token_estimate']} tokens, {c['chunk_id'][:12]})[/dim]"
+            line(
+                (f"#{c['position']} ", "bold"),
+                lit(" > ".join(c["heading_path"])),
+                (f" ({c['token_estimate']} tokens, ", "dim"),
+                lit(str(c["chunk_id"])[:12], "dim"),
+                (")", "dim"),
+            )
         )
-        out.print(c["text"], markup=False, highlight=False)
+        out.print(lit(c["text"], multiline=True))
         out.print()
     return 0
 
@@ -166,47 +341,99 @@ def cmd_dedup_log(args: Namespace) -> int:
     if args.json:
         emit_json([e.model_dump(mode="json") for e in entries])
         return 0
-    t = Table("document", "action", "duplicate of", "similarity", "detail")
-    for e in entries:
-        t.add_row(
-            e.doc_key,
-            e.action,
-            e.duplicate_of or "",
-            f"{e.similarity:.2f}" if e.similarity is not None else "",
-            e.detail,
-        )
-    out.print(t)
+    print_table(
+        [
+            Col("document", copy=True),
+            "action",
+            Col("duplicate of", copy=True),
+            Col("similarity", justify="right"),
+            "detail",
+        ],
+        (
+            (
+                e.doc_key,
+                e.action,
+                e.duplicate_of or "",
+                f"{e.similarity:.2f}" if e.similarity is not None else "",
+                e.detail,
+            )
+            for e in entries
+        ),
+    )
     return 0
 
 
 def cmd_search(args: Namespace) -> int:
     _, info = running_platform(args)
     status, body = api_get(info, data_dir(args), "/v1/search", {"q": args.query, "k": args.k, "service": args.service})
+    if status != 200:
+        message = body.get("message") if isinstance(body, dict) else body
+        raise CliError(f"the search was refused ({status}): {message}", EXIT_NOT_FOUND if status == 404 else EXIT_USAGE)
     if args.json:
         emit_json(body)
-        return 0 if status == 200 else 2
-    if status != 200:
-        console.print(f"[red]error {status}[/red]: {body.get('message') if isinstance(body, dict) else body}")
-        return 2
+        return 0
     for i, hit in enumerate(body["hits"], 1):
         out.print(
-            f"[bold]{i}. {hit['doc_key']}[/bold] — {' > '.join(hit['heading_path'])} "
-            f"[dim](score {hit['score']:.2f})[/dim]"
+            line(
+                (f"{i}. ", "bold"),
+                lit(hit["doc_key"], "bold"),
+                " — ",
+                lit(" > ".join(hit["heading_path"])),
+                (f" (score {hit['score']:.2f})", "dim"),
+            )
         )
         text = " ".join(hit["text"].split())
-        out.print(f"   {text[:240]}{'…' if len(text) > 240 else ''}", markup=False, highlight=False)
+        out.print(line("   ", lit(text[:240]), "…" if len(text) > 240 else ""))
     if not body["hits"]:
-        out.print("no hits")
+        out.print("no hits", markup=False)
     return 0
 
 
 def cmd_eval_retrieval(args: Namespace) -> int:
-    from docllm.search.evaluation import evaluate, format_table, load_question_file, report_json
+    from docllm.search.evaluation import evaluate, format_table, load_question_file
 
     p, _ = running_platform(args)
-    report = evaluate(p.search, load_question_file(Path(args.file)))
+    try:
+        questions = load_question_file(Path(args.file))
+    except IsADirectoryError:
+        raise CliError(f"{args.file} is a folder, not a question file", EXIT_USAGE) from None
+    ingested = {service_of(k) for k in p.search.document_versions()}
+
+    def about_ingested(q: Any) -> bool:
+        return any(service_of(k) in ingested for k in q.expected_doc_keys)
+
+    off = [q for q in questions if not about_ingested(q)]
+    warnings: list[str] = []
+    if off and (len(off) * 2 > len(questions) or args.services_only):
+        missing = sorted({service_of(k) for q in off for k in q.expected_doc_keys})
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        warnings.append(
+            f"{len(off)} of {len(questions)} questions expect documents of services not ingested ({shown}); "
+            + (
+                "they are left out (--services-only)"
+                if args.services_only
+                else "they cannot be found: --services-only scores only the others"
+            )
+        )
+    if args.services_only:
+        questions = [q for q in questions if about_ingested(q)]
+        if not questions:
+            raise CliError(
+                f"no question of {args.file} is about an ingested service "
+                f"({', '.join(sorted(ingested)) or 'nothing is ingested'})",
+                EXIT_FAILED,
+            )
+    for w in warnings:
+        warn(w)
+    report = evaluate(p.search, questions)
     if args.json:
-        print(report_json(report))
+        emit_json(
+            {
+                **report.model_dump(mode="json"),
+                "excluded_questions": len(off) if args.services_only else 0,
+                "warnings": warnings,
+            }
+        )
     else:
-        out.print(format_table(report))
+        out.print(format_table(report), markup=False)
     return 0

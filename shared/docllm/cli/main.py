@@ -2,18 +2,46 @@
 
 Every verb is one function ``cmd_*(args) -> exit code``; :data:`COMMANDS`
 is the single table from which the parser is built (a test keeps them equal).
+Arguments are validated here, at the edge (``type=``/``choices=``); :func:`main`
+turns every failure into one line on stderr (and ``{"error": ...}`` on stdout
+under ``--json``) with the exit codes of ``docs/cli.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from docllm import __version__
-from docllm.exceptions import DocllmError, PlatformNotRunningError
+from docllm.cli.common import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_NOT_RUNNING,
+    EXIT_USAGE,
+    SERVICE_RULE,
+    CliError,
+    check_data_dir,
+    data_dir,
+    family_name,
+    family_names,
+    float_range,
+    int_range,
+    port,
+    print_error,
+    service_csv,
+    service_name,
+)
+
+#: The statuses of ``docllm.records.DocumentStatus`` (a test keeps them equal; no pydantic import here).
+DOC_STATUSES = ("processing", "processed", "duplicate", "quarantined", "removed")
+MAX_NEW_TOKENS = 2048
 
 
 @dataclass(frozen=True)
@@ -32,9 +60,30 @@ class Command:
     func: str  # "module:function" so that `docllm --help` imports nothing heavy
     help: str
     args: tuple[Arg, ...] = ()
+    #: what the verb needs of --data-dir: "platform" (a running one), "up" (created, writable), "none"
+    data: str = "platform"
 
 
-JSON = arg("--json", action="store_true", help="machine-readable JSON on stdout")
+class LazyHelp(str):
+    """Help text computed only when help is shown (the family list reads ``families.yaml``)."""
+
+    _render: Callable[[], str]
+
+    def __new__(cls, render: Callable[[], str]) -> LazyHelp:
+        self = super().__new__(cls, "(computed when shown)")
+        self._render = render
+        return self
+
+    def __mod__(self, params: Any) -> str:
+        return self._render() % params
+
+
+def _families_help(prefix: str) -> LazyHelp:
+    return LazyHelp(lambda: f"{prefix}: {', '.join(family_names())}")
+
+
+JSON = arg("--json", action="store_true", help='machine-readable JSON on stdout (errors too: {"error": ...})')
+SERVICE_HELP = f"a service is {SERVICE_RULE}"
 
 COMMANDS: tuple[Command, ...] = (
     Command(
@@ -42,15 +91,29 @@ COMMANDS: tuple[Command, ...] = (
         "platform_cmds:cmd_up",
         "run the whole platform locally in the foreground (Ctrl-C stops)",
         (
-            arg("--port", type=int, default=8787, help="API port on 127.0.0.1 (0 picks a free one)"),
+            arg(
+                "--port",
+                type=port,
+                default=8787,
+                help="API port on 127.0.0.1, 0-65535; 0 picks a free one (default: %(default)s)",
+            ),
             arg("--no-auth", action="store_true", help="serve the API without the API key (explicit opt-out)"),
         ),
+        data="up",
     ),
     Command(
         ("status",),
         "platform_cmds:cmd_status",
         "queues, in-flight work, DLQ contents with reasons, jobs, recent events",
-        (JSON, arg("--events", type=int, default=10, help="how many recent events to show")),
+        (
+            JSON,
+            arg(
+                "--events",
+                type=int_range(0, 1000),
+                default=10,
+                help="how many recent events to show, 0-1000 (default: %(default)s)",
+            ),
+        ),
     ),
     Command(
         ("events", "tail"),
@@ -58,21 +121,32 @@ COMMANDS: tuple[Command, ...] = (
         "print the latest events on the buses",
         (
             JSON,
-            arg("-n", type=int, default=20, help="how many events"),
-            arg("-f", "--follow", action="store_true", help="keep printing new events"),
+            arg("-n", type=int_range(1, 10000), default=20, help="how many events, 1-10000 (default: %(default)s)"),
+            arg("-f", "--follow", action="store_true", help="keep printing new events (--json: one JSON per line)"),
         ),
     ),
     Command(
         ("events", "schemas"),
         "platform_cmds:cmd_events_schemas",
         "export the JSON Schemas of every event contract",
-        (arg("--out", default="events/schemas", help="output folder"),),
+        (arg("--out", default="events/schemas", help="output folder (default: %(default)s)"),),
+        data="none",
     ),
     Command(
         ("dlq", "redrive"),
         "platform_cmds:cmd_dlq_redrive",
         "move a queue's dead letters back for another try",
-        (arg("queue", help="queue name, e.g. IngestQueue"),),
+        (arg("queue", help="queue name, e.g. IngestQueue (docllm status lists them)"), JSON),
+    ),
+    Command(
+        ("dlq", "purge"),
+        "platform_cmds:cmd_dlq_purge",
+        "delete a queue's dead letters for good",
+        (
+            arg("queue", help="queue name, e.g. IngestQueue (docllm status lists them)"),
+            arg("--yes", action="store_true", help="do not ask for confirmation (required when stdin is no terminal)"),
+            JSON,
+        ),
     ),
     Command(("jobs",), "platform_cmds:cmd_jobs", "list training/tokenizer jobs", (JSON,)),
     Command(
@@ -82,10 +156,23 @@ COMMANDS: tuple[Command, ...] = (
         (
             arg("paths", nargs="+", help="files or folders (folders are walked recursively)"),
             arg(
-                "--service", required=True, help="service/guide name; keys become SERVICE/<path relative to the folder>"
+                "--service",
+                required=True,
+                type=service_name,
+                help=f"service/guide name; keys become SERVICE/<path relative to the folder>; {SERVICE_HELP}",
+            ),
+            arg(
+                "--follow-links",
+                action="store_true",
+                help="also read symbolic links that lead out of the folder (skipped and reported by default)",
             ),
             arg("--no-wait", action="store_true", help="return once uploaded"),
-            arg("--timeout", type=float, default=900, help="seconds to wait for processing"),
+            arg(
+                "--timeout",
+                type=float_range(0, lo_open=True),
+                default=900,
+                help="seconds to wait for processing (default: %(default)s)",
+            ),
             JSON,
         ),
     ),
@@ -95,14 +182,14 @@ COMMANDS: tuple[Command, ...] = (
         "list documents with status, chunk counts and reasons",
         (
             JSON,
-            arg("--status", help="only this status (processed, duplicate, quarantined, removed)"),
+            arg("--status", choices=DOC_STATUSES, help="only this status: %(choices)s"),
             arg("--prefix", help="only keys starting with this"),
         ),
     ),
     Command(
         ("chunks",),
         "docs_cmds:cmd_chunks",
-        "show a document's chunks",
+        "show a document's chunks (a duplicate says which document holds them)",
         (arg("doc", help="document key, e.g. s3/Welcome.md"), JSON),
     ),
     Command(
@@ -117,8 +204,8 @@ COMMANDS: tuple[Command, ...] = (
         "search the indexed documentation",
         (
             arg("query", help="query text"),
-            arg("--k", type=int, default=10, help="number of hits (1-100)"),
-            arg("--service", help="only this service"),
+            arg("--k", type=int_range(1, 100), default=10, help="number of hits, 1-100 (default: %(default)s)"),
+            arg("--service", type=service_name, help=f"only this service; {SERVICE_HELP}"),
             JSON,
         ),
     ),
@@ -127,10 +214,19 @@ COMMANDS: tuple[Command, ...] = (
         "pipeline_cmds:cmd_dataset_build",
         "freeze the processed chunks into a dataset version",
         (
-            arg("--services", help="comma-separated services (default: all, or the family's)"),
-            arg("--family", help="model family whose data filter applies"),
+            arg(
+                "--services",
+                type=service_csv,
+                help="comma-separated services (default: all, or the family's)",
+            ),
+            arg("--family", type=family_name, help=_families_help("model family whose data filter applies")),
             arg("--no-wait", action="store_true", help="return once requested"),
-            arg("--timeout", type=float, default=600, help="seconds to wait"),
+            arg(
+                "--timeout",
+                type=float_range(0, lo_open=True),
+                default=600,
+                help="seconds to wait (default: %(default)s)",
+            ),
             JSON,
         ),
     ),
@@ -152,9 +248,19 @@ COMMANDS: tuple[Command, ...] = (
         "pipeline_cmds:cmd_train",
         "train a model family (dataset, tokenizer, shards, training by events)",
         (
-            arg("--model-family", required=True, help="family name from docllm/training/families.yaml"),
+            arg(
+                "--model-family",
+                required=True,
+                type=family_name,
+                help=_families_help("model family from docllm/training/families.yaml"),
+            ),
             arg("--no-wait", action="store_true", help="return once requested"),
-            arg("--timeout", type=float, default=3600, help="seconds to wait for Model Trained"),
+            arg(
+                "--timeout",
+                type=float_range(0, lo_open=True),
+                default=3600,
+                help="seconds to wait for Model Trained (default: %(default)s)",
+            ),
             JSON,
         ),
     ),
@@ -168,10 +274,25 @@ COMMANDS: tuple[Command, ...] = (
         (
             arg("prompt", help="text to continue"),
             arg("--model", required=True, help="model version (docllm models)"),
-            arg("--max-tokens", type=int, default=64, help="tokens to generate"),
-            arg("--temperature", type=float, default=0.8, help="sampling temperature (0: greedy)"),
-            arg("--top-k", type=int, default=50, help="sample from the k most likely tokens"),
-            arg("--seed", type=int, default=0, help="sampling seed"),
+            arg(
+                "--max-tokens",
+                type=int_range(1, MAX_NEW_TOKENS),
+                default=64,
+                help=f"tokens to generate, 1-{MAX_NEW_TOKENS} (default: %(default)s)",
+            ),
+            arg(
+                "--temperature",
+                type=float_range(0, 10),
+                default=0.8,
+                help="sampling temperature, 0-10; 0: greedy (default: %(default)s)",
+            ),
+            arg(
+                "--top-k",
+                type=int_range(1),
+                default=50,
+                help="sample from the k most likely tokens, >= 1 (default: %(default)s)",
+            ),
+            arg("--seed", type=int_range(0, 2**32 - 1), default=0, help="sampling seed (default: %(default)s)"),
             JSON,
         ),
     ),
@@ -179,15 +300,36 @@ COMMANDS: tuple[Command, ...] = (
         ("eval", "retrieval"),
         "docs_cmds:cmd_eval_retrieval",
         "recall@1/5/10, MRR@10, nDCG@10 on a question set",
-        (arg("file", help='JSONL: {"question": ..., "expected_doc_keys": [...]} per line'), JSON),
+        (
+            arg("file", help='JSONL: {"question": ..., "expected_doc_keys": [...]} per line'),
+            arg(
+                "--services-only",
+                action="store_true",
+                help="score only the questions whose expected documents belong to ingested services",
+            ),
+            JSON,
+        ),
     ),
 )
 
 
+class UsageError(Exception):
+    """An invalid command line, raised by :meth:`Parser.error` instead of argparse's exit."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(f"{prog}: {message} (see {prog} --help)")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self.prog, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="docllm",
         description="docllm: your documentation in, your own language models and cited answers out.",
+        epilog="Exit codes: 0 ok, 1 failed, 2 invalid arguments, 3 not found, 4 platform not running (docs/cli.md).",
     )
     parser.add_argument("--version", action="version", version=f"docllm {__version__}")
     parser.add_argument("--data-dir", help="local platform state (default: $DOCLLM_DATA_DIR or ./.docllm)")
@@ -197,13 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
         for depth in range(1, len(cmd.path)):
             prefix = cmd.path[:depth]
             if prefix not in groups:
-                groups[prefix] = subparsers[prefix[:-1]].add_parser(prefix[-1], help=f"{prefix[-1]} commands")
-                subparsers[prefix] = groups[prefix].add_subparsers(dest=f"sub_{depth}", metavar="SUBCOMMAND")
+                groups[prefix] = group = subparsers[prefix[:-1]].add_parser(
+                    prefix[-1], help=f"{prefix[-1]} commands", description=f"{' '.join(prefix)} commands"
+                )
+                subparsers[prefix] = group.add_subparsers(dest=f"sub_{depth}", metavar="SUBCOMMAND")
+                group.set_defaults(_help=group.format_help)
         p = subparsers[cmd.path[:-1]].add_parser(cmd.path[-1], help=cmd.help, description=cmd.help)
         p.add_argument("--data-dir", default=argparse.SUPPRESS, help="local platform state directory")
         for a in cmd.args:
             p.add_argument(*a.flags, **a.kwargs)
-        p.set_defaults(_func=cmd.func)
+        p.set_defaults(_func=cmd.func, _data=cmd.data)
     return parser
 
 
@@ -215,24 +360,80 @@ def resolve(spec: str) -> Callable[[argparse.Namespace], int]:
     return func
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "_func", None):
-        parser.print_help()
-        return 2
-    from docllm.cli.common import console
-
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
     try:
+        code = _main(args_list)
+        sys.stdout.flush()  # a closed pipe shows here at the latest, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as a process killed by SIGPIPE would.
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str]) -> int:
+    as_json = "--json" in argv
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        print_error(e, json_mode=as_json)
+        return EXIT_USAGE
+    if not getattr(args, "_func", None):
+        # A group without its subcommand (`docllm dlq`): that group's help, not the top level's.
+        sys.stderr.write(getattr(args, "_help", parser.format_help)())
+        return EXIT_USAGE
+    as_json = bool(getattr(args, "json", False))
+    try:
+        if args._data != "none":
+            check_data_dir(data_dir(args), create=args._data == "up")
         return resolve(args._func)(args)
-    except PlatformNotRunningError as e:
-        console.print(f"[red]{e}[/red]")
-        return 3
-    except (DocllmError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        return 2
+    except BrokenPipeError:
+        raise
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        code, message = _classify(e)
+        if code == EXIT_INTERNAL and os.environ.get("DOCLLM_DEBUG") == "1":
+            raise
+        print_error(message, json_mode=as_json)
+        return code
+
+
+def _classify(e: Exception) -> tuple[int, str]:
+    """Exit code and one-line message of an error that ended a verb."""
+    import sqlite3
+
+    from docllm.exceptions import DocllmError, NotFoundError, PermanentError, PlatformNotRunningError
+
+    if isinstance(e, CliError):
+        return e.code, str(e)
+    if isinstance(e, PlatformNotRunningError):
+        return EXIT_NOT_RUNNING, str(e)
+    if isinstance(e, NotFoundError):
+        return EXIT_NOT_FOUND, str(e)
+    if isinstance(e, FileNotFoundError):
+        return EXIT_NOT_FOUND, f"no such file or folder: {e.filename}" if e.filename else str(e)
+    if isinstance(e, PermanentError):  # by definition: the input is wrong, retrying cannot help
+        return EXIT_USAGE, str(e)
+    if isinstance(e, DocllmError | OSError):
+        return EXIT_FAILED, str(e) or type(e).__name__
+    if isinstance(e, sqlite3.Error):
+        return EXIT_FAILED, f"database error: {e}"
+    return (
+        EXIT_INTERNAL,
+        f"internal error: {type(e).__name__}: {e} (a bug; run again with DOCLLM_DEBUG=1 for the traceback)",
+    )
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -281,7 +281,16 @@ def build_dataset(
         paths = {s: Path(tmp) / f"{s}.jsonl" for s in SPLITS}
         handles: dict[str, IO[bytes]] = {s: paths[s].open("wb") for s in SPLITS}
         try:
+            first_with: dict[str, str] = {}  # source sha256 -> doc_key that brought it in
             for rec in records:
+                # The ingest dedup is per service; a model must not see the same page twice, so a copy
+                # under another service (same source bytes) is left out, the first key in order kept.
+                if rec.sha256 and rec.sha256 in first_with:
+                    reason = f"same source as {first_with[rec.sha256]} (another service)"
+                    skipped.append(SkippedDocument(doc_key=rec.doc_key, reason=reason))
+                    continue
+                if rec.sha256:
+                    first_with[rec.sha256] = rec.doc_key
                 try:
                     chunks, raw = _read_chunks(objects, rec)
                 except ChunksUnreadableError as e:

@@ -2,7 +2,8 @@
 
 Three signals, all computed from the cleaned text by :func:`fingerprint`:
 
-* ``content_sha256`` -- exact duplicates anywhere in the corpus;
+* ``content_sha256`` -- exact duplicates within a service (across services a copy stays
+  findable in each; dataset builds drop the second copy);
 * ``minhash`` -- 64 MinHash values over 16-byte shingles; near duplicates
   are found with LSH banding (8 bands x 8 rows) and confirmed by the estimated
   Jaccard similarity against ``near_dup_threshold``;
@@ -268,6 +269,8 @@ def apply_boilerplate(processed: Processed, boilerplate_hashes: set[str]) -> Pro
 # --- the ledger ---------------------------------------------------------------------
 
 DOCS_PK = "dedup#doc"
+#: Exact and near duplicates are judged within a service (``dedup#sha#<service>#<sha>``): the same
+#: page under two services stays findable in each (docs/decisions.md, "Duplicates across services").
 SHA_PK = "dedup#sha#"
 LSH_PK = "dedup#lsh#"
 PARA_PK = "dedup#para#"
@@ -332,8 +335,8 @@ class DedupLedger:
         paragraphs = sorted(set(fp.paragraph_hashes))
         writes: list[Write] = [
             Put(DOCS_PK, doc_key, {"service": service, "fingerprint": fp.model_dump(), "paragraphs": paragraphs}),
-            Put(SHA_PK + fp.content_sha256, doc_key, {"doc_key": doc_key}),
-            *(Put(LSH_PK + band, doc_key, {"doc_key": doc_key}) for band in self._bands(fp.minhash)),
+            Put(f"{SHA_PK}{service}#{fp.content_sha256}", doc_key, {"doc_key": doc_key}),
+            *(Put(f"{LSH_PK}{service}#{band}", doc_key, {"doc_key": doc_key}) for band in self._bands(fp.minhash)),
             *(Put(PARA_PK + service, f"{h}#{doc_key}", {"doc_key": doc_key}) for h in paragraphs),
         ]
         self._write(writes)
@@ -360,8 +363,8 @@ class DedupLedger:
         paragraphs = [h for h in item.get("paragraphs", []) if h not in keep]
         self._write(
             [
-                Delete(SHA_PK + fp.content_sha256, doc_key),
-                *(Delete(LSH_PK + band, doc_key) for band in self._bands(fp.minhash)),
+                Delete(f"{SHA_PK}{service}#{fp.content_sha256}", doc_key),
+                *(Delete(f"{LSH_PK}{service}#{band}", doc_key) for band in self._bands(fp.minhash)),
                 *(Delete(PARA_PK + service, f"{h}#{doc_key}") for h in item.get("paragraphs", [])),
             ]
         )
@@ -399,7 +402,7 @@ class DedupLedger:
         log: list[DedupLogEntry] = []
 
         # Exact duplicates: the smallest doc_key with the same content is canonical.
-        same = sorted(k for k, _ in self._state.query(SHA_PK + fp.content_sha256))
+        same = sorted(k for k, _ in self._state.query(f"{SHA_PK}{service}#{fp.content_sha256}"))
         duplicate_of: str | None = None
         similarity: float | None = None
         supersedes: list[str] = []
@@ -420,7 +423,7 @@ class DedupLedger:
             # Near duplicates: LSH candidates confirmed by the estimated Jaccard similarity.
             candidates: set[str] = set()
             for band in self._bands(fp.minhash):
-                candidates.update(k for k, _ in self._state.query(LSH_PK + band))
+                candidates.update(k for k, _ in self._state.query(f"{LSH_PK}{service}#{band}"))
             candidates.discard(doc_key)
             similar: list[tuple[str, float]] = []
             for other in sorted(candidates):

@@ -6,10 +6,17 @@ receives batches shaped exactly like Lambda's SQS events and calls the same
 ``services/*/app.py`` handler the Lambda runs, honouring partial batch
 failures, visibility timeouts, retries with backoff and the DLQ. An HTTP
 server on 127.0.0.1 plays API Gateway for the API function.
+
+One runtime per data directory: it holds an exclusive ``flock`` on ``<data dir>/runtime.lock``
+for its whole life (the OS releases it when the process dies, however it dies), and "is it
+running" asks that lock, not whether some pid is alive. Everything under the data directory is
+private to the user (directories 0700, files 0600, umask 077 for the runtime and its jobs).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -25,6 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from docllm.adapters.local.files import DIR_MODE, UMASK, open_private, private_dir, secure_tree, write_private
 from docllm.bootstrap import Platform, build_platform, find_template, reset_platforms
 from docllm.exceptions import ConfigurationError, PlatformNotRunningError
 from docllm.faults import FaultInjector
@@ -34,7 +42,10 @@ from docllm.settings import Settings
 
 Handler = Callable[[dict[str, Any], Any], Any]
 RUNTIME_FILE = "runtime.json"
+LOCK_FILE = "runtime.lock"
 API_KEY_FILE = "api-key"
+#: How long a start retries the lock: a reader (``read_runtime_file``) holds it for microseconds.
+LOCK_RETRY_S = 1.0
 
 
 @dataclass
@@ -135,19 +146,30 @@ class LocalRuntime:
         self.platform: Platform | None = None
         self.http: Any = None
         self.handlers: dict[str, Handler] = {}
+        self._lock_fd: int | None = None
+        self._umask: int | None = None
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # A second runtime would make the first one's in-flight messages visible again on start:
+        # the lock comes before anything else, and is held until stop() (or the process's death).
+        self._acquire_lock()
         try:
-            other = read_runtime_file(self.data_dir)
-        except PlatformNotRunningError:
-            pass
-        else:
-            # A second runtime would make the first one's in-flight messages visible again on start.
-            raise ConfigurationError(
-                f"a local platform is already running for {self.data_dir} (pid {other['pid']}, {other['api_url']})"
-            )
+            self._start()
+        except BaseException:
+            self._stop.set()  # whatever start() has set going ends; nothing was announced yet
+            if self.http is not None:
+                with contextlib.suppress(Exception):
+                    self.http.shutdown()
+            self._release()
+            raise
+
+    def _start(self) -> None:
+        self._umask = os.umask(UMASK)  # what this process creates from now on is private
+        tightened = secure_tree(self.data_dir)  # a data directory an older docllm left readable
+        if tightened:
+            self._log(f"made {tightened} path(s) under {self.data_dir} private to this user")
+        (self.data_dir / RUNTIME_FILE).unlink(missing_ok=True)  # the lock is ours: any such file is stale
         p = self.prepare()
         for fn in self.wiring.functions.values():
             for src in fn.sqs_sources:
@@ -157,11 +179,7 @@ class LocalRuntime:
         if api is not None:
             from docllm.runtime.http import start_api_server
 
-            try:
-                self.http = start_api_server(self, api, self.handlers[api.name])
-            except BaseException:
-                self._stop.set()  # whatever start() has set going ends; nothing was announced yet
-                raise
+            self.http = start_api_server(self, api, self.handlers[api.name])
             self.port = self.http.server_address[1]
         # Load the BM25 scorer in the background: the first search would otherwise pay for it.
         warm_up = getattr(p.search, "warm_up", None)
@@ -214,7 +232,53 @@ class LocalRuntime:
         deadline = time.monotonic() + timeout_s
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        (self.data_dir / RUNTIME_FILE).unlink(missing_ok=True)
+        self._release()
+
+    # -- the data directory's lock ------------------------------------------------
+    def _acquire_lock(self) -> None:
+        private_dir(self.data_dir)
+        os.chmod(self.data_dir, DIR_MODE)
+        if not (self.data_dir / LOCK_FILE).exists():  # a runtime of an older docllm takes no lock
+            with contextlib.suppress(PlatformNotRunningError, OSError, ValueError, KeyError, TypeError):
+                other = _read_legacy_runtime_file(self.data_dir, "")
+                if int(other["pid"]) != os.getpid():
+                    raise ConfigurationError(
+                        f"a local platform is already running for {self.data_dir} "
+                        f"(pid {other['pid']}, {other.get('api_url')}); stop it first, or use another --data-dir"
+                    )
+        fd = open_private(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+        deadline = time.monotonic() + LOCK_RETRY_S
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise ConfigurationError(
+                            f"a local platform is already running for {self.data_dir} "
+                            f"({_describe_holder(self.data_dir)}); stop it first, or use another --data-dir"
+                        ) from None
+                    time.sleep(0.02)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
+
+    def _release(self) -> None:
+        """Remove our runtime file (never another's), drop the lock, give the umask back."""
+        if self._lock_fd is not None:
+            path = self.data_dir / RUNTIME_FILE
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                if int(json.loads(path.read_text(encoding="utf-8"))["pid"]) == os.getpid():
+                    path.unlink()
+            os.close(self._lock_fd)  # releases the flock; the lock file itself stays (unlinking races)
+            self._lock_fd = None
+        if self._umask is not None:
+            os.umask(self._umask)
+            self._umask = None
 
     def run_forever(self) -> None:
         """Foreground until Ctrl-C or SIGTERM, then a clean stop."""
@@ -239,8 +303,10 @@ class LocalRuntime:
     def api_key(self) -> str:
         path = self.data_dir / API_KEY_FILE
         if not path.exists():
-            path.write_text(secrets.token_urlsafe(32), encoding="utf-8")
-            path.chmod(0o600)
+            private_dir(self.data_dir)
+            with contextlib.suppress(FileExistsError):  # created 0600, never readable by others meanwhile
+                with os.fdopen(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as f:
+                    f.write(secrets.token_urlsafe(32))
         return path.read_text(encoding="utf-8").strip()
 
     def _write_runtime_file(self) -> None:
@@ -253,7 +319,10 @@ class LocalRuntime:
         }
         if self.auth:
             self.api_key()
-        (self.data_dir / RUNTIME_FILE).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        # Whole or absent for a reader: written aside, then renamed over.
+        tmp = self.data_dir / f".{RUNTIME_FILE}.{os.getpid()}"
+        write_private(tmp, json.dumps(info, indent=2))
+        os.replace(tmp, self.data_dir / RUNTIME_FILE)
 
     def idle(self) -> bool:
         """No batch running and nothing visible or in flight in any queue (tests wait on this)."""
@@ -332,10 +401,15 @@ class LocalRuntime:
     def _invoke(
         self, fn: FunctionSpec, src: SqsSource, handler: Handler, messages: list[Message], reasons: dict[str, str]
     ) -> None:
+        from docllm.lambda_support import invocation_log_keys
+
         assert self.platform is not None
         queue = self.platform.local_queue
+        context = LocalContext(fn.name, fn.timeout_s)
         try:
-            response = handler(sqs_event(src.queue, messages), LocalContext(fn.name, fn.timeout_s)) or {}
+            # Worker threads invoke concurrently: their records name their own invocation.
+            with invocation_log_keys(context):
+                response = handler(sqs_event(src.queue, messages), context) or {}
         except Exception as e:  # the whole invocation failed: every message is retried
             for m in messages:
                 # Every record failed (Powertools raises then): each keeps its own reason.
@@ -353,10 +427,73 @@ class LocalRuntime:
                 queue.delete(src.queue, m.receipt)
 
 
+def lock_holder(data_dir: Path) -> int | None:
+    """The pid of the runtime holding ``data_dir``'s lock (0 while it has not written it yet), or
+    None when no runtime holds it. Takes the lock shared for an instant to find out."""
+    try:
+        fd = os.open(Path(data_dir) / LOCK_FILE, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _describe_holder(data_dir: Path) -> str:
+    """"pid N, http://…" of the runtime holding the lock, as far as it has got."""
+    pid = 0
+    deadline = time.monotonic() + 1.0
+    while True:  # a runtime writes its pid the instant after it takes the lock
+        pid = lock_holder(data_dir) or 0
+        if pid or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    try:
+        info = json.loads((Path(data_dir) / RUNTIME_FILE).read_text(encoding="utf-8"))
+        if pid and int(info["pid"]) == pid:
+            return f"pid {pid}, {info['api_url']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return f"pid {pid}, still starting" if pid else "still starting"
+
+
 def read_runtime_file(data_dir: Path) -> dict[str, Any]:
-    """What ``docllm up`` wrote; raises :class:`PlatformNotRunningError` with the fix when it is not running."""
+    """What ``docllm up`` wrote; raises :class:`PlatformNotRunningError` with the fix when it is not running.
+
+    Running means: a runtime holds the data directory's lock and ``runtime.json`` is the one it
+    wrote. Whether the pid in a leftover ``runtime.json`` is alive says nothing (pids are reused).
+    """
     path = Path(data_dir) / RUNTIME_FILE
     hint = f"start it with:  docllm up --data-dir {data_dir}"
+    if not (Path(data_dir) / LOCK_FILE).exists():
+        return _read_legacy_runtime_file(Path(data_dir), hint)
+    holder = lock_holder(Path(data_dir))
+    if holder is None:
+        if path.exists():
+            raise PlatformNotRunningError(f"the local platform for {data_dir} stopped without cleaning up; {hint}")
+        raise PlatformNotRunningError(f"the local platform is not running for {data_dir}; {hint}")
+    try:
+        info: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        ours = int(info["pid"]) == holder
+    except (OSError, ValueError, KeyError, TypeError):
+        ours = False
+    if not ours:
+        raise PlatformNotRunningError(
+            f"the local platform for {data_dir} is starting (pid {holder or '?'}); try again in a moment"
+        )
+    return info
+
+
+def _read_legacy_runtime_file(data_dir: Path, hint: str) -> dict[str, Any]:
+    """A data directory without a lock file: only a runtime of an older docllm can be running there."""
+    path = data_dir / RUNTIME_FILE
     if not path.exists():
         raise PlatformNotRunningError(f"the local platform is not running for {data_dir}; {hint}")
     info: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))

@@ -24,15 +24,15 @@ from tests.conftest import REPO
 FIXTURE = REPO / "tests" / "fixtures" / "runtime" / "template.yaml"
 
 
-def up(data: Path, *extra: str) -> subprocess.Popen[str]:
+def up(data: Path, template: Path = FIXTURE) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "docllm.cli.main", "--data-dir", str(data), "up", "--port", "0", "--no-auth", *extra],
+        [sys.executable, "-m", "docllm.cli.main", "--data-dir", str(data), "up", "--port", "0", "--no-auth"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
-        env={**os.environ, "DOCLLM_TEMPLATE": str(FIXTURE), "COLUMNS": "200"},
+        env={**os.environ, "DOCLLM_TEMPLATE": str(template), "COLUMNS": "200"},
     )
 
 
@@ -60,7 +60,8 @@ def stop(proc: subprocess.Popen[str]) -> str:
 @pytest.mark.slow
 def test_two_ups_started_together_one_runs_the_other_names_it_and_exits(tmp_path: Path):
     data = tmp_path / "data"  # fresh: neither finds a runtime.json to refuse on
-    first, second = up(data), up(data)
+    # The real template: it has the API, whose port `--port 0` leaves to the OS.
+    first, second = up(data, REPO / "template.yaml"), up(data, REPO / "template.yaml")
     try:
         deadline = time.monotonic() + 60
         while first.poll() is None and second.poll() is None:

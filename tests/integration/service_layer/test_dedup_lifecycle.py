@@ -176,3 +176,17 @@ def test_boilerplate_does_not_depend_on_the_order_documents_arrive_in(tmp_path):
     for key in keys[:3]:
         delete(p, key)
     assert [key for key in keys[3:] if SHARED in chunk_texts(p, key)] == keys[3:]
+
+
+def test_the_same_page_under_two_services_stays_findable_in_each_and_trains_once(tmp_path):
+    from docllm.dataset.versions import build_dataset
+
+    p = platform(tmp_path)
+    p.objects.put(p.settings.raw_bucket, "s3/copy.md", content(0).encode(), metadata={"service": "s3"})
+    p.objects.put(p.settings.raw_bucket, "lambda/copy.md", content(0).encode(), metadata={"service": "lambda"})
+    pump(p)
+    assert set(p.search.document_versions()) == {"s3/copy.md", "lambda/copy.md"}
+    assert [h.doc_key for h in p.search.search("glacier vault", k=5, service="s3")] == ["s3/copy.md"]
+    manifest, _ = build_dataset(p.state, p.objects, artifact_bucket=p.settings.artifact_bucket)
+    assert [d.doc_key for d in manifest.documents] == ["lambda/copy.md"]
+    assert [s.doc_key for s in manifest.skipped] == ["s3/copy.md"]

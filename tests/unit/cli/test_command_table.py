@@ -15,6 +15,7 @@ def test_every_command_in_the_table_parses_and_resolves(cmd):
         ("search",): ["q"],
         ("eval", "retrieval"): ["f"],
         ("dlq", "redrive"): ["Q"],
+        ("dlq", "purge"): ["Q"],
         ("dataset", "show"): ["v"],
         ("dataset", "diff"): ["a", "b"],
         ("train",): ["--model-family", "tiny-s3"],
@@ -31,5 +32,5 @@ def test_every_command_has_help_text():
 
 
 def test_a_command_that_needs_the_platform_says_how_to_start_it(tmp_path, capsys):
-    assert main(["--data-dir", str(tmp_path), "status"]) == 3
+    assert main(["--data-dir", str(tmp_path), "status"]) == 4  # EXIT_NOT_RUNNING (docs/cli.md)
     assert "docllm up" in capsys.readouterr().err.replace("\n", " ")

@@ -8,7 +8,8 @@ with the channel's S3 prefix copied in, ``model/``, ``output/`` and
 exits, the runner does what SageMaker does: syncs checkpoints to the
 checkpoint URI, tars ``model/`` to ``<output>/<job>/output/model.tar.gz``,
 reads ``output/failure``, and puts the same "SageMaker Training Job State
-Change" event on the default bus.
+Change" event on the default bus. Everything under the job's directory is private (0700/0600):
+the runner creates its files so, and the job runs under umask 077.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from docllm.adapters.local.files import UMASK, open_private, private_dir, write_private
 from docllm.adapters.local.sqlite import SqliteFile
 from docllm.events.envelope import BusEvent
 from docllm.exceptions import ConflictError, NotFoundError
@@ -71,7 +73,7 @@ class LocalJobRunner(JobRunner):
             )
         ml = job_dir / "ml"
         env = self._prepare(spec, ml)
-        log = open(job_dir / "job.log", "ab")  # noqa: SIM115 - handed to the child process
+        log = os.fdopen(open_private(job_dir / "job.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab")
         proc = subprocess.Popen(
             [self._python, "-m", spec.entry_point],
             cwd=job_dir,
@@ -79,6 +81,7 @@ class LocalJobRunner(JobRunner):
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C of `docllm up` must not kill the job mid-checkpoint
+            umask=UMASK,  # what the job writes (model, checkpoints, output) is private too
         )
         log.close()
         with self._db.transaction() as conn:
@@ -149,25 +152,23 @@ class LocalJobRunner(JobRunner):
 
     # -- internals -----------------------------------------------------------
     def _prepare(self, spec: JobSpec, ml: Path) -> dict[str, str]:
-        config = ml / "input" / "config"
-        config.mkdir(parents=True, exist_ok=True)
+        config = private_dir(ml / "input" / "config")
         for d in ("model", "output/data", "checkpoints"):
-            (ml / d).mkdir(parents=True, exist_ok=True)
+            private_dir(ml / d)
         hps = {**spec.hyperparameters, "entry_point": spec.entry_point}
-        (config / "hyperparameters.json").write_text(json.dumps(hps), encoding="utf-8")
-        (config / "inputdataconfig.json").write_text(
+        write_private(config / "hyperparameters.json", json.dumps(hps))
+        write_private(
+            config / "inputdataconfig.json",
             json.dumps(
                 {c: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated"} for c in spec.channels}
             ),
-            encoding="utf-8",
         )
-        (config / "resourceconfig.json").write_text(
+        write_private(
+            config / "resourceconfig.json",
             json.dumps({"current_host": "algo-1", "hosts": ["algo-1"], "network_interface_name": "lo"}),
-            encoding="utf-8",
         )
         for channel, uri in spec.channels.items():
-            target = ml / "input" / "data" / channel
-            target.mkdir(parents=True, exist_ok=True)
+            target = private_dir(ml / "input" / "data" / channel)
             bucket, prefix = split_uri(uri)
             for info in self._objects.list(bucket, prefix):
                 rel = info.key[len(prefix) :].lstrip("/") or Path(info.key).name
@@ -214,8 +215,8 @@ class LocalJobRunner(JobRunner):
             artifacts = self._package_model(spec, ml) if code == 0 else None
         except Exception as e:  # an upload failure fails the job, as it would on SageMaker
             code, artifacts = 1, None
-            failure_file.parent.mkdir(parents=True, exist_ok=True)
-            failure_file.write_text(f"InternalServerError: uploading artefacts failed: {e}", encoding="utf-8")
+            private_dir(failure_file.parent)
+            write_private(failure_file, f"InternalServerError: uploading artefacts failed: {e}")
         if code == 0:
             self._finish(spec, "Completed", None, artifacts)
         elif stopping:
@@ -236,7 +237,7 @@ class LocalJobRunner(JobRunner):
     def _package_model(self, spec: JobSpec, ml: Path) -> str:
         bucket, prefix = split_uri(spec.output_uri)
         tar_path = ml / "output" / "model.tar.gz"
-        with tarfile.open(tar_path, "w:gz") as tar:
+        with os.fdopen(open_private(tar_path), "wb") as f, tarfile.open(fileobj=f, mode="w:gz") as tar:
             for path in sorted((ml / "model").rglob("*")):
                 tar.add(path, arcname=path.relative_to(ml / "model").as_posix(), recursive=False)
         key = f"{prefix.rstrip('/')}/{spec.name}/output/model.tar.gz".lstrip("/")

@@ -2,7 +2,8 @@
 
 Buckets, keys, MD5 ETags, version ids, user metadata and delete markers live
 in a SQLite catalog; object bytes live in one file per version, written to a
-temporary name and renamed so a reader never sees half an object. Buckets
+temporary name and renamed so a reader never sees half an object; every file is created 0600 in
+0700 directories, whichever process writes it. Buckets
 created with ``notifications=True`` publish the EventBridge "Object Created" /
 "Object Deleted" events that S3 sends when EventBridge notifications are on.
 """
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from docllm.adapters.local.files import open_private, private_dir
 from docllm.adapters.local.sqlite import SqliteFile
 from docllm.events.envelope import BusEvent
 from docllm.exceptions import NotFoundError, PermanentError
@@ -48,7 +50,7 @@ class LocalObjectStore(ObjectStore):
     def __init__(self, root: Path, *, notify: Notifier | None = None) -> None:
         self.root = Path(root)
         self._blobs = self.root / "blobs"
-        self._blobs.mkdir(parents=True, exist_ok=True)
+        private_dir(self._blobs)
         self._db = SqliteFile(self.root / "catalog.db", _SCHEMA)
         self._notify = notify
         self._seq_lock = threading.Lock()
@@ -85,7 +87,8 @@ class LocalObjectStore(ObjectStore):
     ) -> ObjectInfo:
         self._bucket(bucket)
         tmp = self._tmp_path()
-        tmp.write_bytes(body)
+        with os.fdopen(open_private(tmp), "wb") as f:
+            f.write(body)
         return self._commit(bucket, key, tmp, hashlib.md5(body).hexdigest(), len(body), metadata, content_type)
 
     def put_file(
@@ -101,7 +104,7 @@ class LocalObjectStore(ObjectStore):
         tmp = self._tmp_path()
         digest = hashlib.md5()
         size = 0
-        with open(path, "rb") as src, open(tmp, "wb") as dst:
+        with open(path, "rb") as src, os.fdopen(open_private(tmp), "wb") as dst:
             while block := src.read(_CHUNK):
                 digest.update(block)
                 dst.write(block)
@@ -125,7 +128,7 @@ class LocalObjectStore(ObjectStore):
         versioned, notifications = self._bucket(bucket)
         version_id = _new_version_id() if versioned else "null"
         blob = self._blob_path(bucket, key, version_id)
-        blob.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(blob.parent)
         # rename is atomic: a killed process leaves the old version or the new one, never half.
         # No fsync: the page cache outlives the process, and power loss is not what the local
         # platform promises to survive (S3 does that part on AWS).
@@ -234,8 +237,9 @@ class LocalObjectStore(ObjectStore):
 
     def download_file(self, bucket: str, key: str, path: Path) -> None:
         src = self._existing_blob(bucket, key, None)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, path)
+        private_dir(path.parent)
+        with open(src, "rb") as s, os.fdopen(open_private(path), "wb") as d:
+            shutil.copyfileobj(s, d, _CHUNK)
 
     def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
         self._bucket(bucket)

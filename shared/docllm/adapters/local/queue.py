@@ -213,3 +213,10 @@ class SqliteQueue(Queue):
                 (_now_ms(), queue),
             )
             return cur.rowcount
+
+    def purge_dead(self, queue: str) -> int:
+        """Delete a queue's dead letters for good (``docllm dlq purge``); returns how many."""
+        self._config(queue)
+        with self._db.transaction() as conn:
+            cur = conn.execute("DELETE FROM messages WHERE queue = ? AND state = 'dead'", (queue,))
+            return cur.rowcount

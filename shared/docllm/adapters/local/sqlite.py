@@ -2,7 +2,8 @@
 
 WAL lets the CLI read while ``docllm up`` writes; a busy timeout turns
 short lock waits into waits instead of errors; connections are per thread
-because sqlite3 connections must not cross threads.
+because sqlite3 connections must not cross threads. The database is created 0600 in a 0700
+directory before SQLite opens it, and SQLite gives its ``-wal``/``-shm`` files the same mode.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from docllm.adapters.local.files import touch_private
+
 
 class SqliteFile:
     def __init__(self, path: Path, schema: str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        touch_private(self.path)
         self._schema = schema
         self._local = threading.local()
         # executescript commits on its own, so it cannot run inside transaction().

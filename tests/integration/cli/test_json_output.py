@@ -1,0 +1,128 @@
+"""Every verb with --json prints valid JSON on stdout, for success and for failure (issue 13).
+
+A failure is ``{"error": "..."}`` with a non-zero exit code. ``docs/cli.md`` documents each shape.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from docllm.cli.common import EXIT_NOT_FOUND, EXIT_NOT_RUNNING, EXIT_USAGE
+from docllm.cli.main import COMMANDS, main
+from tests.integration.cli.conftest import Cli, words
+
+WITH_JSON = sorted(" ".join(c.path) for c in COMMANDS if any("--json" in a.flags for a in c.args))
+
+PIPELINE = "pipeline_cmds.py (owned elsewhere) does not yet raise CliError / print JSON on this path"
+
+
+@pytest.fixture(scope="module")
+def ingested(rt, tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("json")
+    (root / "guide.md").write_text(f"# Guide\n\n## Part\n\njsonword {words('json')}\n", encoding="utf-8")
+    assert main(["--data-dir", str(rt.data_dir), "ingest", str(root), "--service", "js", "--json"]) == 0
+    return "js/guide.md"
+
+
+@pytest.fixture(scope="module")
+def devset(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("devset") / "q.jsonl"
+    path.write_text(json.dumps({"question": "jsonword", "expected_doc_keys": ["js/guide.md"]}) + "\n")
+    return path
+
+
+def success_cases(devset: Path) -> dict[str, list[str]]:
+    return {
+        "status": ["status"],
+        "events tail": ["events", "tail", "-n", "3"],
+        "dlq redrive": ["dlq", "redrive", "IngestQueue"],
+        "dlq purge": ["dlq", "purge", "IngestQueue", "--yes"],
+        "jobs": ["jobs"],
+        "ingest": ["ingest", str(devset), "--service", "js2", "--no-wait"],
+        "docs": ["docs"],
+        "chunks": ["chunks", "js/guide.md"],
+        "dedup-log": ["dedup-log"],
+        "search": ["search", "jsonword"],
+        "dataset list": ["dataset", "list"],
+        "models": ["models"],
+        "eval retrieval": ["eval", "retrieval", str(devset)],
+    }
+
+
+#: (argv, exit code) of a failure of each verb on a running platform.
+FAILURES: dict[str, tuple[list[str], int]] = {
+    "status": (["status", "--events", "-1"], EXIT_USAGE),
+    "events tail": (["events", "tail", "-n", "0"], EXIT_USAGE),
+    "dlq redrive": (["dlq", "redrive", "Bogus"], EXIT_NOT_FOUND),
+    "dlq purge": (["dlq", "purge", "Bogus", "--yes"], EXIT_NOT_FOUND),
+    "jobs": (["jobs", "--bogus"], EXIT_USAGE),
+    "ingest": (["ingest", "/no/such/dir", "--service", "js"], EXIT_NOT_FOUND),
+    "docs": (["docs", "--status", "bogus"], EXIT_USAGE),
+    "chunks": (["chunks", "js/no-such.md"], EXIT_NOT_FOUND),
+    "dedup-log": (["dedup-log", "--bogus"], EXIT_USAGE),
+    "search": (["search", "jsonword", "--service", "nosuchservice"], EXIT_USAGE),
+    "dataset build": (["dataset", "build", "--family", "nope"], EXIT_USAGE),
+    "dataset list": (["dataset", "list", "--bogus"], EXIT_USAGE),
+    "dataset show": (["dataset", "show", "ds-nope"], EXIT_NOT_FOUND),
+    "dataset diff": (["dataset", "diff", "ds-a", "ds-b"], EXIT_NOT_FOUND),
+    "train": (["train", "--model-family", "nope"], EXIT_USAGE),
+    "models": (["models", "--bogus"], EXIT_USAGE),
+    "generate": (["generate", "hi", "--model", "no-such-model"], EXIT_NOT_FOUND),
+    "eval retrieval": (["eval", "retrieval", "/no/such/devset.jsonl"], EXIT_NOT_FOUND),
+}
+
+PIPELINE_GAPS = {"dataset show", "dataset diff", "generate"}
+
+
+def test_the_tables_cover_every_verb_with_json():
+    assert sorted(FAILURES) == WITH_JSON
+    assert set(success_cases(Path("x"))) | {"dataset build", "dataset show", "dataset diff", "train", "generate"} == set(
+        WITH_JSON
+    )
+
+
+@pytest.mark.parametrize("verb", sorted(success_cases(Path("x"))))
+def test_success_prints_valid_json(cli: Cli, ingested, devset, verb):
+    r = cli(*success_cases(devset)[verb], "--json")
+    assert r.code == 0, r.err
+    r.json()
+
+
+@pytest.mark.parametrize("verb", WITH_JSON)
+def test_failure_prints_a_json_error_and_a_non_zero_code(cli: Cli, ingested, verb, request):
+    if verb in PIPELINE_GAPS:
+        request.applymarker(pytest.mark.xfail(reason=PIPELINE, strict=False))
+    argv, code = FAILURES[verb]
+    r = cli(*argv, "--json")
+    assert r.code == code, r.err
+    body = r.json()
+    assert set(body) == {"error"} and body["error"], body
+
+
+@pytest.mark.parametrize("verb", WITH_JSON)
+def test_a_platform_that_is_not_running_is_a_json_error(tmp_path, capsys, verb):
+    required = {
+        "ingest": [str(tmp_path), "--service", "s"],
+        "chunks": ["d"],
+        "search": ["q"],
+        "eval retrieval": ["f"],
+        "dlq redrive": ["Q"],
+        "dlq purge": ["Q"],
+        "dataset show": ["v"],
+        "dataset diff": ["a", "b"],
+        "train": ["--model-family", "smoke"],
+        "generate": ["hello", "--model", "m"],
+    }
+    capsys.readouterr()
+    code = main(["--data-dir", str(tmp_path / "none"), *verb.split(), *required.get(verb, []), "--json"])
+    assert code == EXIT_NOT_RUNNING
+    assert "docllm up" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_events_tail_follow_streams_one_json_per_line_and_plain_tail_is_one_document(cli: Cli, ingested):
+    events = cli("events", "tail", "-n", "3", "--json").json()
+    assert isinstance(events, list) and len(events) == 3
+    assert all("detail-type" in e for e in events)
