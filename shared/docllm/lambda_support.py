@@ -96,6 +96,7 @@ def _set_correlation_id(value: str | None) -> None:
     else:  # not inside an invocation of ours: Powertools' own (shared) key, as before
         logger.set_correlation_id(value)
 
+
 #: messageId -> "ExceptionType: message" of failed records. The local runtime pops
 #: it as the dead-letter reason; on AWS the reason is in the logs.
 LAST_FAILURES: dict[str, str] = {}

@@ -1,9 +1,14 @@
 """Routes of the HTTP API. The handler in ``services/api/app.py`` only resolves events here.
 
-Client faults answer 4xx with a message that says what was wrong: 422 for
-Powertools' request validation, 400 for our own rules (an invalid query, an
-unknown service: :class:`~docllm.exceptions.InvalidRequestError`); user input
-never produces a 5xx. Everything else is a server fault — a configuration or
+Client faults answer 4xx with a message that says what was wrong. A query that
+fails validation is a **400**, whichever check refused it — Powertools' request
+validation (a missing ``q``, ``k`` out of range or not a number) or our own rules
+(a control character, an unknown service:
+:class:`~docllm.exceptions.InvalidRequestError`) — with ``message`` and, for
+field errors, ``errors: [{field, message}]``; a client never has to tell 400 from
+422. A path no route has is ``404 {"message": "Not Found"}`` (API Gateway's shape;
+a trailing slash is another path), a known path with another method ``405`` with
+``Allow``. User input never produces a 5xx. Everything else is a server fault — a configuration or
 AWS error (AccessDenied…), a corrupt record, a bug — and answers 500 with only
 a request id (API Gateway's ``requestContext.requestId``, else Lambda's
 ``aws_request_id``); the full error is logged with that id.
@@ -15,7 +20,7 @@ from collections import Counter
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
-from aws_lambda_powertools.event_handler.exceptions import ServiceError
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestUnsupportedContentType, RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import ValidationError
@@ -49,6 +54,23 @@ def _bad_request(e: Exception) -> Response[dict[str, Any]]:
     if isinstance(e, InvalidParametersError):
         body["errors"] = e.errors
     return Response(status_code=400, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+@app.not_found
+def _no_route(_e: NotFoundError) -> Response[dict[str, str]]:
+    """404 as API Gateway answers it; 405 with ``Allow`` when the path is a route's under another method."""
+    event = app.current_event
+    method, path = event.http_method.upper(), event.path
+    routes = app._static_routes + app._dynamic_routes  # Powertools keeps no public list of them
+    allowed = sorted({r.method for r in routes if r.rule.match(path)})
+    if allowed and method not in allowed:  # else a route itself said "not found"
+        return Response(
+            status_code=405,
+            content_type=content_types.APPLICATION_JSON,
+            body={"message": "Method Not Allowed"},
+            headers={"Allow": ", ".join(allowed)},
+        )
+    return Response(status_code=404, content_type=content_types.APPLICATION_JSON, body={"message": "Not Found"})
 
 
 @app.exception_handler([ServiceError, RequestUnsupportedContentType])
@@ -89,7 +111,7 @@ def _invalid_request(e: RequestValidationError) -> Response[dict[str, Any]]:
         for err in e.errors()
     ]
     return Response(
-        status_code=422,
+        status_code=400,  # one status for every query that fails validation, ours or Powertools' (see above)
         content_type=content_types.APPLICATION_JSON,
         body={"message": "; ".join(f"{x['field']}: {x['message']}" for x in errors), "errors": errors},
     )

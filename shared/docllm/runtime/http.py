@@ -11,6 +11,13 @@ does, and what handlers rely on (Powertools' resolver keeps the current request
 on a module-level object). A thread per connection was measured first: with 64
 kept-alive connections the threads spent their time queuing for the GIL (p99
 ~1 s at 200 req/s). HTTP/1.1 framing is h11's, not ours.
+
+Edges, as one 404 shape and honest statuses: a path no route has (``/v1/status/`` included: a
+trailing slash is another path, as on API Gateway) is ``404 {"message": "Not Found"}``; a path
+some route has, asked with another method, ``405`` with ``Allow``. A request whose ``Host`` is not
+the address served (``127.0.0.1:PORT``, ``localhost:PORT`` or ``[::1]:PORT``) is refused with a 400
+before anything else: a web page whose name was rebound to 127.0.0.1 (DNS rebinding) cannot get a
+browser to talk to the API on its behalf.
 """
 
 from __future__ import annotations
@@ -44,6 +51,10 @@ MAX_BODY = 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024  # API Gateway allows 10 KiB of headers
 IDLE_TIMEOUT_S = 75.0  # API Gateway's own idle timeout for kept-alive connections is of this order
 UNAUTHORISED = "Unauthorized: send 'Authorization: Bearer <key>' (see docllm status)"
+NOT_FOUND = {"message": "Not Found"}
+METHOD_NOT_ALLOWED = {"message": "Method Not Allowed"}
+#: The names a client on this machine may give the loopback address in ``Host``.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
 class _RuntimeLike(Protocol):  # what start_api_server needs from LocalRuntime (tests pass a stand-in)
@@ -75,12 +86,26 @@ class Reply:
 
 
 def _route_matches(route_path: str, path: str) -> bool:
+    """Segment by segment, as API Gateway matches: ``/v1/status/`` and ``//v1/status`` are not
+    ``/v1/status``; a ``{param}`` takes one non-empty segment, ``{proxy+}`` the rest."""
     if route_path.endswith("{proxy+}"):
-        return path.startswith(route_path[: -len("{proxy+}")])
-    r_parts, p_parts = route_path.strip("/").split("/"), path.strip("/").split("/")
+        prefix = route_path[: -len("{proxy+}")]
+        return path.startswith(prefix) and len(path) > len(prefix)
+    r_parts, p_parts = route_path.split("/"), path.split("/")
     return len(r_parts) == len(p_parts) and all(
-        r == p or (r.startswith("{") and r.endswith("}")) for r, p in zip(r_parts, p_parts, strict=True)
+        r == p or (r.startswith("{") and r.endswith("}") and p != "") for r, p in zip(r_parts, p_parts, strict=True)
     )
+
+
+def served_hosts(host: str, port: int) -> frozenset[str]:
+    """The ``Host`` values that name the address the API serves (lower case)."""
+    names = set(LOOPBACK_NAMES)
+    if host not in ("", "0.0.0.0", "::"):  # bound to every address: only the loopback names
+        names.add(f"[{host}]" if ":" in host else host)
+    hosts = {f"{n.lower()}:{port}" for n in names}
+    if port == 80:
+        hosts |= {n.lower() for n in names}
+    return frozenset(hosts)
 
 
 def _authorised(headers: dict[str, str], expected: str) -> bool:
@@ -141,20 +166,28 @@ def respond(
     fn: FunctionSpec, handler: Callable[[dict[str, Any], Any], Any], key: str | None, request: Request
 ) -> Reply:
     """What API Gateway would answer: route, authorise, invoke, translate the proxy result."""
+    from docllm.lambda_support import invocation_log_keys
     from docllm.runtime.local import LocalContext
 
     path, method = urlsplit(request.target).path, request.method
     if path == "/_local/health":
         return Reply.json(200, {"status": "ok"})
-    route = next((r for r in fn.http_routes if r.method in (method, "ANY") and _route_matches(r.path, path)), None)
+    on_path = [r for r in fn.http_routes if _route_matches(r.path, path)]
+    route = next((r for r in on_path if r.method in (method, "ANY")), None)
+    if route is None and on_path:
+        reply = Reply.json(405, METHOD_NOT_ALLOWED)
+        return Reply(405, [*reply.headers, ("Allow", ", ".join(sorted({r.method for r in on_path})))], reply.body)
     if route is None:
-        return Reply.json(404, {"message": "Not Found"})
+        return Reply.json(404, NOT_FOUND)
     if key is not None and not _authorised(request.headers, key):
         return Reply.json(401, {"message": UNAUTHORISED})
     event = proxy_event(route.method, route.path, request)
     request_id = str(event["requestContext"]["requestId"])
+    context = LocalContext(fn.name, fn.timeout_s)
     try:
-        result = handler(event, LocalContext(fn.name, fn.timeout_s))
+        # Worker threads log at the same time: this request's records name this invocation.
+        with invocation_log_keys(context, correlation_id=request_id):
+            result = handler(event, context)
         raw = result.get("body") or ""
         data = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode("utf-8")
         out = [(k, str(v)) for k, v in (result.get("headers") or {}).items()]
@@ -172,8 +205,9 @@ def respond(
 class ApiServer:
     """An asyncio HTTP/1.1 server on its own thread; ``shutdown()`` stops it."""
 
-    def __init__(self, host: str, port: int, answer: Callable[[Request], Reply]):
+    def __init__(self, host: str, port: int, answer: Callable[[Request], Reply], *, check_host: bool = True):
         self._answer = answer
+        self._hosts: frozenset[str] | None = None
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._error: BaseException | None = None
@@ -192,6 +226,18 @@ class ApiServer:
             raise self._error
         assert self._server is not None
         self.server_address: tuple[str, int] = self._server.sockets[0].getsockname()[:2]
+        if check_host:
+            self._hosts = served_hosts(host, self.server_address[1])
+
+    def _host_refused(self, headers: dict[str, str]) -> Reply | None:
+        """A 400 for a ``Host`` that is not the address served (DNS rebinding), else None."""
+        if self._hosts is None or headers.get("host", "").strip().lower() in self._hosts:
+            return None
+        port = self.server_address[1]
+        return Reply.json(
+            400,
+            {"message": f"Host header must name the address this API serves: 127.0.0.1:{port} or localhost:{port}"},
+        )
 
     def _run(self, host: str, port: int) -> None:
         asyncio.set_event_loop(self._loop)
@@ -221,16 +267,18 @@ class ApiServer:
                 if request is None:
                     break
                 refused = isinstance(body, Reply)  # refused while reading: the rest was not read
+                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
                 if isinstance(body, Reply):
                     reply = body
+                elif (bad_host := self._host_refused(headers)) is not None:
+                    reply, refused = bad_host, True  # nothing runs, and nothing more is read from this client
                 else:
-                    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
                     reply = self._answer(
                         Request(
                             request.method.decode("ascii"), request.target.decode("latin-1"), headers, body, peer[0]
                         )
                     )
-                await self._send(conn, writer, reply)
+                await self._send(conn, writer, reply, head=request.method == b"HEAD")
                 if refused or conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     break
                 conn.start_next_cycle()
@@ -248,10 +296,11 @@ class ApiServer:
                 self._tasks.discard(task)
 
     @staticmethod
-    async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply) -> None:
+    async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply, *, head: bool = False) -> None:
         headers = [*reply.headers, ("Content-Length", str(len(reply.body)))]
         writer.write(conn.send(h11.Response(status_code=reply.status, headers=headers)))
-        writer.write(conn.send(h11.Data(data=reply.body)))
+        if not head:  # the answer to HEAD has the headers of the body it does not send
+            writer.write(conn.send(h11.Data(data=reply.body)))
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
 

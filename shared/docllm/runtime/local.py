@@ -304,8 +304,12 @@ class LocalRuntime:
         path = self.data_dir / API_KEY_FILE
         if not path.exists():
             private_dir(self.data_dir)
-            with contextlib.suppress(FileExistsError):  # created 0600, never readable by others meanwhile
-                with os.fdopen(open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as f:
+            try:  # created 0600: never readable by others, not even for an instant
+                fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            except FileExistsError:
+                pass  # another process made it meanwhile: use theirs
+            else:
+                with os.fdopen(fd, "w") as f:
                     f.write(secrets.token_urlsafe(32))
         return path.read_text(encoding="utf-8").strip()
 
@@ -447,7 +451,7 @@ def lock_holder(data_dir: Path) -> int | None:
 
 
 def _describe_holder(data_dir: Path) -> str:
-    """"pid N, http://…" of the runtime holding the lock, as far as it has got."""
+    """``pid N, http://…`` of the runtime holding the lock, as far as it has got."""
     pid = 0
     deadline = time.monotonic() + 1.0
     while True:  # a runtime writes its pid the instant after it takes the lock

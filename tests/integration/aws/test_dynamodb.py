@@ -10,6 +10,7 @@ from botocore.stub import Stubber
 
 from docllm.adapters.aws.dynamodb import DynamoStateStore, UnstorableItemError
 from docllm.exceptions import ConflictError, TransientError
+from tests.support.aws import create_state_table
 
 TABLE = "state"
 
@@ -17,15 +18,7 @@ TABLE = "state"
 @pytest.fixture
 def store(aws: None) -> DynamoStateStore:
     client = boto3.client("dynamodb", region_name="eu-west-1")
-    client.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_state_table(client, TABLE)
     return DynamoStateStore(TABLE, client)
 
 

@@ -17,6 +17,7 @@ from docllm.events.contracts import StageFailed
 from docllm.ports.state import Delete, Put
 from docllm.service_layer.outbox import OUTBOX_PK, commit, pending
 from tests.conftest import REPO
+from tests.support.aws import create_state_table
 
 from .conftest import REGION
 
@@ -27,16 +28,7 @@ TABLE_ARN = f"arn:aws:dynamodb:{REGION}:123456789012:table/{TABLE}"
 @pytest.fixture
 def relay_handler(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, Any]]:
     ddb = boto3.client("dynamodb", region_name=REGION)
-    ddb.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
-    )
+    create_state_table(ddb, TABLE, stream=True)
     events = boto3.client("events", region_name=REGION)
     events.create_event_bus(Name=BUS)
     sqs = boto3.client("sqs", region_name=REGION)

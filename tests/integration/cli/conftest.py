@@ -16,6 +16,8 @@ from tests.conftest import REPO
 
 #: rich's own styling on a terminal; any other ESC in the output came from data.
 SGR = re.compile(r"\x1b\[[0-9;]*m")
+#: A log record of the runtime's handlers, which run in this process and log to stdout too.
+LOG_RECORD = re.compile(r'^\{"level":"[A-Z]+",.*\}$')
 
 
 @dataclass
@@ -50,8 +52,9 @@ def cli(rt: LocalRuntime, capsys: pytest.CaptureFixture[str]) -> Cli:
         capsys.readouterr()
         code = main(["--data-dir", str(rt.data_dir), *argv])
         captured = capsys.readouterr()
-        assert "Traceback" not in captured.out + captured.err, captured.err
-        return Result(code, captured.out, captured.err)
+        out = "".join(ln for ln in captured.out.splitlines(keepends=True) if not LOG_RECORD.match(ln))
+        assert "Traceback" not in out + captured.err, captured.err
+        return Result(code, out, captured.err)
 
     return run
 

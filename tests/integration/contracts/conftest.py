@@ -19,6 +19,7 @@ from moto import mock_aws
 from docllm.ports.objects import ObjectStore
 from docllm.ports.queue import Queue
 from docllm.ports.state import StateStore
+from tests.support.aws import create_state_table
 
 REGION = "eu-west-1"
 BUCKET = "contract-bucket"
@@ -67,15 +68,7 @@ def state_store(request: pytest.FixtureRequest, tmp_path: Path) -> StateStore:
     from docllm.adapters.aws.dynamodb import DynamoStateStore
 
     client = boto3.client("dynamodb", region_name=REGION)
-    client.create_table(
-        TableName=TABLE,
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_state_table(client, TABLE)
     return DynamoStateStore(TABLE, client)
 
 

@@ -65,7 +65,9 @@ def test_every_unknown_path_answers_the_same_404(runtime: LocalRuntime, path: st
     assert headers["content-type"] == "application/json"
 
 
-@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/status"), ("DELETE", "/v1/search"), ("PUT", "/v1/documents")])
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/v1/status"), ("DELETE", "/v1/search"), ("PUT", "/v1/documents")]
+)
 def test_a_known_path_with_the_wrong_method_is_a_405_with_allow(runtime: LocalRuntime, method: str, path: str) -> None:
     status, headers, body = request(runtime, method, path)
     assert status == 405, body

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import textwrap
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -127,3 +128,24 @@ def test_every_handled_record_names_the_function_and_invocation_that_handled_it(
     assert wrong == [], f"{len(wrong)} of {len(handled)} records name another function or event"
     # One invocation per record (BatchSize 1): no two records share an invocation's request id.
     assert len({r["function_request_id"] for r in handled}) == len(handled)
+
+
+def test_the_api_function_records_name_it_while_a_worker_rewrites_the_shared_keys(formatted):
+    from docllm.runtime.http import Request, respond
+    from docllm.runtime.template import FunctionSpec, HttpRoute
+
+    fn = FunctionSpec("ApiFunction", "x/", "app.handler", 30, {}, http_routes=(HttpRoute("GET", "/v1/status"),))
+
+    @logger.inject_lambda_context
+    def handler(event, context):
+        # What a worker thread's inject_lambda_context does meanwhile, on the same Logger.
+        worker = threading.Thread(target=lambda: logger.append_keys(function_name="IngestFunction"))
+        worker.start()
+        worker.join()
+        logger.info("answered")
+        return {"statusCode": 200, "body": "{}"}
+
+    reply = respond(fn, handler, None, Request("GET", "/v1/status", {"host": "x"}, b"", "127.0.0.1"))
+    request_id = dict(reply.headers)["apigw-requestid"]
+    (line,) = [r for r in formatted.lines if r["message"] == "answered"]
+    assert (line["function_name"], line["correlation_id"]) == ("ApiFunction", request_id)

@@ -31,7 +31,9 @@ def test_an_unknown_path_is_the_api_gateway_404(path: str) -> None:
     assert (status, body) == (404, {"message": "Not Found"})
 
 
-@pytest.mark.parametrize(("method", "path"), [("POST", "/v1/status"), ("DELETE", "/v1/search"), ("PATCH", "/openapi.json")])
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/v1/status"), ("DELETE", "/v1/search"), ("PATCH", "/openapi.json")]
+)
 def test_a_known_path_with_another_method_is_a_405_with_allow(method: str, path: str) -> None:
     status, headers, body = call(method, path)
     assert (status, body) == (405, {"message": "Method Not Allowed"})

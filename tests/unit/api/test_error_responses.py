@@ -141,7 +141,7 @@ def test_an_invalid_query_is_a_400_that_names_the_field(monkeypatch, tmp_path):
     assert body["message"].startswith("q: ") and body["errors"][0]["field"] == "q"
 
 
-def test_an_out_of_range_parameter_is_a_422(monkeypatch, tmp_path):
+def test_an_out_of_range_parameter_is_a_400_like_every_validation_error(monkeypatch, tmp_path):
     use(monkeypatch, FakePlatform(tmp_path))
     status, body = call("/v1/search?q=bucket&k=0")
-    assert status == 422 and "k" in body["message"]
+    assert status == 400 and "k" in body["message"]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from docllm.cli import common, main as cli_main
+from docllm.cli import common
+from docllm.cli import main as cli_main
 from docllm.cli.common import EXIT_INTERNAL, EXIT_NOT_FOUND, EXIT_NOT_RUNNING, EXIT_USAGE
 from docllm.cli.main import COMMANDS, DOC_STATUSES, main
 from tests.conftest import REPO
@@ -162,7 +163,7 @@ def test_the_status_choices_are_the_records_statuses():
 
     from docllm.records import DocumentStatus
 
-    assert DOC_STATUSES == typing.get_args(DocumentStatus)
+    assert typing.get_args(DocumentStatus) == DOC_STATUSES
 
 
 def test_the_service_rule():
