@@ -252,7 +252,9 @@ def train(rt: Runtime, p: Platform, *, timeout: float, log: Log) -> tuple[str | 
     except json.JSONDecodeError:
         return None, seconds, f"docllm train exited {out.returncode}: {out.stderr.strip()[-500:]}"
     if event.get("detail-type") != "Model Trained":
-        return None, seconds, f"{event.get('detail-type')}: {event.get('detail', {}).get('reason', event)}"
+        detail = event.get("detail", {})
+        where = f"{detail.get('stage')} ({detail.get('subject')})"
+        return None, seconds, f"{event.get('detail-type')} in {where}: {detail.get('reason', event)}"
     version = str(event["detail"]["model_version"])
     log(f"  trained {version} in {seconds:.0f}s")
     return version, seconds, None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from docllm.exceptions import TransientError
 
@@ -19,13 +19,13 @@ T = TypeVar("T")
 
 
 def retry_transient(
-    call: Callable[[], T],
-    *,
+    call: Callable[..., T],
+    *args: Any,
     attempts: int = 5,
     base_s: float = 0.05,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """``call()``; on a :class:`TransientError` call again after an exponential backoff with full
+    """``call(*args)``; on a :class:`TransientError` call again after an exponential backoff with full
     jitter (``base_s``·2ⁿ at most), ``attempts`` calls in all; the last error is raised.
 
     >>> calls = []
@@ -41,7 +41,7 @@ def retry_transient(
         raise ValueError("attempts must be at least 1")
     for n in range(attempts - 1):
         try:
-            return call()
+            return call(*args)
         except TransientError:
             sleep(random.uniform(0, base_s * 2**n))
-    return call()
+    return call(*args)

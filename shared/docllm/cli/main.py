@@ -182,7 +182,7 @@ COMMANDS: tuple[Command, ...] = (
         "list documents with status, chunk counts and reasons",
         (
             JSON,
-            arg("--status", choices=DOC_STATUSES, help="only this status: %(choices)s"),
+            arg("--status", choices=DOC_STATUSES, help="only documents with this status"),
             arg("--prefix", help="only keys starting with this"),
         ),
     ),

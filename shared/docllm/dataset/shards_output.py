@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from docllm.dataset.exceptions import DatasetNotFoundError
 from docllm.exceptions import NotFoundError
 from docllm.ports.objects import ObjectStore, split_uri
+from docllm.retries import retry_transient
 
 
 def shards_prefix(artifact_bucket: str, dataset_version: str, tokenizer_version: str) -> str:
@@ -100,7 +101,7 @@ def load_token_counts(objects: ObjectStore, shards_uri: str) -> TokenCounts:
     counts = TokenCounts()
     found = False
     for info in objects.list(bucket, prefix + "counts/"):
-        counts = counts.merge(TokenCounts.model_validate_json(objects.get(bucket, info.key)))
+        counts = counts.merge(TokenCounts.model_validate_json(retry_transient(objects.get, bucket, info.key)))
         found = True
     if not found:
         raise DatasetNotFoundError(f"no token counts under {shards_uri}")
@@ -117,11 +118,11 @@ def finalize_shards_output(objects: ObjectStore, shards_uri: str, *, expected_pa
     """
     bucket, prefix = _prefix(shards_uri)
     try:
-        return ShardsResult.model_validate_json(objects.get(bucket, prefix + "result.json"))
+        return ShardsResult.model_validate_json(retry_transient(lambda: objects.get(bucket, prefix + "result.json")))
     except NotFoundError:
         pass
     parts = [
-        ShardsResult.model_validate_json(objects.get(bucket, info.key))
+        ShardsResult.model_validate_json(retry_transient(objects.get, bucket, info.key))
         for info in objects.list(bucket, prefix + "parts/")
     ]
     if len(parts) < expected_parts:

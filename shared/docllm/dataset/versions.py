@@ -197,7 +197,7 @@ def list_datasets(state: StateStore) -> list[DatasetSummary]:
 def load_manifest(objects: ObjectStore, artifact_bucket: str, version: str) -> DatasetManifest:
     """Read ``datasets/<version>/manifest.json``; :class:`DatasetNotFoundError` when absent."""
     try:
-        raw = objects.get(artifact_bucket, f"datasets/{version}/manifest.json")
+        raw = retry_transient(lambda: objects.get(artifact_bucket, f"datasets/{version}/manifest.json"))
     except NotFoundError as e:
         raise DatasetNotFoundError(f"dataset version {version!r} has no manifest") from e
     return DatasetManifest.model_validate_json(raw)

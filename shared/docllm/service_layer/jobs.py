@@ -29,6 +29,7 @@ from docllm.ports.jobs import JobSpec
 from docllm.ports.objects import split_uri
 from docllm.ports.state import Put, Write
 from docllm.records import JOBS_PK, JobRecord, utcnow
+from docllm.retries import retry_transient
 from docllm.service_layer.outbox import commit
 
 SHARDS_PK = "shards"
@@ -101,7 +102,7 @@ def _job_exists(p: Platform, name: str) -> bool:
 
 def read_result(p: Platform, output_uri: str) -> dict[str, Any]:
     bucket, prefix = split_uri(output_uri if output_uri.endswith("/") else output_uri + "/")
-    return dict(json.loads(p.objects.get(bucket, prefix + "result.json")))
+    return dict(json.loads(retry_transient(lambda: p.objects.get(bucket, prefix + "result.json"))))
 
 
 def stage_of(record: JobRecord) -> str:

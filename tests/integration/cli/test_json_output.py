@@ -79,9 +79,13 @@ PIPELINE_GAPS = {"generate"}  # prints its own message and returns 2
 
 def test_the_tables_cover_every_verb_with_json():
     assert sorted(FAILURES) == WITH_JSON
-    assert set(success_cases(Path("x"))) | {"dataset build", "dataset show", "dataset diff", "train", "generate"} == set(
-        WITH_JSON
-    )
+    assert set(success_cases(Path("x"))) | {
+        "dataset build",
+        "dataset show",
+        "dataset diff",
+        "train",
+        "generate",
+    } == set(WITH_JSON)
 
 
 @pytest.mark.parametrize("verb", sorted(success_cases(Path("x"))))

@@ -65,10 +65,13 @@ def test_a_link_loop_under_follow_links_ends(tmp_path):
     assert names(found) == ["a.md"]
 
 
-@pytest.mark.parametrize(("path", "code", "says"), [
-    ("/dev/null", EXIT_USAGE, "/dev/null is a character device"),
-    ("/no/such/thing", EXIT_NOT_FOUND, "no such file or folder: /no/such/thing"),
-])
+@pytest.mark.parametrize(
+    ("path", "code", "says"),
+    [
+        ("/dev/null", EXIT_USAGE, "/dev/null is a character device"),
+        ("/no/such/thing", EXIT_NOT_FOUND, "no such file or folder: /no/such/thing"),
+    ],
+)
 def test_a_named_path_that_is_no_file_or_folder_says_what_it_is(path, code, says):
     with pytest.raises(CliError) as exc:
         collect_files([path])

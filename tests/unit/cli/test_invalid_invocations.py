@@ -67,7 +67,9 @@ def one_line(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize(("argv", "code", "fragment"), INVALID, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+@pytest.mark.parametrize(
+    ("argv", "code", "fragment"), INVALID, ids=lambda v: " ".join(v) if isinstance(v, list) else ""
+)
 def test_an_invalid_invocation_says_why_in_one_line(tmp_path, capsys, argv, code, fragment):
     got, out, err = run(capsys, ["--data-dir", str(tmp_path / "data"), *argv])
     assert got == code, err
@@ -76,7 +78,9 @@ def test_an_invalid_invocation_says_why_in_one_line(tmp_path, capsys, argv, code
     assert out == ""
 
 
-@pytest.mark.parametrize(("argv", "code", "fragment"), INVALID, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+@pytest.mark.parametrize(
+    ("argv", "code", "fragment"), INVALID, ids=lambda v: " ".join(v) if isinstance(v, list) else ""
+)
 def test_under_json_an_invalid_invocation_prints_a_json_error_on_stdout(tmp_path, capsys, argv, code, fragment):
     got, out, err = run(capsys, ["--data-dir", str(tmp_path / "data"), *argv, "--json"])
     assert got == code, err

@@ -80,8 +80,11 @@ def test_a_table_on_a_terminal_never_cuts_an_id_and_survives_markup_in_cells():
 def test_a_narrow_terminal_folds_ids_instead_of_cutting_them():
     version = "ds-20240101T000000Z-0123456789abcdef0123456789"
     con, buf = console(terminal=True, width=40)
-    print_table([Col("version", copy=True), "created", "family", "services"], [[version, "2024-01-01", "x", "all"]],
-                console_=con)
+    print_table(
+        [Col("version", copy=True), "created", "family", "services"],
+        [[version, "2024-01-01", "x", "all"]],
+        console_=con,
+    )
     first_column = "".join(
         row.split("│")[1].strip() for row in SGR.sub("", buf.getvalue()).splitlines() if row.startswith("│")
     )
@@ -101,3 +104,9 @@ def test_a_table_that_is_not_on_a_terminal_is_tab_separated_and_whole():
         "s3/a very long key that would not fit [red]x.md\tprocessed",
         "tab\\there\tdup\\nlicate",
     ]
+
+
+def test_the_fast_path_skips_only_characters_that_need_no_escape():
+    from docllm.cli.common import _MAYBE_HIDDEN, _hidden
+
+    assert not [hex(c) for c in range(0x110000) if _hidden(chr(c)) and not _MAYBE_HIDDEN.search(chr(c))]
