@@ -137,9 +137,9 @@ out = _Console(emoji=False, highlight=False, soft_wrap=True)
 
 def print_error(message: object, *, json_mode: bool = False) -> None:
     """One line on stderr; under ``--json`` also ``{"error": message}`` on stdout."""
+    console.print(line(("error: ", "red"), one_line(message)))
     if json_mode:
         emit_json({"error": " ".join(str(message).splitlines())})
-    console.print(line(("error: ", "red"), one_line(message)))
 
 
 def warn(message: object) -> None:

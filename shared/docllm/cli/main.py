@@ -363,7 +363,11 @@ def resolve(spec: str) -> Callable[[argparse.Namespace], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     try:
-        code = _main(args_list)
+        try:
+            code = _main(args_list)
+        except SystemExit:  # --help, --version: argparse printed and exits
+            sys.stdout.flush()
+            raise
         sys.stdout.flush()  # a closed pipe shows here at the latest, not in the interpreter's exit
         return code
     except BrokenPipeError:

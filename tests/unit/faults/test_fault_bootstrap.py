@@ -10,6 +10,7 @@ from docllm.adapters.local.bus import LocalEventBus
 from docllm.adapters.local.jobs import LocalJobRunner
 from docllm.adapters.local.objects import LocalObjectStore
 from docllm.adapters.local.queue import SqliteQueue
+from docllm.adapters.local.search import LocalSearchIndex
 from docllm.adapters.local.state import SqliteStateStore
 from docllm.bootstrap import Platform, build_platform, reset_platforms
 from docllm.events.envelope import BusEvent
@@ -21,7 +22,6 @@ from docllm.ports.objects import ObjectStore
 from docllm.ports.queue import Queue
 from docllm.ports.search import SearchIndex
 from docllm.ports.state import Delete, Put, StateStore
-from docllm.search.sqlite_index import SqliteSearchIndex
 from docllm.settings import Settings
 from tests.conftest import REPO
 
@@ -34,7 +34,7 @@ PORTS = {
     "queue": (SqliteQueue, Queue),
     "local_queue": (SqliteQueue, Queue),
     "jobs": (LocalJobRunner, JobRunner),
-    "search": (SqliteSearchIndex, SearchIndex),
+    "search": (LocalSearchIndex, SearchIndex),
 }
 
 
