@@ -252,9 +252,7 @@ def train(rt: Runtime, p: Platform, *, timeout: float, log: Log) -> tuple[str | 
     except json.JSONDecodeError:
         return None, seconds, f"docllm train exited {out.returncode}: {out.stderr.strip()[-500:]}"
     if event.get("detail-type") != "Model Trained":
-        detail = event.get("detail", {})
-        where = f"{detail.get('stage')} ({detail.get('subject')})"
-        return None, seconds, f"{event.get('detail-type')} in {where}: {detail.get('reason', event)}"
+        return None, seconds, str(event.get("error", event))
     version = str(event["detail"]["model_version"])
     log(f"  trained {version} in {seconds:.0f}s")
     return version, seconds, None

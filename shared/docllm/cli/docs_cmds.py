@@ -193,14 +193,26 @@ def cmd_ingest(args: Namespace) -> int:
                     progress.advance(task2)
                 if pending:
                     time.sleep(0.25)
+            if not pending and uploaded:
+                # Processing may ask for more: duplicates set free, documents whose boilerplate changed.
+                # Done when that has settled too, so what `docs`/`search` show next is final.
+                _settle(p, deadline)
     records = {k: DocumentRecord.model_validate(i) for k, i in p.state.query(DOCS_PK, args.service + "/")}
     mine = [records[k] for k in uploaded if k in records]
+    # Every duplicate relation this upload made: its documents that duplicate others, and documents
+    # (of this upload or earlier ones) that now duplicate one of its documents.
+    superseded = [
+        {"doc_key": r.doc_key, "duplicate_of": r.duplicate_of}
+        for r in records.values()
+        if r.status == "duplicate" and (r.doc_key in uploaded or r.duplicate_of in uploaded)
+    ]
     summary: dict[str, Any] = {
         "files": len(files),
         "uploaded": len(uploaded),
         "unchanged": unchanged,
         "processed": sum(r.status == "processed" for r in mine),
         "duplicate": sum(r.status == "duplicate" for r in mine),
+        "superseded": superseded,
         "quarantined": [
             {"doc_key": r.doc_key, "reason_code": r.reason_code, "reason": r.reason}
             for r in mine
@@ -230,6 +242,8 @@ def cmd_ingest(args: Namespace) -> int:
                     lit(q["reason"]),
                 )
             )
+        for d in superseded:
+            out.print(line(("  duplicate ", "cyan"), lit(d["doc_key"]), " of ", lit(d["duplicate_of"])))
         for s in skipped:
             out.print(line(("  skipped ", "yellow"), lit(s.path), ": ", lit(s.reason)))
         if pending:
@@ -240,6 +254,24 @@ def cmd_ingest(args: Namespace) -> int:
                 )
             )
     return EXIT_FAILED if pending else 0
+
+
+def _settle(p: Any, deadline: float, quiet_s: float = 0.5) -> None:
+    """Wait until the ingest and index stages have nothing left (queues and the outbox), for a moment."""
+    from docllm.service_layer.outbox import pending
+
+    q = p.local_queue
+    names = [n for n in ("IngestQueue", "IndexQueue") if n in q.queues]
+    quiet_since: float | None = None
+    while time.monotonic() < deadline:
+        busy = bool(pending(p)) or any((st := q.stats(n)).visible or st.in_flight or st.delayed for n in names)
+        if busy:
+            quiet_since = None
+        else:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= quiet_s:
+                return
+        time.sleep(0.1)
 
 
 def cmd_docs(args: Namespace) -> int:

@@ -7,11 +7,20 @@ import time
 from argparse import Namespace
 from typing import Any
 
-from rich.table import Table
-from rich.text import Text
-
 from docllm.bootstrap import Platform
-from docllm.cli.common import console, emit_json, out, running_platform
+from docllm.cli.common import (
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    CliError,
+    Col,
+    console,
+    emit_json,
+    line,
+    lit,
+    out,
+    print_table,
+    running_platform,
+)
 from docllm.events.contracts import DatasetBuildRequested, TrainingRequested, to_bus
 
 DONE = {"Dataset Built", "Model Trained", "Stage Failed"}
@@ -34,7 +43,7 @@ def _wait_for(
                 if (e.body.get("detail") or {}).get("request_id") != request_id:
                     continue  # another request's chain
                 if show:
-                    console.print(Text.assemble((e.source, "dim"), " ", e.detail_type))
+                    console.print(line(lit(e.source, "dim"), " ", lit(e.detail_type)))
                 if e.detail_type in wanted or e.detail_type == "Stage Failed":
                     return e.body
             dead = _dead_letter_of(p, request_id)
@@ -83,31 +92,35 @@ def cmd_dataset_build(args: Namespace) -> int:
     request = DatasetBuildRequested(family=args.family, services=services)
     p.bus.publish([to_bus(request)])
     if args.no_wait:
+        if args.json:
+            emit_json({"request_id": request.request_id})
         return 0
     body = _wait_for(p, seq, request.request_id, {"Dataset Built"}, timeout_s=args.timeout, show=not args.json)
     if body is None:
-        console.print("[red]timed out[/red]; see docllm status")
-        return 1
+        raise CliError(f"timed out after {args.timeout:.0f}s; see docllm status", EXIT_FAILED)
+    if body["detail-type"] != "Dataset Built":
+        raise CliError(_failure(body), EXIT_FAILED)
+    d = body["detail"]
     if args.json:
-        emit_json(body["detail"])
-    elif body["detail-type"] == "Dataset Built":
-        d = body["detail"]
+        emit_json(d)
+    else:
         out.print(
-            Text.assemble(
+            line(
                 "dataset ",
-                (str(d["dataset_version"]), "bold"),
+                lit(d["dataset_version"], "bold"),
                 f": {d['documents']} documents, {d['chunks']} chunks "
-                f"(+{d['added']} −{d['removed']} ~{d['changed']} vs {d['previous_version'] or 'nothing'})",
+                f"(+{d['added']} −{d['removed']} ~{d['changed']} vs ",
+                lit(d["previous_version"] or "nothing"),
+                ")",
             )
         )
-    else:
-        _print_failure(body)
-    return 0 if body["detail-type"] == "Dataset Built" else 1
+    return 0
 
 
-def _print_failure(body: dict[str, Any]) -> None:
+def _failure(body: dict[str, Any]) -> str:
+    """One line for a failed request: which stage, and why (shown literally by ``main``)."""
     detail = body.get("detail") or {}
-    console.print(Text.assemble((f"{detail.get('stage')} failed", "red"), f": {detail.get('reason')}"))
+    return f"{detail.get('stage')} failed: {detail.get('reason')}"
 
 
 def cmd_dataset_list(args: Namespace) -> int:
@@ -118,19 +131,22 @@ def cmd_dataset_list(args: Namespace) -> int:
     if args.json:
         emit_json([r.model_dump(mode="json") for r in rows])
         return 0
-    t = Table("version", "created", "family", "services", "docs", "chunks", "tokens≈", "+/−/~")
-    for r in rows:
-        t.add_row(
-            r.version,
-            r.created_at[:19],
-            r.family or "",
-            ",".join(r.services) or "all",
-            str(r.documents),
-            str(r.chunks),
-            str(r.token_estimate),
-            f"{r.added}/{r.removed}/{r.changed}",
-        )
-    out.print(t)
+    print_table(
+        [Col("version", copy=True), "created", "family", "services", "docs", "chunks", "tokens≈", "+/−/~"],
+        [
+            (
+                r.version,
+                r.created_at[:19],
+                r.family or "",
+                ",".join(r.services) or "all",
+                r.documents,
+                r.chunks,
+                r.token_estimate,
+                f"{r.added}/{r.removed}/{r.changed}",
+            )
+            for r in rows
+        ],
+    )
     return 0
 
 
@@ -154,23 +170,30 @@ def cmd_dataset_show(args: Namespace) -> int:
         return 0
     s = manifest.stats
     out.print(
-        f"[bold]{manifest.version}[/bold] created {manifest.created_at} family {manifest.family or '-'}; "
-        f"{s.documents} documents, {s.chunks} chunks, ≈{s.token_estimate} tokens, {s.bytes} bytes"
-    )
-    t = Table("split", "documents", "chunks", "tokens≈", "tokens (exact)")
-    for split, c in s.per_split.items():
-        t.add_row(
-            split,
-            str(c.documents),
-            str(c.chunks),
-            str(c.token_estimate),
-            str(exact["splits"].get(split, "")) if exact else "not tokenized",
+        line(
+            lit(manifest.version, "bold"),
+            f" created {manifest.created_at} family ",
+            lit(manifest.family or "-"),
+            f"; {s.documents} documents, {s.chunks} chunks, ≈{s.token_estimate} tokens, {s.bytes} bytes",
         )
-    out.print(t)
-    t = Table("service", "documents", "chunks", "tokens≈")
-    for service, c in s.per_service.items():
-        t.add_row(service, str(c.documents), str(c.chunks), str(c.token_estimate))
-    out.print(t)
+    )
+    print_table(
+        ["split", "documents", "chunks", "tokens≈", "tokens (exact)"],
+        [
+            (
+                split,
+                c.documents,
+                c.chunks,
+                c.token_estimate,
+                exact["splits"].get(split, "") if exact else "not tokenized",
+            )
+            for split, c in s.per_split.items()
+        ],
+    )
+    print_table(
+        ["service", "documents", "chunks", "tokens≈"],
+        [(service, c.documents, c.chunks, c.token_estimate) for service, c in s.per_service.items()],
+    )
     return 0
 
 
@@ -190,36 +213,32 @@ def cmd_dataset_diff(args: Namespace) -> int:
         ("changed", diff.changed, "yellow"),
     ):
         for key in keys:
-            out.print(f"[{colour}]{label:8}[/{colour}] {key}")
+            out.print(line((f"{label:8}", colour), " ", lit(key)))
     out.print(f"{len(diff.added)} added, {len(diff.removed)} removed, {len(diff.changed)} changed")
     return 0
 
 
 def cmd_train(args: Namespace) -> int:
-    from docllm.training.families import load_families
-
-    families = load_families()
-    if args.model_family not in families:
-        console.print(f"[red]unknown model family {args.model_family!r}[/red]; known: {', '.join(sorted(families))}")
-        return 2
+    # The family was checked against families.yaml when the arguments were parsed.
     p, _ = running_platform(args)
     seq = _last_seq(p)
     request = TrainingRequested(family=args.model_family)
     p.bus.publish([to_bus(request)])
     if args.no_wait:
+        if args.json:
+            emit_json({"request_id": request.request_id})
         return 0
     body = _wait_for(p, seq, request.request_id, {"Model Trained"}, timeout_s=args.timeout, show=not args.json)
     if body is None:
-        console.print("[red]timed out[/red]; the job may still run: docllm jobs / docllm status")
-        return 1
+        raise CliError(f"timed out after {args.timeout:.0f}s; the job may still run: docllm status", EXIT_FAILED)
+    if body.get("detail-type") != "Model Trained":
+        raise CliError(_failure(body), EXIT_FAILED)
     if args.json:
         emit_json(body)
-    elif body.get("detail-type") == "Model Trained":
-        d = body["detail"]
-        out.print(Text.assemble("model ", (str(d["model_version"]), "bold"), f" → {d['export_uri']}"))
     else:
-        _print_failure(body)
-    return 0 if body.get("detail-type") == "Model Trained" else 1
+        d = body["detail"]
+        out.print(line("model ", lit(d["model_version"], "bold"), " → ", lit(d["export_uri"])))
+    return 0
 
 
 def cmd_models(args: Namespace) -> int:
@@ -230,20 +249,34 @@ def cmd_models(args: Namespace) -> int:
     if args.json:
         emit_json(models)
         return 0
-    t = Table("model", "family", "dataset", "tokenizer", "val loss", "unigram", "tokens", "export")
+    rows = []
     for m in models:
         metrics = m.get("metrics", {})
-        t.add_row(
-            m["version"],
-            m.get("family", ""),
-            m.get("dataset_version", ""),
-            m.get("tokenizer_version", ""),
-            f"{metrics.get('final_val_loss', float('nan')):.3f}",
-            f"{metrics.get('unigram_val_loss', float('nan')):.3f}",
-            str(int(metrics.get("tokens_seen", 0))),
-            m.get("export_uri", ""),
+        rows.append(
+            (
+                m["version"],
+                m.get("family", ""),
+                m.get("dataset_version", ""),
+                m.get("tokenizer_version", ""),
+                f"{metrics.get('final_val_loss', float('nan')):.3f}",
+                f"{metrics.get('unigram_val_loss', float('nan')):.3f}",
+                int(metrics.get("tokens_seen", 0)),
+                m.get("export_uri", ""),
+            )
         )
-    out.print(t)
+    print_table(
+        [
+            Col("model", copy=True),
+            "family",
+            Col("dataset", copy=True),
+            Col("tokenizer", copy=True),
+            "val loss",
+            "unigram",
+            "tokens",
+            Col("export", copy=True),
+        ],
+        rows,
+    )
     return 0
 
 
@@ -258,8 +291,7 @@ def cmd_generate(args: Namespace) -> int:
     p, _ = running_platform(args)
     item = p.state.get(MODELS_PK, args.model)
     if item is None:
-        console.print(f"[red]no model {args.model!r}[/red]; see docllm models")
-        return 2
+        raise CliError(f"no model {args.model!r}; see docllm models", EXIT_NOT_FOUND)
     bucket, prefix = split_uri(str(item["export_uri"]))
     with tempfile.TemporaryDirectory() as tmp:
         for info in p.objects.list(bucket, prefix):
@@ -275,5 +307,5 @@ def cmd_generate(args: Namespace) -> int:
     if args.json:
         emit_json({"model": args.model, "prompt": args.prompt, "completion": text})
     else:
-        out.print(Text.assemble((args.prompt, "bold"), text), highlight=False)
+        out.print(line(lit(args.prompt, "bold"), lit(text, multiline=True)))
     return 0

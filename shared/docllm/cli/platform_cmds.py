@@ -32,14 +32,12 @@ def cmd_up(args: Namespace) -> int:
     import os
     import threading
 
-    from rich.markup import escape
-
     from docllm.exceptions import PortInUseError
     from docllm.runtime.local import RUNTIME_FILE, LocalRuntime
 
     d = data_dir(args)
-    runtime = LocalRuntime(d, port=args.port, auth=not args.no_auth, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    console.print(f"docllm: starting the local platform in [bold]{d}[/bold] …")
+    runtime = LocalRuntime(d, port=args.port, auth=not args.no_auth, log=lambda m: console.print(lit(m, "dim")))
+    console.print(line("docllm: starting the local platform in ", lit(d, "bold"), " …"))
     ended = threading.Event()
 
     def started() -> bool:
@@ -53,10 +51,8 @@ def cmd_up(args: Namespace) -> int:
         while not started():
             if ended.wait(0.1):
                 return
-        console.print(
-            f"API on [bold]{runtime.api_url}[/bold] "
-            f"({'API key in ' + str(d / 'api-key') if runtime.auth else 'no auth'})"
-        )
+        key = line("API key in ", lit(d / "api-key")) if runtime.auth else "no auth"
+        console.print(line("API on ", lit(runtime.api_url, "bold"), " (", key, ")"))
         console.print(
             f"{len(runtime.wiring.functions)} functions, {len(runtime.wiring.rules)} rules "
             f"from {runtime.template.name}. Ctrl-C to stop."
@@ -67,7 +63,7 @@ def cmd_up(args: Namespace) -> int:
         runtime.run_forever()
     except PortInUseError as e:
         console.print(
-            f"[red]error:[/red] {escape(str(e))}; use --port 0 for any free port, or another --port", soft_wrap=True
+            line(("error:", "red"), " ", lit(e), "; use --port 0 for any free port, or another --port"), soft_wrap=True
         )
         return 2
     finally:

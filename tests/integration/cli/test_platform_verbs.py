@@ -113,3 +113,21 @@ def test_a_malformed_question_file_is_a_usage_error(cli: Cli, tmp_path: Path):
     r = cli("eval", "retrieval", str(bad))
     assert r.code == EXIT_USAGE and "line 1" in r.err
     assert cli("eval", "retrieval", str(tmp_path)).code == EXIT_USAGE  # a folder
+
+
+def test_the_ingest_summary_names_every_document_superseded_in_this_upload_or_earlier(cli: Cli, tmp_path: Path):
+    body = f"# Copy\n\n## Same\n\nsupersedeword {words('sup')}\n"
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (first / "b.md").write_text(body)
+    (second / "a.md").write_text(body)  # sorts first: becomes canonical, b.md is superseded
+    (second / "c.md").write_text(body)  # a duplicate within the upload
+    assert cli("ingest", str(first), "--service", "sup", "--json").json()["superseded"] == []
+    summary = cli("ingest", str(second), "--service", "sup", "--json").json()
+    assert sorted((d["doc_key"], d["duplicate_of"]) for d in summary["superseded"]) == [
+        ("sup/b.md", "sup/a.md"),
+        ("sup/c.md", "sup/a.md"),
+    ]
+    shown = cli("ingest", str(second), "--service", "sup").out  # nothing new: nothing named
+    assert "duplicate sup/" not in shown
