@@ -197,15 +197,7 @@ class Platform:
             from docllm.adapters.local.search import LocalSearchIndex
 
             return self._faulty("search", LocalSearchIndex(self.data_dir / "search"))
-        from docllm.adapters.aws.opensearch import OpenSearchIndex
-
-        if not self.settings.search_endpoint:
-            raise ConfigurationError("DOCLLM_SEARCH_ENDPOINT is not set")
-        return OpenSearchIndex(
-            endpoint=self.settings.search_endpoint,
-            region=os.environ.get("AWS_REGION"),
-            signing_service=self.settings.search_service,
-        )
+        return self._opensearch(read_only=False)
 
     @cached_property
     def search_reader(self) -> SearchIndex:
@@ -214,6 +206,9 @@ class Platform:
         read permissions only. Locally it is ``search``, the one embedded index."""
         if self.local:
             return self.search
+        return self._opensearch(read_only=True)
+
+    def _opensearch(self, *, read_only: bool) -> SearchIndex:
         from docllm.adapters.aws.opensearch import OpenSearchIndex
 
         if not self.settings.search_endpoint:
@@ -222,7 +217,7 @@ class Platform:
             endpoint=self.settings.search_endpoint,
             region=os.environ.get("AWS_REGION"),
             signing_service=self.settings.search_service,
-            read_only=True,
+            read_only=read_only,
         )
 
     def idempotency_store(self) -> BasePersistenceLayer:
