@@ -16,8 +16,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         event,
         context,
         ingest.handle_object_event,
-        # request_id: only reprocess requests carry one (null for S3's events); it keeps two requests apart.
+        # reprocess_id: only reprocess requests carry one (null for S3's events); it keeps two requests apart.
         idempotency_key=(
-            '["detail-type", detail.bucket.name, detail.object.key, detail.object."version-id", detail.request_id]'
+            '["detail-type", detail.bucket.name, detail.object.key, detail.object."version-id", detail.reprocess_id]'
         ),
     )

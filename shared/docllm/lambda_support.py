@@ -6,8 +6,8 @@ A record that fails with a :class:`~docllm.exceptions.PermanentError` (or a pyda
 ``ValidationError``, or a body that is not a JSON event: both contract errors) is
 sent to its queue's DLQ at once, with the reason, and reported done so that the
 queue does not deliver it again; any other error is reported as a batch item
-failure, which the queue retries with a backoff and dead-letters after
-``maxReceiveCount`` receives. The DLQ is reached through the platform's
+failure, which the queue delivers again (locally after a backoff, under Lambda after
+the visibility timeout) and dead-letters after ``maxReceiveCount`` receives. The DLQ is reached through the platform's
 :class:`~docllm.ports.queue.Queue` (SQS on AWS, where the function's
 ``DOCLLM_DEAD_LETTER_QUEUE`` names it; the runtime's SQLite queue locally).
 
@@ -181,6 +181,8 @@ def _announce_failure(platform: Platform, handle: EventHandler, record: SQSRecor
     from docllm.events.contracts import StageFailed
     from docllm.service_layer.outbox import commit
 
+    if getattr(exc, "announced", False):
+        return  # the stage published its own "Stage Failed" (a job launch refused)
     try:
         body = json.loads(record.body)
         request_id = (body.get("detail") or {}).get("request_id")

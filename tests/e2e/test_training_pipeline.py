@@ -147,7 +147,7 @@ def test_a_job_with_bad_hyperparameters_ends_as_stage_failed_with_its_reason(run
     p = runtime.platform
     start = max((e.seq for e in p.event_log.last(1)), default=0)
     spec = JobSpec(
-        name="docllm-tok-badhyperparams-1",
+        name="docllm-dev-tokenizer-badhyperparams-1",
         image="tokenizer",
         entry_point="docllm.jobs.tokenizer_job",
         hyperparameters={"vocab_size": "many", "output_uri": f"s3://{p.settings.artifact_bucket}/tokenizers/bad/"},

@@ -108,18 +108,24 @@ class RawBucketRef(BaseModel):
     name: str
 
 
+ReprocessReason = Literal["canonical_changed", "boilerplate_changed", "superseded"]
+
+
 class DocumentReprocessRequested(EventDetail):
     """Process a recorded document version again: the document it duplicated went away or changed,
-    or a paragraph it holds became (or stopped being) boilerplate. Routed to the ingest stage."""
+    a document whose key sorts first now holds the same content, or a paragraph it holds became (or
+    stopped being) boilerplate. Routed to the ingest stage."""
 
     SOURCE: ClassVar[str] = "docllm.ingest"
     DETAIL_TYPE: ClassVar[str] = "Document Reprocess Requested"
 
     bucket: RawBucketRef
     object: RawObjectRef
-    reason: Literal["canonical_changed", "boilerplate_changed"]
-    former_canonical: str | None = Field(default=None, description="with canonical_changed: the canonical")
-    request_id: str = Field(description="new for every request, so a second one is not taken for a redelivery")
+    reason: ReprocessReason
+    former_canonical: str | None = Field(
+        default=None, description="canonical_changed: the canonical that went; superseded: the new canonical"
+    )
+    reprocess_id: str = Field(description="new for every request, so a second one is not taken for a redelivery")
 
 
 # --- retrieval -------------------------------------------------------------

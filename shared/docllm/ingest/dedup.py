@@ -331,15 +331,19 @@ class DedupLedger:
             for i in range(LSH_BANDS)
         ]
 
-    def _register(self, doc_key: str, service: str, fp: Fingerprint) -> None:
+    def _register(self, doc_key: str, service: str, fp: Fingerprint) -> Put:
+        """Register the lookup entries now (the decision queries them) and return the document's own
+        item, which the caller commits with the record: until then a retry finds the previous
+        fingerprint and redoes what replacing it asked (forgetting it, boilerplate followups)."""
         paragraphs = sorted(set(fp.paragraph_hashes))
+        own = Put(DOCS_PK, doc_key, {"service": service, "fingerprint": fp.model_dump(), "paragraphs": paragraphs})
         writes: list[Write] = [
-            Put(DOCS_PK, doc_key, {"service": service, "fingerprint": fp.model_dump(), "paragraphs": paragraphs}),
             Put(f"{SHA_PK}{service}#{fp.content_sha256}", doc_key, {"doc_key": doc_key}),
             *(Put(f"{LSH_PK}{service}#{band}", doc_key, {"doc_key": doc_key}) for band in self._bands(fp.minhash)),
             *(Put(PARA_PK + service, f"{h}#{doc_key}", {"doc_key": doc_key}) for h in paragraphs),
         ]
         self._write(writes)
+        return own
 
     def _write(self, writes: list[Write]) -> None:
         """In transactions of the store's largest size: one round trip for most documents, and
@@ -397,7 +401,7 @@ class DedupLedger:
         if previous is not None and (previous["fingerprint"] != fp.model_dump() or previous["service"] != service):
             kept = frozenset(fp.paragraph_hashes) if previous["service"] == service else frozenset()
             followups.add(self.forget(doc_key, keep=kept, own_item=False))  # register() rewrites the item
-        self._register(doc_key, service, fp)
+        followups.writes.append(self._register(doc_key, service, fp))
         at = self._clock()
         log: list[DedupLogEntry] = []
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from docllm.bootstrap import Platform
-from docllm.events.contracts import DatasetBuildRequested, DatasetBuilt, parse_detail, to_bus
+from docllm.events.contracts import DatasetBuildRequested, DatasetBuilt, parse_detail
+from docllm.service_layer.outbox import commit
 
 
 def handle_build_request(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
@@ -22,24 +23,26 @@ def handle_build_request(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
         p.state, p.objects, artifact_bucket=p.settings.artifact_bucket, services=services or None, family=request.family
     )
     diff = manifest.diff
-    p.bus.publish(
+    # Through the outbox like every stage's event; the dataset record itself is content-addressed, so a
+    # retry after a crash finds it and commits this event again.
+    commit(
+        p,
+        [],
         [
-            to_bus(
-                DatasetBuilt(
-                    dataset_version=manifest.version,
-                    manifest_uri=f"s3://{p.settings.artifact_bucket}/datasets/{manifest.version}/manifest.json",
-                    family=request.family,
-                    previous_version=manifest.previous_version,
-                    documents=len(manifest.documents),
-                    chunks=sum(len(d.chunk_ids) for d in manifest.documents),
-                    added=len(diff.added),
-                    removed=len(diff.removed),
-                    changed=len(diff.changed),
-                    train_after=request.train_after,
-                    request_id=request.request_id,
-                )
+            DatasetBuilt(
+                dataset_version=manifest.version,
+                manifest_uri=f"s3://{p.settings.artifact_bucket}/datasets/{manifest.version}/manifest.json",
+                family=request.family,
+                previous_version=manifest.previous_version,
+                documents=len(manifest.documents),
+                chunks=sum(len(d.chunk_ids) for d in manifest.documents),
+                added=len(diff.added),
+                removed=len(diff.removed),
+                changed=len(diff.changed),
+                train_after=request.train_after,
+                request_id=request.request_id,
             )
-        ]
+        ],
     )
     p.metrics.put("DatasetsBuilt", int(created))
     return {"dataset_version": manifest.version, "created": created}

@@ -37,6 +37,7 @@ from docllm.events.contracts import (
     EventDetail,
     RawBucketRef,
     RawObjectRef,
+    ReprocessReason,
 )
 from docllm.exceptions import NotFoundError
 from docllm.ports.objects import ObjectInfo
@@ -82,6 +83,9 @@ def _save(
     previous: DocumentRecord | None,
     events: list[EventDetail],
     followups: Followups | None = None,
+    *,
+    content_hash: str | None = None,
+    supersedes: list[str] | None = None,
 ) -> DocumentRecord:
     """Commit ``record`` (with its duplicate link), ``events`` and what the dedup ledger asked for
     (markers, reprocess requests) in one transaction."""
@@ -99,7 +103,12 @@ def _save(
     if followups is not None:
         writes += followups.writes
         requests = [_reprocess_request(p, k, "boilerplate_changed") for k in followups.reprocess]
-    requests += [_reprocess_request(p, k, "canonical_changed", record.doc_key) for k in _orphans(p, record)]
+    requests += [
+        _reprocess_request(p, k, "canonical_changed", record.doc_key) for k in _orphans(p, record, content_hash)
+    ]
+    # Documents processed earlier that this one now supersedes (its key sorts first) are asked to be
+    # judged again in the same commit: a crash after it cannot leave two indexed copies.
+    requests += [_reprocess_request(p, k, "superseded", record.doc_key) for k in supersedes or []]
     # A transaction holds at most MAX_TRANSACT_ITEMS writes: requests beyond go out first, on their
     # own (a request answered twice changes nothing; one never sent would be lost).
     room = max(0, MAX_TRANSACT_ITEMS - len(writes) - len(events))
@@ -109,7 +118,9 @@ def _save(
     return record
 
 
-def _reprocess_request(p: Platform, key: str, reason: str, former: str | None = None) -> DocumentReprocessRequested:
+def _reprocess_request(
+    p: Platform, key: str, reason: ReprocessReason, former: str | None = None
+) -> DocumentReprocessRequested:
     record = load_record(p, key)
     version = record.version_id if record is not None else ""
     return DocumentReprocessRequested(
@@ -117,11 +128,11 @@ def _reprocess_request(p: Platform, key: str, reason: str, former: str | None = 
         object=RawObjectRef(key=key, version_id=version),
         reason=reason,
         former_canonical=former,
-        request_id=uuid.uuid4().hex,
+        reprocess_id=uuid.uuid4().hex,
     )
 
 
-def _orphans(p: Platform, canonical: DocumentRecord) -> list[str]:
+def _orphans(p: Platform, canonical: DocumentRecord, content_hash: str | None) -> list[str]:
     """The duplicates of ``canonical`` that its new state sets free: all of them when it leaves
     (removed, quarantined), those judged against other content when its content changed."""
     from docllm.ingest.dedup import DedupLedger
@@ -129,9 +140,11 @@ def _orphans(p: Platform, canonical: DocumentRecord) -> list[str]:
     links = list(p.state.query(DUPES_PK + canonical.doc_key))
     if not links:
         return []
-    current = (
-        None if canonical.status in ("removed", "quarantined") else DedupLedger(p.state).content_hash(canonical.doc_key)
-    )
+    if canonical.status in ("removed", "quarantined"):
+        current = None
+    else:
+        # The fingerprint committed with this record; the ledger's own item still holds the previous one.
+        current = content_hash or DedupLedger(p.state).content_hash(canonical.doc_key)
     return [k for k, link in links if current is None or link.get("canonical_content_sha256") != current]
 
 
@@ -260,11 +273,17 @@ def _store_processed(
             }
         )
     )
-    _save(p, record, previous, [_processed_event(record)], decision.followups)
+    _save(
+        p,
+        record,
+        previous,
+        [_processed_event(record)],
+        decision.followups,
+        content_hash=result.fingerprint.content_sha256,
+        supersedes=decision.supersedes,
+    )
     p.metrics.put("DocumentsProcessed", 1, dimensions={"service": record.service})
     p.metrics.put("ChunksWritten", len(chunks), dimensions={"service": record.service})
-    for older in decision.supersedes:
-        _mark_superseded(p, older, record.doc_key)
     return IngestResult(record.doc_key, "duplicate" if decision.duplicate_of else "processed")
 
 
@@ -290,27 +309,6 @@ def _read_chunks(p: Platform, doc_key: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in body.split("\n") if line.strip()]
 
 
-def _mark_superseded(p: Platform, doc_key: str, canonical: str) -> None:
-    """A document processed earlier turned out to duplicate ``canonical`` (whose key sorts first):
-    it keeps its record, loses its chunks, and the index follows through the usual event."""
-    record = load_record(p, doc_key)
-    if record is None or record.status != "processed" or record.sha256 is None:
-        return
-    chunks_uri = _write_chunks(p, doc_key, record.version_id, record.sha256, [])
-    updated = _stamp(
-        record.model_copy(
-            update={
-                "status": "duplicate",
-                "duplicate_of": canonical,
-                "chunk_count": 0,
-                "token_estimate": 0,
-                "chunks_uri": chunks_uri,
-            }
-        )
-    )
-    _save(p, updated, record, [_processed_event(updated)])
-
-
 def reprocess_document(p: Platform, request: DocumentReprocessRequested) -> IngestResult:
     """Process a recorded version again, if the request still applies to it."""
     key, version = request.object.key, request.object.version_id
@@ -326,6 +324,7 @@ def reprocess_document(p: Platform, request: DocumentReprocessRequested) -> Inge
             key, request.former_canonical or "", f"its canonical {request.former_canonical} was removed or changed"
         )
     elif record.status != "processed":
+        # boilerplate_changed, superseded: only a processed document has chunks to change.
         return IngestResult(key, "stale", f"a {record.status} document has no chunks to change")
     return ingest_document(p, request.bucket.name, key, version, force=True)
 

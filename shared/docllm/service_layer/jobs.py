@@ -87,6 +87,7 @@ def launch(p: Platform, spec: JobSpec, stage: str, context: dict[str, str]) -> s
     except PermanentError as e:
         # Retrying cannot help (a refused spec): the request fails now, and says why.
         _fail(p, record, f"the job could not be started: {e}")
+        e.announced = True  # type: ignore[attr-defined]  # lambda_support must not announce it again
         raise
     p.metrics.put("JobsLaunched", 1, dimensions={"stage": stage})
     return "launched"

@@ -98,7 +98,7 @@ def handle_dataset_built(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
         )
         p.bus.publish([to_bus(reused)])
         return {"tokenizer_version": version, "outcome": "reused"}
-    name = job_name("tok", version, p)
+    name = job_name(STAGE, version, p)
     spec = tokenizer_job_spec(
         manifest=manifest, settings=settings, artifact_bucket=p.settings.artifact_bucket, job_name=name
     )

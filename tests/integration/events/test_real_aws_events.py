@@ -63,5 +63,5 @@ def test_the_templates_job_rule_ignores_jobs_the_platform_did_not_start(real_eve
     rule = next(r for r in read_wiring(REPO / "template.yaml").rules if r.name == "SageMakerJobStateRule")
     event = json.loads((real_events_dir / "awsdocs/sagemaker-training-job-state-change.json").read_text())
     assert not matches(rule.pattern, event)
-    event["detail"]["TrainingJobName"] = "docllm-tok-abc-1"
+    event["detail"]["TrainingJobName"] = "docllm-dev-tokenizer-abc-1"
     assert matches(rule.pattern, event)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from docllm.adapters.local.state import SqliteStateStore
-from docllm.ingest.dedup import DedupLedger
 from docllm.ingest.pipeline import Processed, process_document
+from tests.unit.dataset.fakes import CommittingLedger
 
 
 def _fp(text: str) -> Processed:
@@ -18,9 +18,9 @@ def _fp(text: str) -> Processed:
 def test_ledger_on_sqlite_finds_duplicates_and_survives_reopening(tmp_path: Path) -> None:
     body = "# Buckets\n\n" + "\n\n".join(f"Paragraph {i} explains bucket policy case {i} in detail." for i in range(10))
     fp = _fp(body).fingerprint
-    ledger = DedupLedger(SqliteStateStore(tmp_path / "state.db"))
+    ledger = CommittingLedger(SqliteStateStore(tmp_path / "state.db"))
     assert ledger.decide("s3/b.md", "s3", fp).duplicate_of is None
-    reopened = DedupLedger(SqliteStateStore(tmp_path / "state.db"))
+    reopened = CommittingLedger(SqliteStateStore(tmp_path / "state.db"))
     decision = reopened.decide("s3/a.md", "s3", fp)
     assert decision.duplicate_of is None and decision.supersedes == ["s3/b.md"]
     assert reopened.decide("s3/b.md", "s3", fp).duplicate_of == "s3/a.md"

@@ -40,6 +40,14 @@ def doc(topic: str) -> bytes:
     return f"# {topic}\n\n## Section\n\nAbout {topic}: {words}\n".encode()
 
 
+SHARED = "To use this example, replace every placeholder value with one of your own before you run it."
+
+
+def with_shared(n: int, *, shared: bool = True) -> bytes:
+    words = " ".join(f"page{n}w{i}" for i in range(60))
+    return f"# Page {n}\n\n## Steps\n\n{SHARED if shared else ''}\n\nPage {n}: {words}\n".encode()
+
+
 def drain(rt: LocalRuntime) -> None:
     """Deliver every visible message of the ingest and index queues to its handler, one batch at a
     time, in this thread, as the runtime's workers would."""
@@ -79,19 +87,24 @@ def snapshot(p: Platform) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], int]:
-    """A platform where a.md and b.md hold the same text (b a duplicate) and c.md its own, then
-    queued: a.md deleted (b is promoted), c.md emptied (quarantined), d.md with c's old text."""
+    """A platform where a.md and b.md hold the same text (b a duplicate), c.md and z.md their own, and
+    p1..p5 share a paragraph (boilerplate at five documents); then queued: a.md deleted (b is
+    promoted), c.md emptied (quarantined), d.md with c's old text, y.md with z's text (y sorts first:
+    z is superseded), p5 overwritten without the paragraph (p1..p4 get it back)."""
     base = tmp_path_factory.mktemp("kill-points") / "base"
     rt = runtime(base)
     p = rt.platform
     assert p is not None
     raw = p.settings.raw_bucket
-    for key, body in [("s/a.md", doc("alpha")), ("s/b.md", doc("alpha")), ("s/c.md", doc("gamma"))]:
+    before = [("s/a.md", doc("alpha")), ("s/b.md", doc("alpha")), ("s/c.md", doc("gamma")), ("s/z.md", doc("zeta"))]
+    for key, body in before + [(f"s/p{n}.md", with_shared(n)) for n in range(1, 6)]:
         p.objects.put(raw, key, body)
     drain(rt)
     p.objects.delete(raw, "s/a.md")
     p.objects.put(raw, "s/c.md", b"")
     p.objects.put(raw, "s/d.md", doc("gamma"))
+    p.objects.put(raw, "s/y.md", doc("zeta"))
+    p.objects.put(raw, "s/p5.md", with_shared(5, shared=False))
     reset_platforms()
     # The fault-free run, counting its side effects.
     reference_dir = base.parent / "reference"
@@ -100,10 +113,14 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     rt = runtime(reference_dir, counter)
     drain(rt)
     assert rt.platform is not None
-    expected = snapshot(rt.platform)
-    reset_platforms()
-    assert expected["index"].keys() == {"s/b.md", "s/d.md"}
+    p_ref = rt.platform
+    expected = snapshot(p_ref)
+    assert expected["index"].keys() == {"s/b.md", "s/d.md", "s/y.md"} | {f"s/p{n}.md" for n in range(1, 6)}
     assert expected["records"]["s/c.md"][0] == "quarantined"
+    assert expected["records"]["s/z.md"][:2] == ("duplicate", "s/y.md")
+    # p1..p4 hold the paragraph again (four documents: not boilerplate any more).
+    assert SHARED in p_ref.objects.get(p_ref.settings.processed_bucket, "chunks/s/p1.md.jsonl").decode()
+    reset_platforms()
     return base, expected, counter.side_effects
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from docllm.exceptions import ConflictError, NotFoundError
+from docllm.ingest.dedup import DedupDecision, DedupLedger, Fingerprint
 from docllm.ingest.models import Chunk
 from docllm.ports.objects import ObjectInfo, ObjectStore
 from docllm.ports.state import Item, Put, StateStore, Write, check_transact
@@ -140,3 +141,13 @@ def add_document(
     )
     state.put(DOCS_PK, doc_key, rec.model_dump(mode="json"))
     return rec
+
+
+class CommittingLedger(DedupLedger):
+    """The dedup ledger as the ingest stage uses it: each decision's followups (the document's own
+    item, boilerplate markers) committed right after it, as the stage commits them with the record."""
+
+    def decide(self, doc_key: str, service: str, fp: Fingerprint, **kw: object) -> DedupDecision:  # type: ignore[override]
+        decision = super().decide(doc_key, service, fp)
+        self._state.transact(decision.followups.writes)
+        return decision

@@ -4,9 +4,10 @@ from itertools import count
 
 import pytest
 
-from docllm.ingest.dedup import DedupLedger, apply_boilerplate, fingerprint, jaccard, minhash_signature
+from docllm.ingest.dedup import apply_boilerplate, fingerprint, jaccard, minhash_signature
 from docllm.ingest.pipeline import IngestConfig, Processed, process_document
 from docllm.ingest.text import Block
+from tests.unit.dataset.fakes import CommittingLedger
 from tests.unit.dataset.fakes import DictState as DictStateStore
 
 
@@ -33,7 +34,7 @@ def _doc(topic: str, extra: str = "") -> Processed:
 
 @pytest.mark.parametrize("order", [("s3/a.md", "s3/b.md"), ("s3/b.md", "s3/a.md")])
 def test_exact_duplicate_canonical_is_smallest_key_whatever_the_order(order: tuple[str, str]) -> None:
-    ledger = DedupLedger(DictStateStore(), clock=_clock)
+    ledger = CommittingLedger(DictStateStore(), clock=_clock)
     fp = _doc("buckets").fingerprint
     first = ledger.decide(order[0], "s3", fp)
     second = ledger.decide(order[1], "s3", fp)
@@ -46,7 +47,7 @@ def test_exact_duplicate_canonical_is_smallest_key_whatever_the_order(order: tup
 
 
 def test_near_duplicate_is_detected_and_unrelated_document_is_not() -> None:
-    ledger = DedupLedger(DictStateStore(), near_dup_threshold=0.8, clock=_clock)
+    ledger = CommittingLedger(DictStateStore(), near_dup_threshold=0.8, clock=_clock)
     base = _doc("lifecycle")
     tweaked = _doc("lifecycle", extra="One extra closing sentence.")
     other = _doc("replication")
@@ -59,7 +60,7 @@ def test_near_duplicate_is_detected_and_unrelated_document_is_not() -> None:
 
 
 def test_paragraph_becomes_boilerplate_once_in_enough_documents_of_a_service() -> None:
-    ledger = DedupLedger(DictStateStore(), boilerplate_min_docs=3, clock=_clock)
+    ledger = CommittingLedger(DictStateStore(), boilerplate_min_docs=3, clock=_clock)
     shared = "To use this example, replace every placeholder with your own information."
     decisions = []
     for topic in ("alpha", "beta", "gamma"):
@@ -82,7 +83,7 @@ def test_code_and_headings_never_count_as_boilerplate() -> None:
 
 
 def test_apply_boilerplate_drops_paragraph_and_keeps_other_chunk_ids() -> None:
-    ledger = DedupLedger(DictStateStore(), boilerplate_min_docs=2, clock=_clock)
+    ledger = CommittingLedger(DictStateStore(), boilerplate_min_docs=2, clock=_clock)
     shared = "Copyright notice repeated verbatim at the bottom of every single page."
     ledger.decide("s3/one.md", "s3", _doc("one", extra=shared).fingerprint)
     doc = _doc("two", extra=shared)
@@ -96,7 +97,7 @@ def test_apply_boilerplate_drops_paragraph_and_keeps_other_chunk_ids() -> None:
 
 def test_forget_removes_every_trace_and_redelivery_is_idempotent() -> None:
     state = DictStateStore()
-    ledger = DedupLedger(state, clock=_clock)
+    ledger = CommittingLedger(state, clock=_clock)
     fp = _doc("buckets").fingerprint
     assert ledger.decide("s3/b.md", "s3", fp).duplicate_of is None
     snapshot = {key: dict(v) for key, v in state.items.items() if key[0] != "dedup#log"}
@@ -111,7 +112,7 @@ def test_forget_removes_every_trace_and_redelivery_is_idempotent() -> None:
 
 
 def test_log_is_queryable_per_document_and_in_full() -> None:
-    ledger = DedupLedger(DictStateStore(), clock=_clock)
+    ledger = CommittingLedger(DictStateStore(), clock=_clock)
     fp = _doc("buckets").fingerprint
     ledger.decide("s3/a.md", "s3", fp)
     ledger.decide("s3/b.md", "s3", fp)
