@@ -60,7 +60,7 @@ class JobRecord(BaseModel):
 
     name: str
     stage: str = Field(description="the stage (service_layer module) that launched the job and completes it")
-    status: str = Field(default="Submitting", description="Submitting, then InProgress, then an end state")
+    status: str = Field(default="InProgress", description="InProgress, then Completed, Failed or Stopped")
     output_uri: str
     context: dict[str, str] = Field(default_factory=dict, description="stage inputs, e.g. dataset_version")
     failure_reason: str | None = None

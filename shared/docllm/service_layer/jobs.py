@@ -21,6 +21,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from docllm.bootstrap import Platform
 from docllm.events.aws import TrainingJobStateChangeEvent
 from docllm.events.contracts import EventDetail, StageFailed
@@ -125,6 +127,9 @@ def handle_job_state(p: Platform, raw: dict[str, Any]) -> dict[str, str]:
             done: Completion = stage.complete_job(p, record)
         except NotFoundError as e:
             return _fail(p, record, f"the job completed but its result is missing: {e}")
+        except (PermanentError, ValidationError) as e:
+            # A result that can never be read (malformed, another contract): the stage fails, and says so.
+            return _fail(p, record, f"the job completed but its result is unusable: {type(e).__name__}: {e}"[:2000])
         record.status, record.updated_at = "Completed", utcnow()
         commit(p, [Put(JOBS_PK, record.name, record.model_dump(mode="json")), *done.writes], [done.event])
         return {"job": record.name, "outcome": "completed", "next": done.event.DETAIL_TYPE}
