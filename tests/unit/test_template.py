@@ -51,7 +51,7 @@ ROUTES: list[tuple[str, str, str, int, int, str, str | None, dict[str, Any]]] = 
         "ingest",
         "IngestQueue",
         10,
-        5,
+        10,
         "RawObjectEventsRule",
         None,
         {
@@ -65,7 +65,7 @@ ROUTES: list[tuple[str, str, str, int, int, str, str | None, dict[str, Any]]] = 
         "ingest",
         "IngestQueue",
         10,
-        5,
+        10,
         "IngestReprocessRule",
         "DocllmBus",
         {"source": ["docllm.ingest"], "detail-type": ["Document Reprocess Requested"]},
@@ -75,7 +75,7 @@ ROUTES: list[tuple[str, str, str, int, int, str, str | None, dict[str, Any]]] = 
         "index",
         "IndexQueue",
         10,
-        5,
+        10,
         "IndexDocumentEventsRule",
         "DocllmBus",
         {

@@ -491,7 +491,10 @@ class DedupLedger:
                     at=at,
                 )
             )
-        self._write([Put(LOG_PK, f"{e.doc_key}{_SEP}{at}{_SEP}{n:04d}", e.model_dump()) for n, e in enumerate(log)])
+        # The log commits with the record (in the followups): a retried decision logs nothing twice.
+        followups.writes += [
+            Put(LOG_PK, f"{e.doc_key}{_SEP}{at}{_SEP}{n:04d}", e.model_dump()) for n, e in enumerate(log)
+        ]
         return DedupDecision(
             duplicate_of=duplicate_of,
             similarity=similarity,
