@@ -171,13 +171,22 @@ def print_table(
             con.file.write("\t".join(visible(c.plain) for c in row) + "\n")
         return
     t = Table(*[c.name for c in cols])
-    half = max(12, con.width // 2)
+    # Ids stay on one line, first id column first, while they fit beside the other columns (3
+    # characters each at least, plus borders and padding); the rest fold within the terminal's width.
+    room = con.width - (3 * len(cols) + 1) - 3 * sum(not c.copy for c in cols)
+    whole: dict[int, int] = {}
+    for i, c in enumerate(cols):
+        if c.copy:
+            width = max(max((len(row[i].plain) for row in cells), default=0), len(c.name))
+            if width <= room:
+                whole[i], room = width, room - width
+            else:
+                room -= min(room, 6)
     for i, (spec, column) in enumerate(zip(cols, t.columns, strict=True)):
         column.overflow = "fold"
         column.justify = spec.justify  # type: ignore[assignment]
-        if spec.copy:
-            longest = max((len(row[i].plain) for row in cells), default=0)
-            column.min_width = min(max(longest, len(spec.name)), half)
+        if i in whole:
+            column.min_width = whole[i]
     for row in cells:
         t.add_row(*row)
     con.print(t)
@@ -325,6 +334,18 @@ def check_data_dir(d: Path, *, create: bool) -> None:
         probe.unlink()
     except OSError as e:
         raise CliError(f"the data directory {d} is not writable: {e.strerror or e}", EXIT_USAGE) from None
+
+
+def ensure_running(p: Platform) -> None:
+    """Raise a :class:`CliError` (exit 4) when the platform a verb waits on has stopped: a wait must not
+    outlive the runtime that would answer it."""
+    from docllm.exceptions import PlatformNotRunningError
+    from docllm.runtime.local import read_runtime_file
+
+    try:
+        read_runtime_file(p.data_dir)
+    except PlatformNotRunningError as e:
+        raise CliError(f"the local platform stopped while waiting: {e}", EXIT_NOT_RUNNING) from None
 
 
 def running_platform(args: Namespace) -> tuple[Platform, dict[str, Any]]:

@@ -21,6 +21,7 @@ from docllm.cli.common import (
     api_get,
     data_dir,
     emit_json,
+    ensure_running,
     line,
     lit,
     out,
@@ -66,6 +67,30 @@ def _utf8_name(path: Path) -> bool:
 
 def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
+
+
+MAX_KEY_BYTES = 1024  # S3's limit on an object key
+
+
+def _checked_keys(files: list[tuple[Path, Path]], service: str, skipped: list[Skipped]) -> list[tuple[Path, Path]]:
+    """Refuse two files that would land on one key (one would silently overwrite the other), and skip
+    (and report) a file whose key is over S3's length limit, before anything is uploaded."""
+    by_key: dict[str, Path] = {}
+    kept: list[tuple[Path, Path]] = []
+    for path, base in files:
+        key = f"{service}/{path.relative_to(base).as_posix()}"
+        if key in by_key:
+            raise CliError(
+                f"{visible(by_key[key])} and {visible(path)} would both be stored as {visible(key)}; "
+                "ingest them in separate runs or under different --service names",
+                EXIT_USAGE,
+            )
+        by_key[key] = path
+        if len(key.encode("utf-8", "surrogateescape")) > MAX_KEY_BYTES:
+            skipped.append(Skipped(str(path), f"its key would be over S3's {MAX_KEY_BYTES}-byte limit"))
+            continue
+        kept.append((path, base))
+    return kept
 
 
 def collect_files(paths: list[str], *, follow_links: bool = False) -> tuple[list[tuple[Path, Path]], list[Skipped]]:
@@ -154,6 +179,7 @@ def _sha256(path: Path) -> str:
 
 def cmd_ingest(args: Namespace) -> int:
     files, skipped = collect_files(args.paths, follow_links=args.follow_links)  # before the platform: bad paths fail
+    files = _checked_keys(files, args.service, skipped)
     p, _ = running_platform(args)
     bucket = p.settings.raw_bucket
     uploaded: dict[str, str] = {}
@@ -183,6 +209,7 @@ def cmd_ingest(args: Namespace) -> int:
             while pending and time.monotonic() < deadline:
                 # Done = processed (or quarantined) and, when it has chunks, searchable at that version:
                 # a search right after `docllm ingest` returns must find what was uploaded.
+                ensure_running(p)  # a wait must not outlive the runtime that would answer it
                 indexed = p.search.document_versions()
                 for k, item in p.state.query(DOCS_PK, args.service + "/"):
                     if k not in pending or item.get("version_id") != uploaded[k] or item.get("status") not in TERMINAL:
@@ -198,7 +225,8 @@ def cmd_ingest(args: Namespace) -> int:
                 # Done when that has settled too, so what `docs`/`search` show next is final.
                 _settle(p, deadline)
     records = {k: DocumentRecord.model_validate(i) for k, i in p.state.query(DOCS_PK, args.service + "/")}
-    mine = [records[k] for k in uploaded if k in records]
+    # Finished documents only: one still pending is counted there, not twice.
+    mine = [records[k] for k in uploaded if k in records and k not in pending]
     # Every duplicate relation this upload made: its documents that duplicate others, and documents
     # (of this upload or earlier ones) that now duplicate one of its documents.
     superseded = [
@@ -227,7 +255,8 @@ def cmd_ingest(args: Namespace) -> int:
     else:
         out.print(
             f"{summary['files']} files: {summary['uploaded']} uploaded, {unchanged} unchanged; "
-            f"{summary['processed']} processed ({summary['chunks']} chunks), {summary['duplicate']} duplicates, "
+            f"{summary['processed']} processed ({summary['chunks']} chunks), {summary['duplicate']} duplicates"
+            f" (+{sum(d['doc_key'] not in uploaded for d in superseded)} earlier documents superseded), "
             f"{len(summary['quarantined'])} quarantined, {len(skipped)} skipped, {len(pending)} still pending",
             markup=False,
         )

@@ -15,6 +15,7 @@ from docllm.cli.common import (
     Col,
     console,
     emit_json,
+    ensure_running,
     line,
     lit,
     out,
@@ -49,6 +50,7 @@ def _wait_for(
             dead = _dead_letter_of(p, request_id)
             if dead is not None:
                 return dead
+            ensure_running(p)
             time.sleep(POLL_S)
     return None
 
@@ -304,8 +306,12 @@ def cmd_generate(args: Namespace) -> int:
             top_k=args.top_k,
             seed=args.seed,
         )
+    # generate_text returns the whole text: the prompt (as the tokenizer decodes it) and what follows.
+    completion = text[len(args.prompt) :] if text.startswith(args.prompt) else None
     if args.json:
-        emit_json({"model": args.model, "prompt": args.prompt, "completion": text})
+        emit_json({"model": args.model, "prompt": args.prompt, "text": text, "completion": completion})
+    elif completion is not None:
+        out.print(line(lit(args.prompt, "bold"), lit(completion, multiline=True)))
     else:
-        out.print(line(lit(args.prompt, "bold"), lit(text, multiline=True)))
+        out.print(lit(text, multiline=True))
     return 0

@@ -94,3 +94,21 @@ def test_a_file_name_that_is_not_utf8_is_skipped(tmp_path):
     found, skipped = collect_files([str(d)])
     assert names(found) == ["ok.md"]
     assert [s.reason for s in skipped] == ["the file name is not valid UTF-8"]
+
+
+def test_two_files_landing_on_one_key_are_refused_and_an_over_long_key_is_skipped(tmp_path):
+    from docllm.cli.common import CliError
+    from docllm.cli.docs_cmds import MAX_KEY_BYTES, _checked_keys
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in ("a", "b"):
+        (tmp_path / d / "x.md").write_text(d)
+    files = [(tmp_path / "a" / "x.md", tmp_path / "a"), (tmp_path / "b" / "x.md", tmp_path / "b")]
+    with pytest.raises(CliError, match="would both be stored as coll/x.md") as caught:
+        _checked_keys(files, "coll", [])
+    assert caught.value.code == 2
+    long_name = "n" * (MAX_KEY_BYTES + 1) + ".md"
+    skipped: list = []
+    kept = _checked_keys([(tmp_path / long_name, tmp_path), files[0]], "coll", skipped)
+    assert kept == [files[0]] and "1024-byte limit" in skipped[0].reason
