@@ -105,7 +105,7 @@ def test_two_files_landing_on_one_key_are_refused_and_an_over_long_key_is_skippe
     for d in ("a", "b"):
         (tmp_path / d / "x.md").write_text(d)
     files = [(tmp_path / "a" / "x.md", tmp_path / "a"), (tmp_path / "b" / "x.md", tmp_path / "b")]
-    with pytest.raises(CliError, match="would both be stored as coll/x.md") as caught:
+    with pytest.raises(CliError, match=r"would both be stored as coll/x\.md") as caught:
         _checked_keys(files, "coll", [])
     assert caught.value.code == 2
     long_name = "n" * (MAX_KEY_BYTES + 1) + ".md"
