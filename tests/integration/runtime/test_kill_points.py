@@ -22,17 +22,9 @@ from docllm.lambda_support import LAST_FAILURES
 from docllm.records import DOCS_PK
 from docllm.runtime.local import LocalRuntime
 from docllm.service_layer.outbox import pending
-from tests.conftest import REPO
+from tests.support.kill_points import kill_at_every_point, runtime
 
 STAGES = ("IngestQueue", "IndexQueue")
-
-
-class Killed(BaseException):
-    """The process 'died' here."""
-
-
-def _kill() -> None:
-    raise Killed
 
 
 def doc(topic: str) -> bytes:
@@ -63,12 +55,6 @@ def drain(rt: LocalRuntime) -> None:
                 moved += len(messages)
         if not moved:
             return
-
-
-def runtime(data_dir: Path, faults: FaultInjector | None = None) -> LocalRuntime:
-    rt = LocalRuntime(data_dir, template=REPO / "template.yaml", port=0, auth=False)
-    rt.prepare(faults)
-    return rt
 
 
 def snapshot(p: Platform) -> dict[str, Any]:
@@ -132,15 +118,4 @@ def test_the_scenario_has_enough_side_effects_to_be_worth_enumerating(scenario) 
 @pytest.mark.parametrize("when", ["after", "before"])
 def test_a_kill_at_any_side_effect_then_recovery_ends_as_the_fault_free_run(scenario, tmp_path, when) -> None:
     base, expected, total = scenario
-    for n in range(1, total + 1):
-        data_dir = tmp_path / f"{when}-{n}"
-        shutil.copytree(base, data_dir)
-        rt = runtime(data_dir, FaultInjector(parse_faults(f"kill_{when}_side_effect={n}"), kill=_kill))
-        with pytest.raises(Killed):
-            drain(rt)
-        reset_platforms()
-        survivor = runtime(data_dir)  # as `docllm up` starts after a crash: recover, relay, redeliver
-        drain(survivor)
-        assert survivor.platform is not None
-        assert snapshot(survivor.platform) == expected, f"killed {when} side effect {n} of {total}"
-        reset_platforms()
+    kill_at_every_point(base, tmp_path, total, when, drain, snapshot, expected)

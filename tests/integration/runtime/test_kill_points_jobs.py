@@ -19,24 +19,10 @@ from docllm.records import JOBS_PK, JobRecord
 from docllm.runtime.local import LocalRuntime
 from docllm.service_layer.outbox import pending
 from docllm.tokenizer.artifacts import TOKENIZERS_PK
-from tests.conftest import REPO
+from tests.support.kill_points import kill_at_every_point, runtime
 
 QUEUE = "JobEventsQueue"
 JOB = "docllm-dev-tokenizer-0123456789abcdef-1"
-
-
-class Killed(BaseException):
-    """The process 'died' here."""
-
-
-def _kill() -> None:
-    raise Killed
-
-
-def runtime(data_dir: Path, faults: FaultInjector | None = None) -> LocalRuntime:
-    rt = LocalRuntime(data_dir, template=REPO / "template.yaml", port=0, auth=False)
-    rt.prepare(faults)
-    return rt
 
 
 def drain(rt: LocalRuntime) -> None:
@@ -110,18 +96,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, real_events_dir: Path) ->
 def test_a_kill_at_any_side_effect_of_a_job_completion_then_recovery_completes_it_once(scenario, tmp_path, when):
     base, expected, total = scenario
     assert total >= 3
-    for n in range(1, total + 1):
-        data_dir = tmp_path / f"{when}-{n}"
-        shutil.copytree(base, data_dir)
-        rt = runtime(data_dir, FaultInjector(parse_faults(f"kill_{when}_side_effect={n}"), kill=_kill))
-        with pytest.raises(Killed):
-            drain(rt)
-        reset_platforms()
-        survivor = runtime(data_dir)
-        drain(survivor)
-        assert survivor.platform is not None
-        assert snapshot(survivor.platform) == expected, f"killed {when} side effect {n} of {total}"
-        reset_platforms()
+    kill_at_every_point(base, tmp_path, total, when, drain, snapshot, expected)
 
 
 def test_a_completed_job_whose_result_is_unusable_fails_its_stage_with_the_reason(tmp_path, real_events_dir):

@@ -1,0 +1,57 @@
+"""Enumerating kill points in-process: the fault injector's kill stand-in raises :class:`Killed` (a
+``BaseException`` no handler catches; SQLite rolls the open transaction back as a dead process's
+would), then the data directory is recovered as ``docllm up`` recovers it after a crash."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from docllm.bootstrap import Platform, reset_platforms
+from docllm.faults import FaultInjector, parse_faults
+from docllm.runtime.local import LocalRuntime
+from tests.conftest import REPO
+
+
+class Killed(BaseException):
+    """The process 'died' here."""
+
+
+def _kill() -> None:
+    raise Killed
+
+
+def runtime(data_dir: Path, faults: FaultInjector | None = None) -> LocalRuntime:
+    """The runtime's handlers and recovery, without its threads (the test drives the queues)."""
+    rt = LocalRuntime(data_dir, template=REPO / "template.yaml", port=0, auth=False)
+    rt.prepare(faults)
+    return rt
+
+
+def kill_at_every_point(
+    base: Path,
+    workdir: Path,
+    total: int,
+    when: str,
+    drain: Callable[[LocalRuntime], None],
+    snapshot: Callable[[Platform], Any],
+    expected: Any,
+) -> None:
+    """For N = 1..total: a copy of ``base`` drained with a kill at side effect N (``when``: after or
+    before it), then recovered and drained again; each must end with ``snapshot == expected``."""
+    for n in range(1, total + 1):
+        data_dir = workdir / f"{when}-{n}"
+        shutil.copytree(base, data_dir)
+        rt = runtime(data_dir, FaultInjector(parse_faults(f"kill_{when}_side_effect={n}"), kill=_kill))
+        with pytest.raises(Killed):
+            drain(rt)
+        reset_platforms()
+        survivor = runtime(data_dir)  # as `docllm up` starts after a crash: recover, relay, redeliver
+        drain(survivor)
+        assert survivor.platform is not None
+        assert snapshot(survivor.platform) == expected, f"killed {when} side effect {n} of {total}"
+        reset_platforms()
