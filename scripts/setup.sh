@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# Debian's chromium renders the evaluation report in a test (Playwright never downloads a browser).
+# Installed where this runs as root with apt (CI, a fresh VM); elsewhere that test skips and says why.
+if ! command -v chromium >/dev/null && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+  echo "installing chromium (Debian) for the report rendering test…" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
+    || echo "chromium could not be installed; the report rendering test will skip" >&2
+fi
 stamp=.venv/.lock-sha256
 want=$(sha256sum requirements/lock.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [[ -x .venv/bin/python && -f $stamp && $(cat "$stamp") == "$want" ]]; then

@@ -261,6 +261,9 @@ def train(rt: Runtime, p: Platform, *, timeout: float, log: Log) -> tuple[str | 
             "train",
             "--model-family",
             "smoke",
+            # Training is what this run puts under faults; evaluation and the gate follow by events.
+            "--until",
+            "trained",
             "--timeout",
             str(int(timeout)),
             "--json",

@@ -26,11 +26,14 @@ if TYPE_CHECKING:
     from docllm.adapters.local.bus import EventLog
     from docllm.adapters.local.queue import SqliteQueue
     from docllm.ports.bus import EventBus
+    from docllm.ports.compliance import ComplianceStore
     from docllm.ports.jobs import JobRunner
     from docllm.ports.metrics import MetricsSink
     from docllm.ports.objects import ObjectStore
     from docllm.ports.queue import Queue
+    from docllm.ports.registry import ModelRegistry
     from docllm.ports.search import SearchIndex
+    from docllm.ports.signer import ManifestSigner
     from docllm.ports.state import StateStore
     from docllm.runtime.template import Wiring
 
@@ -187,9 +190,56 @@ class Platform:
         s = self.settings
         if not s.sagemaker_role_arn:
             raise ConfigurationError("DOCLLM_SAGEMAKER_ROLE_ARN is not set")
-        images = {k: v for k, v in {"tokenizer": s.image_tokenizer, "train": s.image_train}.items() if v}
+        images = {
+            k: v
+            for k, v in {"tokenizer": s.image_tokenizer, "train": s.image_train, "evaluate": s.image_evaluate}.items()
+            if v
+        }
         vpc = VpcConfig(subnets=s.subnet_ids, security_group_ids=s.security_group_ids) if s.subnet_ids else None
         return SageMakerJobRunner(role_arn=s.sagemaker_role_arn, image_uris=images, kms_key_id=s.kms_key_arn, vpc=vpc)
+
+    @cached_property
+    def registry(self) -> ModelRegistry:
+        """Model versions, their approval status and the family aliases (champion, previous)."""
+        if self.local:
+            from docllm.adapters.local.registry import LocalModelRegistry
+
+            # Like SageMaker, the registry itself announces status changes on the default bus.
+            registry = LocalModelRegistry(
+                self.data_dir / "registry.db", default_bus=unwrap(self.default_bus), stage=self.settings.stage
+            )
+            return self._faulty("registry", registry)
+        from docllm.adapters.aws.sagemaker_registry import SageMakerModelRegistry
+
+        return SageMakerModelRegistry(stage=self.settings.stage)
+
+    @cached_property
+    def signer(self) -> ManifestSigner:
+        """Signs compliance manifests: a key in the data directory locally, a KMS asymmetric key on AWS."""
+        if self.local:
+            from docllm.adapters.local.signer import LocalKeySigner
+
+            return LocalKeySigner(self.data_dir / "keys")
+        from docllm.adapters.aws.kms_signer import KmsSigner
+
+        if not self.settings.signing_key_arn:
+            raise ConfigurationError("DOCLLM_SIGNING_KEY_ARN is not set")
+        return KmsSigner(key_arn=self.settings.signing_key_arn)
+
+    @cached_property
+    def compliance(self) -> ComplianceStore:
+        """Write-once store of signed manifests: append-only locally, S3 Object Lock on AWS."""
+        if self.local:
+            from docllm.adapters.local.compliance import AppendOnlyStore
+
+            return self._faulty("compliance", AppendOnlyStore(self.data_dir / "compliance"))
+        from docllm.adapters.aws.compliance import ObjectLockStore
+
+        return ObjectLockStore(
+            bucket=self.settings.compliance_bucket,
+            kms_key_id=self.settings.kms_key_arn,
+            retention_days=self.settings.manifest_retention_days,
+        )
 
     @cached_property
     def search(self) -> SearchIndex:

@@ -68,6 +68,8 @@ SIDE_EFFECTS: dict[str, frozenset[str]] = {
     "queue": frozenset({"send", "send_many", "delete", "retry_later", "dead_letter"}),
     "jobs": frozenset({"submit", "stop"}),
     "search": frozenset({"replace_document", "replace_documents", "delete_document"}),
+    "registry": frozenset({"register", "set_status", "set_alias"}),
+    "compliance": frozenset({"put_once"}),
 }
 PORTS = tuple(SIDE_EFFECTS)
 

@@ -41,6 +41,11 @@ class Settings(BaseModel):
     sagemaker_role_arn: str | None = None
     image_tokenizer: str | None = None
     image_train: str | None = None
+    image_evaluate: str | None = None
+    compliance_bucket: str = Field(default="ComplianceBucket", description="write-once store of compliance manifests")
+    signing_key_arn: str | None = Field(default=None, description="AWS: the KMS asymmetric key that signs manifests")
+    manifest_retention_days: int = Field(default=3650, ge=1, description="Object Lock retention of each manifest")
+    git_repository: str = Field(default="", description="recorded in the registry and manifests")
     subnet_ids: list[str] = Field(default_factory=list)
     security_group_ids: list[str] = Field(default_factory=list)
     metrics_namespace: str = "docllm"
@@ -66,6 +71,11 @@ class Settings(BaseModel):
             sagemaker_role_arn=env.get("DOCLLM_SAGEMAKER_ROLE_ARN") or None,
             image_tokenizer=env.get("DOCLLM_IMAGE_TOKENIZER") or None,
             image_train=env.get("DOCLLM_IMAGE_TRAIN") or None,
+            image_evaluate=env.get("DOCLLM_IMAGE_EVALUATE") or None,
+            compliance_bucket=env.get("DOCLLM_COMPLIANCE_BUCKET", "ComplianceBucket"),
+            signing_key_arn=env.get("DOCLLM_SIGNING_KEY_ARN") or None,
+            manifest_retention_days=int(env.get("DOCLLM_MANIFEST_RETENTION_DAYS", "3650")),
+            git_repository=env.get("DOCLLM_GIT_REPOSITORY", ""),
             subnet_ids=_csv(env.get("DOCLLM_SUBNET_IDS")),
             security_group_ids=_csv(env.get("DOCLLM_SECURITY_GROUP_IDS")),
             metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "docllm"),

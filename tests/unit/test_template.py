@@ -32,6 +32,7 @@ from cfnlint.decode import decode
 from docllm.adapters.aws.sagemaker import has_local_storage
 from docllm.events.contracts import CONTRACTS, StageFailed
 from docllm.ports.jobs import JobSpec
+from docllm.runtime.patterns import matches
 from docllm.runtime.template import read_wiring
 from docllm.training.families import load_families
 
@@ -136,6 +137,46 @@ ROUTES: list[tuple[str, str, str, int, int, str, str | None, dict[str, Any]]] = 
         },
     ),
     (
+        "EvaluateFunction",
+        "evaluate",
+        "EvaluateQueue",
+        1,
+        3,
+        "EvaluateRequestsRule",
+        "DocllmBus",
+        {
+            "source": ["docllm.training", "docllm.evaluate"],
+            "detail-type": ["Model Trained", "Evaluation Requested"],
+        },
+    ),
+    (
+        "GateFunction",
+        "gate",
+        "GateQueue",
+        1,
+        3,
+        "GateRequestsRule",
+        "DocllmBus",
+        {
+            "source": ["docllm.evaluate", "docllm.gate"],
+            "detail-type": ["Evaluation Completed", "Model Review Submitted"],
+        },
+    ),
+    (
+        "GateFunction",
+        "gate",
+        "GateQueue",
+        1,
+        3,
+        "ModelPackageStateRule",
+        None,
+        {
+            "source": ["aws.sagemaker"],
+            "detail-type": ["SageMaker Model Package State Change"],
+            "detail": {"ModelPackageGroupName": [{"prefix": {"Fn::Sub": "docllm-${Stage}-"}}]},
+        },
+    ),
+    (
         "JobEventsFunction",
         "jobs",
         "JobEventsQueue",
@@ -173,10 +214,11 @@ JOB_ENV = {
     "DOCLLM_SAGEMAKER_ROLE_ARN",
     "DOCLLM_IMAGE_TOKENIZER",
     "DOCLLM_IMAGE_TRAIN",
+    "DOCLLM_IMAGE_EVALUATE",
     "DOCLLM_SUBNET_IDS",
     "DOCLLM_SECURITY_GROUP_IDS",
 }
-JOB_LAUNCHERS = {"TokenizerFunction", "ShardsFunction", "TrainFunction"}
+JOB_LAUNCHERS = {"TokenizerFunction", "ShardsFunction", "TrainFunction", "EvaluateFunction"}
 FUNCTIONS = {r[0] for r in ROUTES} | {"ApiFunction", "OutboxRelayFunction"}
 QUEUE_OF = {r[0]: r[2] for r in ROUTES}
 ALL_SOURCES = {c.SOURCE for c in CONTRACTS}
@@ -184,8 +226,10 @@ ALL_SOURCES = {c.SOURCE for c in CONTRACTS}
 # its handler's service-layer code constructs (test_published_sources_match_what_the_handler_can_construct
 # follows the calls). Launchers publish "Stage Failed" when SageMaker refuses a job; the
 # completion stage publishes each job stage's completion event (its complete_job) or
-# "Stage Failed". The request events ("Dataset Build Requested" from the CLI, "Training
-# Requested") are published on AWS with the operator's own credentials, not by a function.
+# "Stage Failed" - so "Evaluation Completed" is JobEventsFunction's, not EvaluateFunction's.
+# The request events ("Dataset Build Requested" from the CLI, "Training Requested",
+# "Evaluation Requested", "Model Review Submitted") are published on AWS with the operator's
+# own credentials, not by a function. The gate publishes "Model Approved" / "Model Rejected".
 # The relay republishes whatever any stage committed to the outbox.
 PUBLISHED_SOURCES: dict[str, set[str]] = {
     "IngestFunction": {"docllm.ingest"},
@@ -194,12 +238,37 @@ PUBLISHED_SOURCES: dict[str, set[str]] = {
     "TokenizerFunction": {"docllm.tokenizer", "docllm.pipeline"},
     "ShardsFunction": {"docllm.shards", "docllm.pipeline"},
     "TrainFunction": {"docllm.dataset", "docllm.pipeline"},
-    "JobEventsFunction": {"docllm.tokenizer", "docllm.shards", "docllm.training", "docllm.pipeline"},
+    "EvaluateFunction": {"docllm.pipeline"},
+    "GateFunction": {"docllm.gate", "docllm.pipeline"},
+    "JobEventsFunction": {"docllm.tokenizer", "docllm.shards", "docllm.training", "docllm.evaluate", "docllm.pipeline"},
     "ApiFunction": set(),
     "OutboxRelayFunction": ALL_SOURCES,
 }
 STAGE_PREFIX = "docllm-${Stage}-"
-JOB_ARN = "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:training-job/docllm-${Stage}-*"
+# Buckets on the CMK with access logging (the access-log bucket itself is neither).
+DATA_BUCKETS = ["RawBucket", "ProcessedBucket", "ArtifactBucket", "ComplianceBucket"]
+SAGEMAKER_ARN = "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:"
+JOB_ARN = SAGEMAKER_ARN + "training-job/docllm-${Stage}-*"
+# The evaluate stage launches evaluation jobs only: docllm-<stage>-evaluate-... (jobs.job_name).
+JOB_ARN_OF = {"EvaluateFunction": SAGEMAKER_ARN + "training-job/docllm-${Stage}-evaluate-*"}
+# A family's model package group is docllm-<stage>-<family>; its versions model-package/<group>/<n>.
+REGISTRY_ARNS = [
+    {"Fn::Sub": SAGEMAKER_ARN + "model-package-group/docllm-${Stage}-*"},
+    {"Fn::Sub": SAGEMAKER_ARN + "model-package/docllm-${Stage}-*/*"},
+]
+REGISTRY_READ = {
+    "sagemaker:DescribeModelPackageGroup",
+    "sagemaker:DescribeModelPackage",
+    "sagemaker:ListModelPackages",
+    "sagemaker:ListTags",
+}
+REGISTRY_WRITE = {
+    "sagemaker:CreateModelPackageGroup",
+    "sagemaker:CreateModelPackage",
+    "sagemaker:UpdateModelPackage",
+    "sagemaker:AddTags",
+    "sagemaker:DeleteTags",
+}
 SQS_CONSUME = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"}
 OUTBOX_FILTER = {"dynamodb": {"Keys": {"pk": {"S": ["outbox"]}}}, "eventName": ["INSERT"]}
 
@@ -227,6 +296,7 @@ STAR_RESOURCE_ACTIONS = {
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
     "dynamodb:ListStreams",
+    "sagemaker:ListModelPackageGroups",
     "ec2:AssignPrivateIpAddresses",
     "ec2:UnassignPrivateIpAddresses",
     "ec2:CreateNetworkInterface",
@@ -410,7 +480,8 @@ def contracts_reached(module: str, function: str, seen: set[tuple[str, str]] | N
     """Contract classes constructed by ``module.function`` and the service-layer functions it calls.
 
     ``stage.complete_job(...)`` (the completion stage's dispatch to a job stage) reaches
-    every job stage's ``complete_job``.
+    every job stage's ``complete_job``; ``kind = A if ... else B`` then ``kind(...)`` constructs
+    both contracts.
     """
     seen = set() if seen is None else seen
     if (module, function) in seen:
@@ -419,6 +490,10 @@ def contracts_reached(module: str, function: str, seen: set[tuple[str, str]] | N
     functions, imported = service_module(module)
     found: set[str] = set()
     for node in ast.walk(functions[function]):
+        if isinstance(node, ast.IfExp):
+            chosen = {n.id for n in (node.body, node.orelse) if isinstance(n, ast.Name)}
+            if chosen and chosen <= set(CONTRACT_NAMES):
+                found |= chosen
         if not isinstance(node, ast.Call):
             continue
         f = node.func
@@ -508,6 +583,38 @@ def test_globals_define_every_variable_the_code_reads(template: Tpl) -> None:
     assert "Fn::If" not in set(intrinsic_names(env))
 
 
+def test_signing_key_is_an_asymmetric_p256_key_only_the_gate_may_sign_with(template: Tpl) -> None:
+    res = template["Resources"]["ManifestSigningKey"]
+    assert res["DeletionPolicy"] == "Retain"  # old manifests must stay verifiable
+    key = res["Properties"]
+    assert (key["KeySpec"], key["KeyUsage"]) == ("ECC_NIST_P256", "SIGN_VERIFY")
+    assert not key.get("EnableKeyRotation")  # KMS refuses rotation of asymmetric keys
+    statements = key["KeyPolicy"]["Statement"]
+    root = {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+    gate = {"Fn::GetAtt": ["GateFunctionRole", "Arn"]}
+    api = {"Fn::GetAtt": ["ApiFunctionRole", "Arn"]}
+    allows = [st for st in statements if st["Effect"] == "Allow"]
+    signers = [st["Principal"] for st in allows if "kms:Sign" in as_list(st["Action"])]
+    assert signers == [{"AWS": gate}]
+    verifiers = [st["Principal"]["AWS"] for st in allows if "kms:Verify" in as_list(st["Action"])]
+    assert verifiers == [[gate, api]]
+    # The account administers the key (so it stays manageable) ...
+    assert by_sid(statements, "AccountAdministers")["Principal"] == root
+    # ... but cannot delegate signing: a Deny on every principal but the gate's role.
+    (deny,) = [st for st in statements if st["Effect"] == "Deny"]
+    assert deny["Action"] == "kms:Sign" and deny["Principal"] == "*"
+    assert deny["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": gate}}
+    # No role grants signing through IAM either.
+    for name in resources_of(template, "AWS::IAM::Role"):
+        for st in role_statements(template, name):
+            assert not {"kms:Sign", "kms:*"} & set(as_list(st["Action"])), (name, st.get("Sid"))
+    assert props(template, "ManifestSigningKeyAlias") == {
+        "AliasName": {"Fn::Sub": "alias/docllm-${Stage}-manifest-signing"},
+        "TargetKeyId": {"Ref": "ManifestSigningKey"},
+    }
+    assert env_of(template, "GateFunction")["DOCLLM_SIGNING_KEY_ARN"] == {"Fn::GetAtt": ["ManifestSigningKey", "Arn"]}
+
+
 def test_kms_key_rotates_and_is_administered_by_the_account(template: Tpl) -> None:
     key = props(template, "DocllmKey")
     assert key["EnableKeyRotation"] is True
@@ -519,7 +626,7 @@ def test_kms_key_rotates_and_is_administered_by_the_account(template: Tpl) -> No
 # ------------------------------------------------------------------ buckets
 def test_every_bucket_blocks_public_access_and_enforces_ownership(template: Tpl) -> None:
     buckets = resources_of(template, "AWS::S3::Bucket")
-    assert set(buckets) == {"RawBucket", "ProcessedBucket", "ArtifactBucket", "AccessLogBucket"}
+    assert set(buckets) == {"RawBucket", "ProcessedBucket", "ArtifactBucket", "AccessLogBucket", "ComplianceBucket"}
     for name, bucket in buckets.items():
         p = bucket["Properties"]
         assert all(
@@ -529,11 +636,12 @@ def test_every_bucket_blocks_public_access_and_enforces_ownership(template: Tpl)
         assert p["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}], name
         assert p["VersioningConfiguration"]["Status"] == "Enabled", name
         rules = p["LifecycleConfiguration"]["Rules"]
-        assert any("NoncurrentVersionExpiration" in r for r in rules), name
+        # Write-once manifests never expire (see test_compliance_bucket_is_write_once_...).
+        assert any("NoncurrentVersionExpiration" in r for r in rules) != (name == "ComplianceBucket"), name
 
 
 def test_data_buckets_encrypt_with_the_cmk_and_log_access(template: Tpl) -> None:
-    for name in ("RawBucket", "ProcessedBucket", "ArtifactBucket"):
+    for name in DATA_BUCKETS:
         p = props(template, name)
         (rule,) = p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
         assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KMS_KEY_ARN}
@@ -547,7 +655,7 @@ def test_access_log_bucket_uses_sse_s3_because_log_delivery_requires_it(template
     assert "LoggingConfiguration" not in props(template, "AccessLogBucket")
 
 
-@pytest.mark.parametrize("bucket", ["RawBucket", "ProcessedBucket", "ArtifactBucket", "AccessLogBucket"])
+@pytest.mark.parametrize("bucket", [*DATA_BUCKETS, "AccessLogBucket"])
 def test_bucket_policy_denies_plain_http_and_foreign_encryption(template: Tpl, bucket: str) -> None:
     statements = bucket_policy_statements(template, bucket)
     denies = [st for st in statements if st["Effect"] == "Deny"]
@@ -562,7 +670,7 @@ def test_bucket_policy_denies_plain_http_and_foreign_encryption(template: Tpl, b
     )
 
 
-@pytest.mark.parametrize("bucket", ["RawBucket", "ProcessedBucket", "ArtifactBucket"])
+@pytest.mark.parametrize("bucket", DATA_BUCKETS)
 def test_data_bucket_policy_denies_a_put_naming_another_kms_key(template: Tpl, bucket: str) -> None:
     # A put without the header gets the bucket default (our key); one naming any other key is refused.
     (deny,) = [
@@ -579,7 +687,7 @@ def test_data_bucket_policy_denies_a_put_naming_another_kms_key(template: Tpl, b
     }
 
 
-@pytest.mark.parametrize("bucket", ["RawBucket", "ProcessedBucket", "ArtifactBucket"])
+@pytest.mark.parametrize("bucket", DATA_BUCKETS)
 def test_data_bucket_policy_denies_aws_kms_without_our_key_id(template: Tpl, bucket: str) -> None:
     # "aws:kms" with no key id would make S3 use the AWS managed key (aws/s3), not ours.
     (deny,) = [st for st in bucket_policy_statements(template, bucket) if st.get("Sid") == "DenyKmsWithoutOurKeyId"]
@@ -601,6 +709,57 @@ def test_only_the_raw_bucket_sends_events_to_eventbridge(template: Tpl) -> None:
         .get("EventBridgeEnabled")
     ]
     assert senders == ["RawBucket"]
+
+
+def test_compliance_bucket_is_write_once_in_compliance_mode_for_the_configured_retention(template: Tpl) -> None:
+    res = template["Resources"]["ComplianceBucket"]
+    assert res["DeletionPolicy"] == "Retain" and res["UpdateReplacePolicy"] == "Retain"
+    p = res["Properties"]
+    # Object Lock needs versioning, and can only be switched on when the bucket is created.
+    assert p["ObjectLockEnabled"] is True and p["VersioningConfiguration"]["Status"] == "Enabled"
+    assert p["ObjectLockConfiguration"] == {
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": {"Ref": "ManifestRetentionDays"}}},
+    }
+    retention = template["Parameters"]["ManifestRetentionDays"]
+    assert retention["Type"] == "Number" and retention["Default"] == 3650 and retention["MinValue"] >= 1
+    # Nothing may expire a manifest version; only failed uploads are cleaned up.
+    for rule in p["LifecycleConfiguration"]["Rules"]:
+        assert set(rule) <= {"Id", "Status", "AbortIncompleteMultipartUpload"}, rule
+    # A put or retention change naming GOVERNANCE (which can be bypassed) is refused.
+    (deny,) = [
+        st for st in bucket_policy_statements(template, "ComplianceBucket") if "s3:object-lock-mode" in json.dumps(st)
+    ]
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*"
+    assert set(deny["Action"]) == {"s3:PutObject", "s3:PutObjectRetention"}
+    assert deny["Condition"] == {
+        "StringNotEquals": {"s3:object-lock-mode": "COMPLIANCE"},
+        "Null": {"s3:object-lock-mode": "false"},
+    }
+    # The store is configured from the template: bucket, retention (the local runtime reads these too).
+    env = env_of(template, "GateFunction")
+    assert env["DOCLLM_COMPLIANCE_BUCKET"] == {"Ref": "ComplianceBucket"}
+    assert env["DOCLLM_MANIFEST_RETENTION_DAYS"] == {"Ref": "ManifestRetentionDays"}
+    assert env["DOCLLM_GIT_REPOSITORY"] == {"Ref": "GitRepository"}
+
+
+def test_only_the_gate_writes_manifests_and_may_set_their_retention(template: Tpl) -> None:
+    compliance = json.dumps({"Fn::Sub": "${ComplianceBucket.Arn}/*"})
+    writers = {
+        n: set(as_list(st["Action"]))
+        for n in FUNCTIONS
+        for st in function_statements(template, n)
+        if json.dumps(st["Resource"]) == compliance
+    }
+    assert writers == {"GateFunction": {"s3:PutObject", "s3:PutObjectRetention", "s3:GetObject"}}
+    # Never the actions that would undo write-once (bypassing governance, deleting versions).
+    for name in FUNCTIONS:
+        for st in function_statements(template, name):
+            assert not {
+                "s3:BypassGovernanceRetention",
+                "s3:DeleteObjectVersion",
+                "s3:PutBucketObjectLockConfiguration",
+            } & set(as_list(st["Action"])), (name, st.get("Sid"))
 
 
 # ------------------------------------------------------------ tables & bus
@@ -668,6 +827,32 @@ def test_routing_row_is_wired_rule_to_queue_to_function(
     assert event["Properties"]["Queue"] == {"Fn::GetAtt": [queue, "Arn"]}
     assert event["Properties"]["BatchSize"] == batch
     assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+@pytest.mark.parametrize(
+    ("group", "status", "routed"),
+    [
+        ("docllm-dev-tiny-s3", "Approved", True),
+        ("docllm-dev-tiny-s3", "Rejected", True),
+        ("docllm-prod-tiny-s3", "Approved", False),  # another deployment stage's group
+        ("someone-elses-group", "Approved", False),
+    ],
+)
+def test_model_package_state_changes_of_this_stages_groups_reach_the_gate(
+    group: str, status: str, routed: bool
+) -> None:
+    (rule,) = [r for r in read_wiring(TEMPLATE).rules if r.name == "ModelPackageStateRule"]
+    assert rule.bus == "default" and rule.targets == ("GateQueue",)  # SageMaker announces on the default bus
+    event = {
+        "source": "aws.sagemaker",
+        "detail-type": "SageMaker Model Package State Change",
+        "detail": {
+            "ModelPackageGroupName": group,
+            "ModelPackageArn": f"arn:aws:sagemaker:eu-west-1:123456789012:model-package/{group}/1",
+            "ModelApprovalStatus": status,
+        },
+    }
+    assert matches(rule.pattern, event) is routed
 
 
 @pytest.mark.parametrize(("fn", "queue"), [(r[0], r[2]) for r in ROUTES])
@@ -861,6 +1046,8 @@ def test_the_call_follower_finds_events_across_modules_and_the_completion_dispat
     # jobs.launch -> jobs._fail -> StageFailed; handle_job_state -> <stage>.complete_job -> ...
     assert contracts_reached("tokenizer", "handle_dataset_built") >= {"TokenizerTrained", "StageFailed"}
     assert "ModelTrained" in contracts_reached("jobs", "handle_job_state")
+    # gate._apply: event_type = ModelApproved if ... else ModelRejected; event_type(...)
+    assert contracts_reached("gate", "handle_gate_event") >= {"ModelApproved", "ModelRejected"}
 
 
 @pytest.mark.parametrize("fn", sorted(QUEUE_OF))
@@ -916,6 +1103,7 @@ def test_job_launchers_create_jobs_only_on_allowed_instances_with_our_key_and_ne
         "sagemaker:VpcSubnets": {"Fn::If": ["HasVpc", "false", "true"]},
         "sagemaker:VpcSecurityGroupIds": {"Fn::If": ["HasVpc", "false", "true"]},
     }
+    job_arn = JOB_ARN_OF.get(fn, JOB_ARN)
     for sid, types, keys in [
         ("CreateJobsOnVolumeInstances", "JobInstanceTypes", {"sagemaker:OutputKmsKey", "sagemaker:VolumeKmsKey"}),
         # SageMaker refuses a volume key on local-NVMe instances (the adapter leaves it out there).
@@ -923,7 +1111,7 @@ def test_job_launchers_create_jobs_only_on_allowed_instances_with_our_key_and_ne
     ]:
         st = creates[sid]
         assert st["Action"] == "sagemaker:CreateTrainingJob"
-        assert st["Resource"] == {"Fn::Sub": JOB_ARN}
+        assert st["Resource"] == {"Fn::Sub": job_arn}
         assert st["Condition"] == {
             "ForAllValues:StringEquals": {"sagemaker:InstanceTypes": {"Ref": types}, **network},
             "ArnEquals": dict.fromkeys(sorted(keys), KMS_KEY_ARN),
@@ -935,7 +1123,7 @@ def test_job_launchers_create_jobs_only_on_allowed_instances_with_our_key_and_ne
         "sagemaker:DescribeTrainingJob",
         "sagemaker:ListTags",
     }
-    assert tagging["Resource"] == {"Fn::Sub": JOB_ARN} and "Condition" not in tagging
+    assert tagging["Resource"] == {"Fn::Sub": job_arn} and "Condition" not in tagging
 
 
 def test_allowed_instance_types_cover_every_job_the_code_launches(template: Tpl) -> None:
@@ -957,10 +1145,51 @@ def test_only_launchers_can_create_training_jobs_and_all_sagemaker_access_is_sta
         n for n in FUNCTIONS if statements_with(function_statements(template, n), "sagemaker:CreateTrainingJob")
     }
     assert creators == JOB_LAUNCHERS
+    registry_actions = REGISTRY_READ | REGISTRY_WRITE
     for name in FUNCTIONS:
         for st in function_statements(template, name):
-            if any(a.startswith("sagemaker:") for a in as_list(st["Action"])):
-                assert st["Resource"] == {"Fn::Sub": JOB_ARN}, (name, st.get("Sid"))
+            actions = {a for a in as_list(st["Action"]) if a.startswith("sagemaker:")}
+            if not actions:
+                continue
+            if actions == {"sagemaker:ListModelPackageGroups"}:
+                assert st["Resource"] == "*", name  # no resource-level permissions (AWS requires "*")
+            elif actions & (registry_actions - {"sagemaker:AddTags", "sagemaker:ListTags"}):
+                # Model registry statements: this stage's groups (and their packages), nothing else.
+                assert actions <= registry_actions, (name, st.get("Sid"))
+                assert st["Resource"] in (REGISTRY_ARNS, REGISTRY_ARNS[0]), (name, st.get("Sid"))
+            else:
+                assert st["Resource"] == {"Fn::Sub": JOB_ARN_OF.get(name, JOB_ARN)}, (name, st.get("Sid"))
+
+
+def test_only_the_gate_changes_the_registry_and_the_evaluator_only_reads_it(template: Tpl) -> None:
+    writers = {
+        n
+        for n in FUNCTIONS
+        for st in function_statements(template, n)
+        if set(as_list(st["Action"])) & (REGISTRY_WRITE - {"sagemaker:AddTags"})
+    }
+    assert writers == {"GateFunction"}
+    (gate,) = [
+        st
+        for st in function_statements(template, "GateFunction")
+        if "sagemaker:CreateModelPackage" in as_list(st["Action"])
+    ]
+    # CreateModelPackage is authorised against the package and its group: both are listed.
+    assert set(gate["Action"]) == REGISTRY_READ | REGISTRY_WRITE and gate["Resource"] == REGISTRY_ARNS
+    assert "Condition" not in gate
+    # The evaluator reads the champion alias (the group's tags) for the report's comparison.
+    (reader,) = statements_with(
+        function_statements(template, "EvaluateFunction"), "sagemaker:DescribeModelPackageGroup"
+    )
+    assert set(as_list(reader["Action"])) == {"sagemaker:DescribeModelPackageGroup", "sagemaker:ListTags"}
+    assert reader["Resource"] == REGISTRY_ARNS[0]
+    # Listing the groups (the registry finds a version's group so) is the one unscoped call: the gate's.
+    listers = {
+        n for n in FUNCTIONS if statements_with(function_statements(template, n), "sagemaker:ListModelPackageGroups")
+    }
+    assert listers == {"GateFunction"}
+    # The groups are the adapter's (one per family, made on first use), not the stack's.
+    assert not resources_of(template, "AWS::SageMaker::ModelPackageGroup")
 
 
 def test_stage_reaches_the_code_and_every_name_the_template_sets(template: Tpl) -> None:

@@ -259,13 +259,116 @@ COMMANDS: tuple[Command, ...] = (
                 "--timeout",
                 type=float_range(0, lo_open=True),
                 default=3600,
-                help="seconds to wait for Model Trained (default: %(default)s)",
+                help="seconds to wait for the gate's decision (default: %(default)s)",
+            ),
+            arg(
+                "--until",
+                choices=("trained", "decided"),
+                default="decided",
+                help="wait for Model Trained, or for evaluation and the gate: Model Approved/Rejected "
+                "(default: %(default)s)",
             ),
             JSON,
         ),
     ),
     Command(
-        ("models",), "pipeline_cmds:cmd_models", "list trained models with their data, tokenizer and losses", (JSON,)
+        ("models",),
+        "model_cmds:cmd_models",
+        "list trained models with their registry status (Pending, Approved, Rejected), champion and metrics",
+        (arg("--family", type=family_name, help=_families_help("only this model family")), JSON),
+    ),
+    Command(
+        ("model", "show"),
+        "model_cmds:cmd_model_show",
+        "one model version: training, evaluations, decisions, aliases and its report",
+        (arg("version", help="model version (docllm models)"), JSON),
+    ),
+    Command(
+        ("approve",),
+        "model_cmds:cmd_approve",
+        "approve a model version against the gate's decision (recorded with who and why)",
+        (
+            arg("version", help="model version (docllm models)"),
+            arg("--reason", required=True, help="why: recorded in the registry and the compliance manifest"),
+            arg("--reviewer", help="who decides (default: the local user name)"),
+            arg(
+                "--timeout",
+                type=float_range(0, lo_open=True),
+                default=120,
+                help="seconds to wait (default: %(default)s)",
+            ),
+            JSON,
+        ),
+    ),
+    Command(
+        ("reject",),
+        "model_cmds:cmd_reject",
+        "reject a model version (a champion loses its alias to the previous champion)",
+        (
+            arg("version", help="model version (docllm models)"),
+            arg("--reason", required=True, help="why: recorded in the registry and the compliance manifest"),
+            arg("--reviewer", help="who decides (default: the local user name)"),
+            arg(
+                "--timeout",
+                type=float_range(0, lo_open=True),
+                default=120,
+                help="seconds to wait (default: %(default)s)",
+            ),
+            JSON,
+        ),
+    ),
+    Command(
+        ("eval", "run"),
+        "model_cmds:cmd_eval_run",
+        "evaluate a model version again (held-out, Q&A, hallucination, benchmarks) and gate it",
+        (
+            arg("version", help="model version (docllm models)"),
+            arg(
+                "--benchmark",
+                action="append",
+                default=[],
+                help="a benchmark file to upload first and run (JSONL or lm-eval task YAML); repeatable",
+            ),
+            arg(
+                "--timeout",
+                type=float_range(0, lo_open=True),
+                default=900,
+                help="seconds to wait (default: %(default)s)",
+            ),
+            JSON,
+        ),
+    ),
+    Command(
+        ("benchmarks", "add"),
+        "model_cmds:cmd_benchmarks_add",
+        "check a custom benchmark file and upload it to the raw bucket's benchmarks/ prefix",
+        (
+            arg("files", nargs="+", help="JSONL benchmark files, or lm-eval task YAML files with their data files"),
+            JSON,
+        ),
+    ),
+    Command(("benchmarks", "list"), "model_cmds:cmd_benchmarks_list", "list the custom benchmarks", (JSON,)),
+    Command(
+        ("lineage",),
+        "model_cmds:cmd_lineage",
+        "a model version's lineage as a tree: documents, dataset, tokenizer, shards, jobs, evaluation, decisions",
+        (
+            arg("version", help="model version (docllm models)"),
+            arg("--documents", type=int_range(0, 100000), default=10, help="documents to list (default: %(default)s)"),
+            JSON,
+        ),
+    ),
+    Command(
+        ("manifest", "verify"),
+        "model_cmds:cmd_manifest_verify",
+        "recompute every digest of a model's compliance manifest, check its signature and its chain",
+        (arg("version", help="model version (docllm models)"), JSON),
+    ),
+    Command(
+        ("manifest", "show"),
+        "model_cmds:cmd_manifest_show",
+        "print a model's latest compliance manifest (an in-toto statement)",
+        (arg("version", help="model version (docllm models)"), JSON),
     ),
     Command(
         ("generate",),

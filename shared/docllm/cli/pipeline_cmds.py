@@ -230,16 +230,22 @@ def cmd_train(args: Namespace) -> int:
         if args.json:
             emit_json({"request_id": request.request_id})
         return 0
-    body = _wait_for(p, seq, request.request_id, {"Model Trained"}, timeout_s=args.timeout, show=not args.json)
+    wanted = {"Model Trained"} if args.until == "trained" else {"Model Approved", "Model Rejected"}
+    body = _wait_for(p, seq, request.request_id, wanted, timeout_s=args.timeout, show=not args.json)
     if body is None:
         raise CliError(f"timed out after {args.timeout:.0f}s; the job may still run: docllm status", EXIT_FAILED)
-    if body.get("detail-type") != "Model Trained":
+    if body.get("detail-type") not in wanted:
         raise CliError(_failure(body), EXIT_FAILED)
     if args.json:
         emit_json(body)
-    else:
-        d = body["detail"]
+        return 0
+    d = body["detail"]
+    if body["detail-type"] == "Model Trained":
         out.print(line("model ", lit(d["model_version"], "bold"), " → ", lit(d["export_uri"])))
+        return 0
+    from docllm.cli.model_cmds import print_decision
+
+    print_decision(body)
     return 0
 
 

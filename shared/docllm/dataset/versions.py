@@ -77,6 +77,11 @@ def assign_split(doc_key: str, rule: SplitRule = SPLIT_RULE) -> Split:
 class DatasetDocument(BaseModel):
     doc_key: str
     sha256: str = Field(description="content hash of the source document")
+    version_id: str | None = Field(
+        default=None,
+        description="the raw object version that was read (compliance manifests pin it); not part of the "
+        "dataset version, which names content only",
+    )
     service: str
     split: Split
     chunk_ids: list[str]
@@ -302,6 +307,7 @@ def build_dataset(
                 doc = DatasetDocument(
                     doc_key=rec.doc_key,
                     sha256=rec.sha256 or hashlib.sha256(raw).hexdigest(),
+                    version_id=rec.version_id or None,
                     service=rec.service,
                     split=split,
                     chunk_ids=[c.chunk_id for c in chunks],

@@ -81,6 +81,32 @@ class EndpointStateChangeEvent(EventBridgeModel):
     detail: EndpointStateDetail
 
 
+ApprovalStatus = Literal["Approved", "Rejected", "PendingManualApproval"]
+
+
+class ModelPackageStateDetail(BaseModel):
+    """The fields of "SageMaker Model Package State Change" the platform reads (AWS sends more)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ModelPackageGroupName: str
+    ModelPackageVersion: int | None = None
+    ModelPackageArn: str
+    ModelPackageStatus: str | None = None
+    ModelApprovalStatus: ApprovalStatus
+    ApprovalDescription: str | None = None
+    CustomerMetadataProperties: dict[str, str] = Field(default_factory=dict)
+    MetadataProperties: dict[str, str] = Field(default_factory=dict)
+    LastModifiedTime: str | None = None
+    LastModifiedBy: dict[str, Any] | None = None
+
+
+class ModelPackageStateChangeEvent(EventBridgeModel):
+    detail_type: Literal["SageMaker Model Package State Change"] = Field(alias="detail-type")
+    source: Literal["aws.sagemaker"]
+    detail: ModelPackageStateDetail
+
+
 def eventbridge_bodies(sqs_event: dict[str, Any]) -> list[dict[str, Any]]:
     """The EventBridge events carried by an SQS batch (S3 → EventBridge → SQS → Lambda).
 

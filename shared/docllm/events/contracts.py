@@ -209,6 +209,11 @@ class TrainingRequested(EventDetail):
     family: str
     dataset_version: str | None = Field(default=None, description="None: the newest tokenized")
     tokenizer_version: str | None = None
+    train_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="TrainConfig overrides for this run on top of the family's (e.g. a longer budget: max_tokens); "
+        "only with dataset_version and tokenizer_version",
+    )
     request_id: str = RequestId
 
 
@@ -225,6 +230,78 @@ class ModelTrained(EventDetail):
     checkpoint_uri: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     request_id: str | None = Field(default=None, description="the training request this model answers")
+
+
+# --- evaluation, the gate and the registry ---------------------------------
+
+
+class EvaluationRequested(EventDetail):
+    """Evaluate a trained model version again (``docllm eval run``), e.g. with a new benchmark."""
+
+    SOURCE: ClassVar[str] = "docllm.evaluate"
+    DETAIL_TYPE: ClassVar[str] = "Evaluation Requested"
+
+    model_version: str
+    benchmarks: list[str] = Field(
+        default_factory=list, description="keys under the raw bucket's benchmarks/ prefix; empty: every benchmark"
+    )
+    request_id: str = RequestId
+
+
+class EvaluationCompleted(EventDetail):
+    """The evaluation job of a model version finished; its report is stored beside the model."""
+
+    SOURCE: ClassVar[str] = "docllm.evaluate"
+    DETAIL_TYPE: ClassVar[str] = "Evaluation Completed"
+
+    model_version: str
+    family: str
+    evaluation_id: str = Field(description="the evaluation job's name: one model may be evaluated many times")
+    report_uri: str = Field(description="s3:// URI of report.json")
+    report_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    html_uri: str = Field(description="s3:// URI of the self-contained report.html")
+    metrics: dict[str, float] = Field(default_factory=dict, description="headline metrics the gate reads")
+    benchmarks: dict[str, dict[str, float]] = Field(default_factory=dict, description="benchmark -> metric -> value")
+    request_id: str | None = FollowsRequest
+
+
+Decision = Literal["approve", "reject"]
+
+
+class ModelReviewSubmitted(EventDetail):
+    """A person overrides the gate: approve or reject a model version, with who and why."""
+
+    SOURCE: ClassVar[str] = "docllm.gate"
+    DETAIL_TYPE: ClassVar[str] = "Model Review Submitted"
+
+    model_version: str
+    decision: Decision
+    reviewer: str = Field(min_length=1, description="the identity that decided (IAM principal, or the local user)")
+    reason: str = Field(min_length=1, max_length=2000)
+    request_id: str = RequestId
+
+
+class _ModelDecided(EventDetail):
+    model_version: str
+    family: str
+    decided_by: str = Field(description="'gate' for the automatic decision, else the reviewer")
+    override: bool = Field(default=False, description="a person's decision rather than the gate's rules")
+    reasons: list[str] = Field(default_factory=list, description="every rule's outcome, in order")
+    champion: str | None = Field(default=None, description="the family's champion after this decision")
+    previous_champion: str | None = None
+    manifest_uri: str | None = Field(default=None, description="the signed compliance manifest of this decision")
+    manifest_sha256: str | None = None
+    request_id: str | None = FollowsRequest
+
+
+class ModelApproved(_ModelDecided):
+    SOURCE: ClassVar[str] = "docllm.gate"
+    DETAIL_TYPE: ClassVar[str] = "Model Approved"
+
+
+class ModelRejected(_ModelDecided):
+    SOURCE: ClassVar[str] = "docllm.gate"
+    DETAIL_TYPE: ClassVar[str] = "Model Rejected"
 
 
 class StageFailed(EventDetail):
@@ -251,6 +328,11 @@ CONTRACTS: tuple[type[EventDetail], ...] = (
     ShardsBuilt,
     TrainingRequested,
     ModelTrained,
+    EvaluationRequested,
+    EvaluationCompleted,
+    ModelReviewSubmitted,
+    ModelApproved,
+    ModelRejected,
     StageFailed,
 )
 

@@ -100,6 +100,22 @@ def open_stream(split_dir: Path, *, block_size: int, seed: int, rank: int, world
     )
 
 
+def write_history(path: Path, history: list[Any]) -> None:
+    """One JSON object per logged point (training loss every log_interval steps, validation loss)."""
+    from dataclasses import asdict
+
+    with path.open("w", encoding="utf-8") as f:
+        for record in history:
+            f.write(json.dumps(asdict(record)) + "\n")
+
+
+def job_provenance() -> dict[str, Any]:
+    """The code and environment that ran this job, for the compliance manifest."""
+    from docllm.provenance import code_identity, environment_identity
+
+    return {"code": code_identity(), "environment": environment_identity()}
+
+
 def _channel(env: JobEnvironment, name: str) -> Path:
     path = env.channels.get(name)
     if path is None or not path.is_dir():
@@ -177,6 +193,8 @@ def main(env: JobEnvironment) -> None:
         "training tokens": f"{res.tokens_seen:,}",
     }
     export_hf(outcome.model.to(torch.float32).cpu(), env.model_dir / "hf", tokenizer_dir=tok_dir, card=card)
+    # The loss curves of the evaluation report (and the record of how training went), beside the export.
+    write_history(env.model_dir / "history.jsonl", outcome.history)
     result = TrainingJobResult(
         model_version=model_version,
         family=family.name if family else None,
@@ -198,6 +216,7 @@ def main(env: JobEnvironment) -> None:
         resumed_from_step=res.resumed_from_step,
         model_config_=model_cfg.model_dump(),
         train_config=train_cfg.model_dump(),
+        provenance=job_provenance(),
     )
     (env.model_dir / "result.json").write_text(result.model_dump_json(indent=2, by_alias=True), encoding="utf-8")
     output_uri = env.hp("output_uri", "")

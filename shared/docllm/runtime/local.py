@@ -35,7 +35,7 @@ from typing import Any
 from docllm.adapters.local.files import DIR_MODE, UMASK, open_private, private_dir, secure_tree, write_private
 from docllm.bootstrap import Platform, build_platform, find_template, reset_platforms
 from docllm.exceptions import ConfigurationError, PlatformNotRunningError
-from docllm.faults import FaultInjector
+from docllm.faults import FaultInjector, unwrap
 from docllm.ports.queue import Message
 from docllm.runtime.template import FunctionSpec, SqsSource, read_wiring
 from docllm.settings import Settings
@@ -220,6 +220,10 @@ class LocalRuntime:
         failed = p.jobs.recover()  # type: ignore[attr-defined]
         for name in failed:
             self._log(f"job {name} was running when the runtime stopped: marked Failed")
+        # Registry status changes a crash kept from being announced go out too (SageMaker never loses one).
+        announced = unwrap(p.registry).announce_pending()  # type: ignore[attr-defined]
+        if announced:
+            self._log(f"announced {announced} registry status change(s) a crash had held back")
         # Events a crash left in the outbox go out before any new work; the relay thread keeps at it.
         self._relay_outbox(min_age_s=0.0)
 

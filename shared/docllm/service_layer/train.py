@@ -41,7 +41,14 @@ def handle_train_event(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
         return _launch(p, built.family, built.dataset_version, built.tokenizer_version, built.request_id or "")
     request = parse_detail(event, TrainingRequested)
     if request.dataset_version and request.tokenizer_version:
-        return _launch(p, request.family, request.dataset_version, request.tokenizer_version, request.request_id)
+        return _launch(
+            p,
+            request.family,
+            request.dataset_version,
+            request.tokenizer_version,
+            request.request_id,
+            train_overrides=request.train_config,
+        )
     # Nothing named: run the whole chain for this family (dataset → tokenizer → shards → train).
     p.bus.publish(
         [to_bus(DatasetBuildRequested(family=request.family, train_after=True, request_id=request.request_id))]
@@ -50,7 +57,13 @@ def handle_train_event(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _launch(
-    p: Platform, family_name: str, dataset_version: str, tokenizer_version: str, request_id: str
+    p: Platform,
+    family_name: str,
+    dataset_version: str,
+    tokenizer_version: str,
+    request_id: str,
+    *,
+    train_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from docllm.training.families import family as family_named
     from docllm.training.launch import train_job_spec
@@ -72,6 +85,7 @@ def _launch(
         tokenizer_uri=tokenizer.artifacts_uri,
         artifact_bucket=p.settings.artifact_bucket,
         job_name=name,
+        train_overrides=train_overrides,
     )
     outcome = launch(
         p,

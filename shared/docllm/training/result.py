@@ -35,5 +35,8 @@ class TrainingJobResult(BaseModel):
     export_path: str = Field(default="hf", description="relative to the published prefix")
     model_config_: dict[str, Any] = Field(alias="model_config")
     train_config: dict[str, Any]
+    provenance: dict[str, Any] = Field(
+        default_factory=dict, description="code (repository, commit, dirty) and environment (image or lock hash)"
+    )
 
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())

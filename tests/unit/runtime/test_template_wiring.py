@@ -27,6 +27,21 @@ ROUTES = [
         ["docllm.shards", "docllm.training"],
         ["Shards Built", "Training Requested"],
     ),
+    (
+        "EvaluateFunction",
+        "EvaluateQueue",
+        "DocllmBus",
+        ["docllm.training", "docllm.evaluate"],
+        ["Model Trained", "Evaluation Requested"],
+    ),
+    (
+        "GateFunction",
+        "GateQueue",
+        "DocllmBus",
+        ["docllm.evaluate", "docllm.gate"],
+        ["Evaluation Completed", "Model Review Submitted"],
+    ),
+    ("GateFunction", "GateQueue", "default", ["aws.sagemaker"], ["SageMaker Model Package State Change"]),
     ("JobEventsFunction", "JobEventsQueue", "default", ["aws.sagemaker"], ["SageMaker Training Job State Change"]),
 ]
 
@@ -51,6 +66,15 @@ def test_every_function_handler_file_exists_and_every_queue_with_a_consumer_has_
 def test_the_raw_bucket_sends_eventbridge_notifications_and_the_others_do_not():
     assert WIRING.buckets["RawBucket"].eventbridge
     assert not WIRING.buckets["ProcessedBucket"].eventbridge
+
+
+def test_the_compliance_bucket_exists_locally_too_as_a_plain_versioned_bucket():
+    # Object Lock is AWS's; locally, manifests go to the append-only store, and the bucket is inert.
+    bucket = WIRING.buckets["ComplianceBucket"]
+    assert bucket.versioned and not bucket.eventbridge
+    gate = WIRING.functions["GateFunction"].environment
+    assert gate["DOCLLM_COMPLIANCE_BUCKET"] == "ComplianceBucket"
+    assert gate["DOCLLM_MANIFEST_RETENTION_DAYS"] == "3650"
 
 
 def test_the_api_routes_are_served_by_the_api_function():

@@ -1,0 +1,3 @@
+from bench.evaluate.run import main
+
+raise SystemExit(main())

@@ -1,0 +1,297 @@
+"""The manifest's content: an in-toto Statement v1 with a SLSA Provenance v1 predicate.
+
+Standard tools read it as what it is: the *subjects* are the model files of the Hugging Face
+export with their sha256 digests; the predicate says how they were built, in SLSA v1's shape:
+
+``buildDefinition``
+    ``buildType`` :data:`BUILD_TYPE` (documented in docs/compliance.md);
+    ``externalParameters`` what a user chose: the family, its definition, the training and model
+    configuration; ``internalParameters`` what the platform chose: dataset and tokenizer versions,
+    the split rule, the artefact prefixes and the chain position; ``resolvedDependencies`` every
+    input with its digest: each source document pinned to its object version, the dataset
+    manifest, every tokenizer file, every shard file, the code (git commit) and the environment
+    (image digest, or the local lock hash).
+``runDetails``
+    the builder (the deployment), the training job as invocation with its start and end, and as
+    byproducts the evaluation report, the job names, the metrics and the gate's decision.
+
+Pure: :func:`build_statement` turns :class:`ManifestInputs` into a JSON-compatible dict.
+
+>>> STATEMENT_TYPE, PREDICATE_TYPE
+('https://in-toto.io/Statement/v1', 'https://slsa.dev/provenance/v1')
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import ValidationError
+
+from docllm.manifest.canonical import canonical_json, sha256_hex
+from docllm.manifest.chain import ChainLink
+from docllm.manifest.exceptions import ManifestError
+from docllm.manifest.inputs import Artefact, JobProvenance, ManifestInputs
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
+#: What a docllm model build is (see docs/compliance.md, "Build type"); a new shape is a new version.
+BUILD_TYPE = "urn:docllm:build-type:model:v1"
+STATEMENT_FIELDS = frozenset({"_type", "subject", "predicateType", "predicate"})
+#: Fields of an in-toto ResourceDescriptor v1.
+DESCRIPTOR_FIELDS = frozenset({"name", "uri", "digest", "content", "downloadLocation", "mediaType", "annotations"})
+
+#: ``annotations.kind`` of each resolved dependency, which verification dispatches on.
+KIND_DOCUMENT = "document"
+KIND_DATASET = "dataset-manifest"
+KIND_TOKENIZER = "tokenizer"
+KIND_SHARD = "shard"
+KIND_CODE = "code"
+KIND_ENVIRONMENT = "environment"
+
+
+def descriptor(
+    *,
+    name: str | None = None,
+    uri: str | None = None,
+    digest: dict[str, str] | None = None,
+    annotations: dict[str, Any] | None = None,
+    media_type: str | None = None,
+) -> dict[str, Any]:
+    """An in-toto ResourceDescriptor with the unset fields left out (the spec wants them absent)."""
+    fields = {"name": name, "uri": uri, "digest": digest, "annotations": annotations, "mediaType": media_type}
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _described(value: dict[str, Any], *, name: str) -> dict[str, Any]:
+    # A descriptor needs a uri, digest or content: a record without one is named by its own digest.
+    return descriptor(name=name, digest={"sha256": sha256_hex(canonical_json(value))}, annotations=value)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float written as text (``"NaN"``, ``"Infinity"``,
+    ``"-Infinity"``): a diverged run's loss is a fact to record, and JSON has no number for it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _artefact(a: Artefact, kind: str, **annotations: Any) -> dict[str, Any]:
+    return descriptor(
+        name=a.name, uri=a.uri, digest={"sha256": a.sha256}, annotations={"kind": kind, "size": a.size, **annotations}
+    )
+
+
+def _code(role: str, prov: JobProvenance) -> dict[str, Any]:
+    code = prov.code or {}
+    commit = code.get("commit")
+    if not commit or commit == "unknown":
+        # No commit to pin: say so plainly (the record names itself by its own digest).
+        return _described({"kind": KIND_CODE, "role": role, **json_safe(code)}, name=f"code:{role}")
+    repository = code.get("repository") or "unknown"
+    uri = f"git+{repository}@{commit}" if repository != "unknown" else None
+    return descriptor(
+        name=f"code:{role}",
+        uri=uri,
+        digest={"gitCommit": str(commit)},
+        annotations={"kind": KIND_CODE, "role": role, "repository": repository, "dirty": code.get("dirty")},
+    )
+
+
+def _environment(role: str, prov: JobProvenance) -> dict[str, Any] | None:
+    env = prov.environment
+    if not env:
+        return None
+    annotations = {"kind": KIND_ENVIRONMENT, "role": role, **{k: v for k, v in env.items() if k != "image_digest"}}
+    image = env.get("image_digest")
+    if image:
+        algo, _, hexdigest = str(image).partition(":")
+        return descriptor(name=f"image:{role}", digest={algo: hexdigest}, annotations=annotations)
+    return descriptor(
+        name=f"environment:{role}", digest={"sha256": str(env.get("lock_sha256"))}, annotations=annotations
+    )
+
+
+def build_statement(inputs: ManifestInputs, link: ChainLink) -> dict[str, Any]:
+    """The in-toto statement of a model version at chain position ``link``.
+
+    Raises
+    ------
+    ManifestError
+        When the model export holds no file (a statement needs a subject).
+    """
+    if not inputs.model_files:
+        raise ManifestError(f"model {inputs.model_version}: no file under {inputs.export_uri}")
+    subjects = [descriptor(name=a.name, uri=a.uri, digest={"sha256": a.sha256}) for a in inputs.model_files]
+    deps: list[dict[str, Any]] = [
+        descriptor(
+            name=d.doc_key,
+            uri=d.uri,
+            digest={"sha256": d.sha256},
+            annotations={"kind": KIND_DOCUMENT, "split": d.split, "service": d.service, "versionId": d.version_id},
+        )
+        for d in inputs.documents
+    ]
+    deps.append(_artefact(inputs.dataset_manifest, KIND_DATASET, version=inputs.dataset_version))
+    deps += [_artefact(a, KIND_TOKENIZER, version=inputs.tokenizer_version) for a in inputs.tokenizer_files]
+    deps += [_artefact(a, KIND_SHARD) for a in inputs.shard_files]
+    for role, prov in sorted(inputs.provenance.items()):
+        deps += [d for d in (_code(role, prov), _environment(role, prov)) if d is not None]
+
+    decision = inputs.decision
+    byproducts: list[dict[str, Any]] = []
+    if inputs.evaluation is not None:
+        ev = inputs.evaluation
+        byproducts.append(
+            descriptor(
+                name="evaluation-report",
+                uri=ev.report_uri,
+                digest={"sha256": ev.report_sha256},
+                media_type="application/json",
+                annotations={"evaluationId": ev.evaluation_id},
+            )
+        )
+        if ev.html_uri and ev.html_sha256:
+            byproducts.append(
+                descriptor(name="evaluation-report-html", uri=ev.html_uri, digest={"sha256": ev.html_sha256})
+            )
+    byproducts.append(_described({"kind": "jobs", **inputs.jobs}, name="jobs"))
+    byproducts.append(_described({"kind": "metrics", **json_safe(inputs.metrics)}, name="metrics"))
+    byproducts.append(
+        _described({"kind": "decision", **decision.model_dump(mode="json", exclude_none=True)}, name="decision")
+    )
+    statement = {
+        "_type": STATEMENT_TYPE,
+        "subject": subjects,
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": json_safe(
+                    {
+                        "family": inputs.family,
+                        "familyDefinition": inputs.family_definition,
+                        "trainConfig": inputs.train_config,
+                        "modelConfig": inputs.model_config_,
+                    }
+                ),
+                "internalParameters": {
+                    "modelVersion": inputs.model_version,
+                    "datasetVersion": inputs.dataset_version,
+                    "tokenizerVersion": inputs.tokenizer_version,
+                    "splitRule": inputs.split_rule,
+                    "artefacts": {
+                        "export": inputs.export_uri,
+                        "tokenizer": inputs.tokenizer_uri,
+                        "shards": inputs.shards_uri,
+                    },
+                    "chain": link.model_dump(mode="json"),
+                },
+                "resolvedDependencies": deps,
+            },
+            "runDetails": {
+                "builder": {"id": inputs.builder_id},
+                "metadata": {
+                    k: v
+                    for k, v in {
+                        "invocationId": inputs.jobs.get("train"),
+                        "startedOn": inputs.started_on,
+                        "finishedOn": inputs.finished_on,
+                    }.items()
+                    if v is not None
+                },
+                "byproducts": byproducts,
+            },
+        },
+    }
+    canonical_json(statement)  # refuse now, not at signing time, anything JSON cannot hold
+    return statement
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def shape_problems(statement: Any) -> list[str]:
+    """What keeps ``statement`` from being an in-toto Statement v1 with our predicate (empty: none).
+
+    >>> shape_problems({"_type": STATEMENT_TYPE})[:1]
+    ['subject: missing or empty']
+    """
+    if not isinstance(statement, dict):
+        return ["not a JSON object"]
+    problems: list[str] = []
+    if statement.get("_type") != STATEMENT_TYPE:
+        problems.append(f"_type: not {STATEMENT_TYPE}")
+    extra = set(statement) - STATEMENT_FIELDS
+    subjects = statement.get("subject")
+    if not isinstance(subjects, list) or not subjects:
+        problems.append("subject: missing or empty")
+    else:
+        for i, s in enumerate(subjects):
+            problems += [f"subject[{i}]: {p}" for p in _descriptor_problems(s, digest_required=True)]
+    if statement.get("predicateType") != PREDICATE_TYPE:
+        problems.append(f"predicateType: not {PREDICATE_TYPE}")
+    predicate = statement.get("predicate")
+    if not isinstance(predicate, dict):
+        problems.append("predicate: missing")
+    else:
+        build = predicate.get("buildDefinition")
+        if not isinstance(build, dict) or build.get("buildType") != BUILD_TYPE:
+            problems.append(f"predicate.buildDefinition.buildType: not {BUILD_TYPE}")
+        elif not isinstance(build.get("resolvedDependencies"), list):
+            problems.append("predicate.buildDefinition.resolvedDependencies: missing")
+        else:
+            for i, d in enumerate(build["resolvedDependencies"]):
+                problems += [f"resolvedDependencies[{i}]: {p}" for p in _descriptor_problems(d)]
+        run = predicate.get("runDetails")
+        if not isinstance(run, dict) or not isinstance(run.get("builder"), dict) or "id" not in run["builder"]:
+            problems.append("predicate.runDetails.builder.id: missing")
+    if extra:
+        problems.append(f"unknown fields {sorted(extra)}")
+    return problems
+
+
+def _descriptor_problems(d: Any, *, digest_required: bool = False) -> list[str]:
+    if not isinstance(d, dict):
+        return ["not an object"]
+    problems = []
+    if set(d) - DESCRIPTOR_FIELDS:
+        problems.append(f"unknown fields {sorted(set(d) - DESCRIPTOR_FIELDS)}")
+    if not ({"uri", "digest", "content"} & set(d)):
+        problems.append("needs one of uri, digest, content")
+    digest = d.get("digest")
+    if digest_required and not digest:
+        problems.append("a subject needs a digest")
+    if digest is not None and (
+        not isinstance(digest, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in digest.items())
+    ):
+        problems.append("digest: not a map of algorithm to hex")
+    return problems
+
+
+def chain_link_of(statement: dict[str, Any]) -> ChainLink:
+    """The chain position a statement declares."""
+    try:
+        raw = statement["predicate"]["buildDefinition"]["internalParameters"]["chain"]
+        return ChainLink.model_validate(raw)
+    except (KeyError, TypeError, ValidationError) as e:
+        raise ManifestError(f"the statement declares no chain position: {e}") from e
+
+
+def decision_of(statement: dict[str, Any]) -> dict[str, Any]:
+    """The decision byproduct's record (``decision_id``, ``status``, ``decided_by``…)."""
+    for b in statement.get("predicate", {}).get("runDetails", {}).get("byproducts", []):
+        if isinstance(b, dict) and b.get("name") == "decision":
+            return dict(b.get("annotations") or {})
+    raise ManifestError("the statement records no decision")
+
+
+def model_version_of(statement: dict[str, Any]) -> str:
+    try:
+        return str(statement["predicate"]["buildDefinition"]["internalParameters"]["modelVersion"])
+    except (KeyError, TypeError) as e:
+        raise ManifestError("the statement names no model version") from e

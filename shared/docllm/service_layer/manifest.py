@@ -1,0 +1,643 @@
+"""Compliance manifests: gather what the stages recorded, issue a signed chain entry, verify it.
+
+* :func:`gather` reads only what the stages already recorded (state records and stored
+  artefacts; nothing retyped) and hashes every artefact by streaming it.
+* :func:`issue` signs the statement and stores it write-once as the family's next chain entry;
+  it returns the state write for the caller (the gate) to commit through the outbox with its
+  event, so the chain record and "Model Approved"/"Model Rejected" appear together.
+* :func:`verify` recomputes every digest from the stored bytes, checks the signature and the
+  whole chain of the family, and names each mismatch. :func:`show` decodes a manifest.
+
+Example::
+
+    inputs = gather(p, "tiny-s3-20250101-abcd", decision)
+    issued = issue(p, inputs)
+    commit(p, issued.writes, [ModelApproved(..., manifest_uri=issued.uri, manifest_sha256=issued.sha256)])
+    report = verify(p, "tiny-s3-20250101-abcd")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from docllm.bootstrap import Platform
+from docllm.dataset.versions import DATASETS_PK, DatasetManifest, DatasetSummary
+from docllm.exceptions import ConflictError, NotFoundError, TransientError
+from docllm.manifest.canonical import canonical_json, sha256_hex
+from docllm.manifest.chain import (
+    ChainLink,
+    RecordedEntry,
+    StoredEntry,
+    check_chain,
+    family_prefix,
+    manifest_key,
+    sequence_of,
+    state_pk,
+)
+from docllm.manifest.exceptions import ManifestError, ManifestInputError, ManifestNotFoundError
+from docllm.manifest.inputs import (
+    Artefact,
+    DecisionRecord,
+    EvaluationRef,
+    InputDocument,
+    JobProvenance,
+    ManifestInputs,
+)
+from docllm.manifest.report import Mismatch, VerificationReport
+from docllm.manifest.statement import (
+    KIND_DATASET,
+    KIND_DOCUMENT,
+    KIND_SHARD,
+    KIND_TOKENIZER,
+    build_statement,
+    chain_link_of,
+    decision_of,
+    model_version_of,
+    shape_problems,
+)
+from docllm.ports.objects import split_uri
+from docllm.ports.signer import envelope_payload, public_key_to_dict, verify_envelope
+from docllm.ports.state import Item, Put
+from docllm.records import DOCS_PK, JOBS_PK, DocumentRecord, JobRecord, utcnow
+from docllm.retries import retry_transient
+from docllm.service_layer.jobs import MODELS_PK, SHARDS_PK, read_result
+
+EVALUATIONS_PK = "evaluations"
+#: Bytes per ranged read when hashing an artefact: weights are never held in memory whole.
+HASH_CHUNK = 8 * 1024 * 1024
+
+
+# --- hashing -----------------------------------------------------------------------------------
+
+
+def hash_object(p: Platform, bucket: str, key: str, *, size: int | None = None) -> tuple[str, int]:
+    """``(sha256, size)`` of the current version of an object, read in ranges of :data:`HASH_CHUNK`."""
+    if size is None:
+        size = retry_transient(lambda: p.objects.head(bucket, key)).size
+    digest = hashlib.sha256()
+    for start in range(0, size, HASH_CHUNK):
+        end = min(start + HASH_CHUNK, size) - 1
+        digest.update(retry_transient(p.objects.get_range, bucket, key, start, end))
+    return digest.hexdigest(), size
+
+
+def hash_prefix(p: Platform, uri: str) -> list[Artefact]:
+    """Every object under an ``s3://bucket/prefix/`` with its digest, in key order."""
+    bucket, prefix = split_uri(uri if uri.endswith("/") else uri + "/")
+    out = []
+    for info in list(p.objects.list(bucket, prefix)):
+        sha, size = hash_object(p, bucket, info.key, size=info.size)
+        out.append(Artefact(name=info.key[len(prefix) :], uri=f"s3://{bucket}/{info.key}", sha256=sha, size=size))
+    return out
+
+
+# --- gather ------------------------------------------------------------------------------------
+
+
+def _record(p: Platform, pk: str, sk: str, what: str) -> Item:
+    item = p.state.get(pk, sk)
+    if item is None:
+        raise ManifestInputError(f"no {what} record {pk}/{sk}: the manifest is assembled from records, never retyped")
+    return item
+
+
+def _completed_job(p: Platform, stages: tuple[str, ...], output_uri: str) -> str | None:
+    """The name of the completed job of ``stages`` that published ``output_uri`` (records keep no back link)."""
+    want = output_uri.rstrip("/")
+    for name, item in p.state.query(JOBS_PK):
+        ended_here = str(item.get("output_uri", "")).rstrip("/") == want
+        if item.get("stage") in stages and item.get("status") == "Completed" and ended_here:
+            return name
+    return None
+
+
+def _job_provenance(p: Platform, job_name: str | None) -> JobProvenance | None:
+    if not job_name:
+        return None
+    item = p.state.get(JOBS_PK, job_name)
+    if item is None:
+        return None
+    try:
+        result = read_result(p, JobRecord.model_validate(item).output_uri)
+    except NotFoundError:
+        return None
+    prov = result.get("provenance")
+    return JobProvenance.model_validate(prov) if isinstance(prov, dict) else None
+
+
+def _evaluation(p: Platform, model_version: str, evaluation_id: str | None) -> Item | None:
+    if evaluation_id:
+        return _record(p, EVALUATIONS_PK, evaluation_id, "evaluation")
+    mine = [item for _, item in p.state.query(EVALUATIONS_PK) if item.get("model_version") == model_version]
+    return max(mine, key=lambda i: str(i.get("completed_at", ""))) if mine else None
+
+
+def _documents(p: Platform, manifest: DatasetManifest) -> list[InputDocument]:
+    docs = []
+    for d in manifest.documents:
+        bucket, version_id = p.settings.raw_bucket, d.version_id
+        if version_id is None:
+            # Datasets built before version ids were kept: the document's record still names the version
+            # it read, as long as the content is the same.
+            item = p.state.get(DOCS_PK, d.doc_key)
+            rec = DocumentRecord.model_validate(item) if item else None
+            if rec is not None and rec.sha256 == d.sha256:
+                bucket, version_id = rec.bucket, rec.version_id or None
+        docs.append(
+            InputDocument(
+                doc_key=d.doc_key,
+                bucket=bucket,
+                version_id=version_id,
+                sha256=d.sha256,
+                split=d.split,
+                service=d.service,
+            )
+        )
+    return docs
+
+
+def gather(p: Platform, model_version: str, decision: DecisionRecord | dict[str, Any]) -> ManifestInputs:
+    """Everything the manifest of ``model_version`` states, from the records of the stages.
+
+    Reads ``models`` (the training summary), the training job's record and ``result.json``,
+    ``datasets`` and the dataset's ``manifest.json``, ``tokenizers``, ``shards``,
+    ``evaluations`` and the jobs; hashes every file of the export, the tokenizer and the shards.
+
+    Raises
+    ------
+    ManifestInputError
+        A record the manifest needs is missing.
+    """
+    from docllm.tokenizer.artifacts import find_tokenizer
+    from docllm.training.result import TrainingJobResult
+
+    decided = DecisionRecord.model_validate(decision)
+    if decided.model_version != model_version:
+        raise ManifestInputError(
+            f"decision {decided.decision_id} is about {decided.model_version}, not {model_version}"
+        )
+    model = _record(p, MODELS_PK, model_version, "model")
+    train_job = JobRecord.model_validate(_record(p, JOBS_PK, str(model["job"]), "training job"))
+    result = read_result(p, train_job.output_uri)
+    trained = TrainingJobResult.model_validate(result)
+    family_name = str(model.get("family") or trained.family or decided.family)
+    dataset_version, tokenizer_version = str(model["dataset_version"]), str(model["tokenizer_version"])
+
+    summary = DatasetSummary.model_validate(_record(p, DATASETS_PK, dataset_version, "dataset"))
+    ds_bucket, ds_key = split_uri(summary.manifest_uri)
+    ds_raw = retry_transient(lambda: p.objects.get(ds_bucket, ds_key))
+    ds_manifest = DatasetManifest.model_validate_json(ds_raw)
+    tokenizer = find_tokenizer(p.state, tokenizer_version)
+    if tokenizer is None:
+        raise ManifestInputError(f"no tokenizer record tokenizers/{tokenizer_version}")
+    shards = _record(p, SHARDS_PK, f"{dataset_version}/{tokenizer_version}", "shards")
+    evaluation = _evaluation(p, model_version, decided.evaluation_id)
+
+    ev_ref = None
+    if evaluation is not None:
+        html = evaluation.get("html_uri")
+        html_sha = hash_object(p, *split_uri(html))[0] if html else None
+        ev_ref = EvaluationRef(
+            evaluation_id=str(evaluation["evaluation_id"]),
+            report_uri=str(evaluation["report_uri"]),
+            report_sha256=str(evaluation["report_sha256"]),
+            html_uri=html,
+            html_sha256=html_sha,
+            job=evaluation.get("job"),
+        )
+    jobs = {
+        "tokenizer": _completed_job(p, ("tokenizer",), tokenizer.artifacts_uri),
+        "shards": _completed_job(p, ("shards", "tokenize"), str(shards["shards_uri"])),
+        "train": train_job.name,
+        "evaluate": ev_ref.job if ev_ref else None,
+    }
+    from docllm.provenance import provenance
+
+    recorded = {"train": result.get("provenance"), "evaluate": None}
+    prov = {"train": JobProvenance.model_validate(recorded["train"]) if isinstance(recorded["train"], dict) else None}
+    recorded_eval = (evaluation or {}).get("provenance")
+    prov["evaluate"] = (
+        JobProvenance.model_validate(recorded_eval) if recorded_eval else _job_provenance(p, jobs["evaluate"])
+    )
+    prov["issuer"] = JobProvenance.model_validate(provenance())
+    return ManifestInputs(
+        model_version=model_version,
+        family=family_name,
+        family_definition=_family_definition(family_name),
+        train_config=trained.train_config,
+        model_config_=trained.model_config_,
+        dataset_version=dataset_version,
+        tokenizer_version=tokenizer_version,
+        split_rule=ds_manifest.split_rule.model_dump(mode="json"),
+        export_uri=str(model["export_uri"]),
+        model_files=hash_prefix(p, str(model["export_uri"])),
+        dataset_manifest=Artefact(
+            name="manifest.json", uri=summary.manifest_uri, sha256=sha256_hex(ds_raw), size=len(ds_raw)
+        ),
+        documents=_documents(p, ds_manifest),
+        tokenizer_uri=tokenizer.artifacts_uri,
+        tokenizer_files=hash_prefix(p, tokenizer.artifacts_uri),
+        shards_uri=str(shards["shards_uri"]),
+        shard_files=hash_prefix(p, str(shards["shards_uri"])),
+        jobs=jobs,
+        provenance={k: v for k, v in prov.items() if v is not None},
+        started_on=train_job.created_at,
+        finished_on=train_job.updated_at if train_job.status == "Completed" else None,
+        metrics={
+            "training": dict(model.get("metrics") or {}),
+            "evaluation": dict((evaluation or {}).get("metrics") or {}),
+            "benchmarks": dict((evaluation or {}).get("benchmarks") or {}),
+        },
+        evaluation=ev_ref,
+        decision=decided,
+        builder_id=f"urn:docllm:builder:{p.settings.backend}:{p.settings.stage}",
+    )
+
+
+def _family_definition(name: str) -> dict[str, Any] | None:
+    from docllm.training.exceptions import UnknownFamilyError
+    from docllm.training.families import family
+
+    try:
+        return family(name).model_dump(mode="json")
+    except UnknownFamilyError:
+        return None
+
+
+# --- issue -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedManifest:
+    """A chain entry issued (or found issued) for a decision.
+
+    ``writes`` is the state record for the caller to commit with its event: empty when the state
+    already records this entry (a redelivery after the commit).
+    """
+
+    family: str
+    sequence: int
+    key: str
+    uri: str
+    sha256: str
+    outcome: Literal["issued", "adopted", "recorded"]
+    writes: list[Put] = field(default_factory=list)
+
+
+def _decode(body: bytes) -> dict[str, Any]:
+    """The statement inside stored envelope bytes (signature not checked)."""
+    try:
+        envelope = json.loads(body)
+        statement = json.loads(envelope_payload(envelope))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ManifestError(f"not a DSSE envelope of a statement: {e}") from e
+    if not isinstance(statement, dict):
+        raise ManifestError("the envelope's payload is not a JSON object")
+    return statement
+
+
+def _record_item(decision: DecisionRecord, link: ChainLink, *, key: str, uri: str, sha: str, key_id: str) -> Item:
+    return {
+        "family": link.family,
+        "sequence": link.sequence,
+        "model_version": decision.model_version,
+        "decision_id": decision.decision_id,
+        "status": decision.status,
+        "key": key,
+        "uri": uri,
+        "sha256": sha,
+        "previous_sha256": link.previous_sha256,
+        "key_id": key_id,
+        "issued_at": utcnow(),
+    }
+
+
+def _adopted(p: Platform, decision: DecisionRecord, key: str, body: bytes, outcome: Any) -> IssuedManifest:
+    statement = _decode(body)
+    link = chain_link_of(statement)
+    uri, sha = p.compliance.uri(key), sha256_hex(body)
+    item = _record_item(decision, link, key=key, uri=uri, sha=sha, key_id=p.signer.key_id)
+    put = Put(state_pk(link.family), f"{link.sequence:08d}", item, if_absent=True)
+    return IssuedManifest(link.family, link.sequence, key, uri, sha, outcome, [put])
+
+
+def issue(p: Platform, inputs: ManifestInputs) -> IssuedManifest:
+    """Sign the manifest of ``inputs`` and store it write-once as its family's next chain entry.
+
+    Idempotent per decision: a redelivery finds the entry its earlier attempt stored (recorded in
+    the state, or only in the store when the crash came before the commit) and returns it.
+
+    Raises
+    ------
+    TransientError
+        Another decision took the sequence number between reading the head and writing; a retry
+        reads the new head.
+    """
+    decision, family = inputs.decision, inputs.family
+    for sk, item in p.state.query(state_pk(family)):
+        if item.get("decision_id") == decision.decision_id:
+            return IssuedManifest(family, int(sk), str(item["key"]), str(item["uri"]), str(item["sha256"]), "recorded")
+    recorded_head = max((int(sk) for sk, _ in p.state.query(state_pk(family))), default=0)
+    stored = sorted((n, k) for k in p.compliance.list(family_prefix(family)) if (n := sequence_of(k)) is not None)
+    for n, key in stored:
+        if n > recorded_head:  # stored but not committed: perhaps ours, from an attempt that crashed
+            body = p.compliance.get(key)
+            if _decision_id(body) == decision.decision_id:
+                return _adopted(p, decision, key, body, "adopted")
+
+    last_seq, last_key = stored[-1] if stored else (0, None)
+    previous = sha256_hex(p.compliance.get(last_key)) if last_key else None
+    link = ChainLink(family=family, sequence=last_seq + 1, previous_sha256=previous)
+    payload = canonical_json(build_statement(inputs, link))
+    body = canonical_json(p.signer.sign(payload))
+    key = manifest_key(family, link.sequence)
+    try:
+        uri = p.compliance.put_once(key, body)
+    except ConflictError as e:
+        existing = p.compliance.get(key)
+        if _decision_id(existing) == decision.decision_id:
+            return _adopted(p, decision, key, existing, "adopted")
+        raise TransientError(f"{key} was taken by another decision; the next attempt chains after it") from e
+    _publish_public_key(p)
+    sha = sha256_hex(body)
+    item = _record_item(decision, link, key=key, uri=uri, sha=sha, key_id=p.signer.key_id)
+    put = Put(state_pk(family), f"{link.sequence:08d}", item, if_absent=True)
+    return IssuedManifest(family, link.sequence, key, uri, sha, "issued", [put])
+
+
+def _decision_id(body: bytes) -> str | None:
+    try:
+        return str(decision_of(_decode(body)).get("decision_id"))
+    except ManifestError:
+        return None
+
+
+def public_key_key(key_id: str) -> str:
+    """Store key of a signing public key (``keys/<key id>.json``), kept beside the manifests for auditors."""
+    return f"keys/{key_id}.json"
+
+
+def _publish_public_key(p: Platform) -> None:
+    """Store the signing key's public half once, so auditors find it beside the manifests (it is
+    not what verification trusts: that is the key the verifier is given)."""
+    key = p.signer.public_key()
+    where = public_key_key(key.keyid)
+    try:
+        p.compliance.get(where)
+    except NotFoundError:
+        with contextlib.suppress(ConflictError):  # a concurrent issuer published it first: the same key
+            p.compliance.put_once(where, canonical_json(public_key_to_dict(key)))
+
+
+# --- find, show --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """Where a model version's manifest is, and whether the state records it."""
+
+    family: str
+    sequence: int
+    key: str
+    uri: str
+    sha256: str | None
+    recorded: bool
+
+
+def _family_of(p: Platform, model_version: str) -> str:
+    model = p.state.get(MODELS_PK, model_version)
+    if model is None or not model.get("family"):
+        raise ManifestNotFoundError(f"no model version {model_version!r}")
+    return str(model["family"])
+
+
+def find_manifest(p: Platform, model_version: str, *, sequence: int | None = None) -> ManifestEntry:
+    """The newest manifest of ``model_version`` (or its entry ``sequence``).
+
+    A model version has one manifest per decision about it (approved, then overridden…).
+    Entries the state does not record (an issue that crashed before its commit) are found in the store.
+    """
+    family = _family_of(p, model_version)
+    mine = [
+        (int(sk), item)
+        for sk, item in p.state.query(state_pk(family))
+        if item.get("model_version") == model_version and (sequence is None or int(sk) == sequence)
+    ]
+    if mine:
+        seq, item = mine[-1]
+        return ManifestEntry(family, seq, str(item["key"]), str(item["uri"]), str(item["sha256"]), True)
+    recorded = {int(sk) for sk, _ in p.state.query(state_pk(family))}
+    for key in reversed(p.compliance.list(family_prefix(family))):
+        n = sequence_of(key)
+        if n is None or n in recorded or (sequence is not None and n != sequence):
+            continue
+        try:
+            if model_version_of(_decode(p.compliance.get(key))) == model_version:
+                return ManifestEntry(family, n, key, p.compliance.uri(key), None, False)
+        except ManifestError:
+            continue
+    which = f" entry {sequence}" if sequence is not None else ""
+    raise ManifestNotFoundError(f"no compliance manifest{which} for {model_version}")
+
+
+def show(p: Platform, model_version: str, *, sequence: int | None = None) -> dict[str, Any]:
+    """The decoded in-toto statement of ``model_version``'s newest manifest (signature not checked:
+    that is :func:`verify`)."""
+    entry = find_manifest(p, model_version, sequence=sequence)
+    return _decode(p.compliance.get(entry.key))
+
+
+# --- verify ------------------------------------------------------------------------------------
+
+
+def verify(
+    p: Platform, model_version: str, *, sequence: int | None = None, public_key: Any | None = None
+) -> VerificationReport:
+    """Recompute and check everything the manifest of ``model_version`` states.
+
+    Parameters
+    ----------
+    sequence:
+        Verify that chain entry rather than the model version's newest.
+    public_key:
+        The trusted key (a securesystemslib ``Key`` or its JSON form); default: the platform
+        signer's public key.
+
+    Every digest is recomputed from the stored bytes: documents by their object version, the
+    dataset manifest, every tokenizer, shard and model file (files added under their prefixes
+    since are named too); the envelope's signature is checked; the whole chain of the family is
+    checked against the store and the state.
+    """
+    entry = find_manifest(p, model_version, sequence=sequence)
+    trusted = public_key if public_key is not None else p.signer.public_key()
+    trusted_id = trusted["keyid"] if isinstance(trusted, dict) else trusted.keyid
+    report = VerificationReport(
+        ok=False,
+        model_version=model_version,
+        family=entry.family,
+        manifest_key=entry.key,
+        sequence=entry.sequence,
+        key_id=trusted_id,
+    )
+    found: list[Mismatch] = []
+    chain = _check_family_chain(p, entry.family, trusted, found)
+    body = chain.get(entry.key)
+    if body is None:
+        report.mismatches = found
+        return report
+    report.manifest_sha256 = sha256_hex(body)
+    try:
+        statement = _decode(body)
+    except ManifestError as e:
+        found.append(Mismatch(kind="statement", subject=entry.key, detail=str(e)))
+        report.mismatches = found
+        return report
+    problems = shape_problems(statement)
+    found += [Mismatch(kind="statement", subject=entry.key, detail=problem) for problem in problems]
+    if not problems:
+        _check_artefacts(p, statement, found, report.checked)
+    report.mismatches = found
+    report.ok = not found
+    return report
+
+
+def _check_family_chain(p: Platform, family: str, trusted: Any, found: list[Mismatch]) -> dict[str, bytes]:
+    """Read every stored entry of the family, check each signature and the chain; the entries' bytes by key."""
+    bodies: dict[str, bytes] = {}
+    stored: list[StoredEntry] = []
+    for key in p.compliance.list(family_prefix(family)):
+        try:
+            body = p.compliance.get(key)
+        except NotFoundError:
+            continue  # removed between list and get: the chain check names the gap
+        bodies[key] = body
+        link: ChainLink | None
+        try:
+            envelope = json.loads(body)
+            link = chain_link_of(_decode(body))
+        except (ValueError, ManifestError):
+            envelope, link = None, None
+        if envelope is None or not verify_envelope(envelope, trusted):
+            found.append(
+                Mismatch(
+                    kind="signature",
+                    subject=key,
+                    detail="the envelope's signature does not verify with the trusted key "
+                    "(payload altered, or signed by another key)",
+                )
+            )
+        stored.append(StoredEntry(key=key, sha256=sha256_hex(body), link=link))
+    recorded = [
+        RecordedEntry(sequence=int(sk), key=str(item.get("key")), sha256=str(item.get("sha256")))
+        for sk, item in p.state.query(state_pk(family))
+    ]
+    found += check_chain(family, stored, recorded)
+    return bodies
+
+
+def _check_artefacts(p: Platform, statement: dict[str, Any], found: list[Mismatch], checked: dict[str, int]) -> None:
+    build = statement["predicate"]["buildDefinition"]
+    prefixes = build.get("internalParameters", {}).get("artefacts", {})
+    subjects = statement["subject"]
+    for s in subjects:
+        _check_digest(p, s, "model", found, checked)
+    _check_unlisted(p, prefixes.get("export"), subjects, found)
+    deps = build["resolvedDependencies"]
+    documents: list[dict[str, Any]] = []
+    dataset_manifest: bytes | None = None
+    for d in deps:
+        kind = (d.get("annotations") or {}).get("kind")
+        if kind == KIND_DOCUMENT:
+            documents.append(d)
+            _check_document(p, d, found, checked)
+        elif kind in (KIND_DATASET, KIND_TOKENIZER, KIND_SHARD):
+            body = _check_digest(p, d, kind, found, checked, keep=kind == KIND_DATASET)
+            if kind == KIND_DATASET:
+                dataset_manifest = body
+    _check_unlisted(p, prefixes.get("tokenizer"), [d for d in deps if _kind(d) == KIND_TOKENIZER], found)
+    _check_unlisted(p, prefixes.get("shards"), [d for d in deps if _kind(d) == KIND_SHARD], found)
+    if dataset_manifest is not None:
+        _check_dataset_documents(dataset_manifest, documents, found)
+    for b in statement["predicate"].get("runDetails", {}).get("byproducts", []):
+        if str(b.get("uri", "")).startswith("s3://"):
+            _check_digest(p, b, "byproduct", found, checked)
+
+
+def _kind(d: dict[str, Any]) -> Any:
+    return (d.get("annotations") or {}).get("kind")
+
+
+def _check_digest(
+    p: Platform,
+    d: dict[str, Any],
+    what: str,
+    found: list[Mismatch],
+    checked: dict[str, int],
+    *,
+    keep: bool = False,
+) -> bytes | None:
+    uri, expected = str(d.get("uri", "")), (d.get("digest") or {}).get("sha256")
+    checked[what] = checked.get(what, 0) + 1
+    try:
+        bucket, key = split_uri(uri)
+        if keep:
+            body = retry_transient(lambda: p.objects.get(bucket, key))
+            actual = sha256_hex(body)
+        else:
+            body, actual = None, hash_object(p, bucket, key)[0]
+    except (NotFoundError, ValueError) as e:
+        found.append(Mismatch(kind="missing", subject=uri, expected=expected, detail=f"{what}: {e}"))
+        return None
+    if actual != expected:
+        found.append(Mismatch(kind="digest", subject=uri, expected=expected, actual=actual, detail=f"{what} changed"))
+        return None
+    return body
+
+
+def _check_document(p: Platform, d: dict[str, Any], found: list[Mismatch], checked: dict[str, int]) -> None:
+    uri, expected = str(d.get("uri", "")), (d.get("digest") or {}).get("sha256")
+    version_id = (d.get("annotations") or {}).get("versionId")
+    checked["document"] = checked.get("document", 0) + 1
+    try:
+        bucket, key = split_uri(uri.partition("?versionId=")[0])
+        # By version id: a newer upload under the same key is a new document, not a changed one.
+        actual = sha256_hex(retry_transient(lambda: p.objects.get(bucket, key, version_id=version_id)))
+    except (NotFoundError, ValueError) as e:
+        found.append(Mismatch(kind="missing", subject=uri, expected=expected, detail=f"input document: {e}"))
+        return
+    if actual != expected:
+        found.append(
+            Mismatch(kind="digest", subject=uri, expected=expected, actual=actual, detail="input document changed")
+        )
+
+
+def _check_unlisted(p: Platform, prefix_uri: str | None, listed: list[dict[str, Any]], found: list[Mismatch]) -> None:
+    if not prefix_uri:
+        return
+    bucket, prefix = split_uri(prefix_uri if prefix_uri.endswith("/") else prefix_uri + "/")
+    names = {str(d.get("uri")) for d in listed}
+    for info in p.objects.list(bucket, prefix):
+        uri = f"s3://{bucket}/{info.key}"
+        if uri not in names:
+            found.append(Mismatch(kind="unlisted", subject=uri, detail="a file the manifest does not name"))
+
+
+def _check_dataset_documents(raw: bytes, documents: list[dict[str, Any]], found: list[Mismatch]) -> None:
+    manifest = DatasetManifest.model_validate_json(raw)
+    in_dataset = {d.doc_key: d.sha256 for d in manifest.documents}
+    in_statement = {str(d.get("name")): (d.get("digest") or {}).get("sha256") for d in documents}
+    for doc_key in sorted(in_dataset.keys() | in_statement.keys()):
+        if in_dataset.get(doc_key) != in_statement.get(doc_key):
+            found.append(
+                Mismatch(
+                    kind="dataset",
+                    subject=doc_key,
+                    expected=in_dataset.get(doc_key),
+                    actual=in_statement.get(doc_key),
+                    detail="the dataset manifest and the statement disagree on this document",
+                )
+            )
