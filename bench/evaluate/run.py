@@ -113,7 +113,9 @@ def run_job(p: Platform, model: dict[str, Any], work: Path) -> tuple[float, dict
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "docllm.jobs.evaluate_job"], env=env, check=True, cwd=work)
     wall = time.perf_counter() - t0
-    return wall, json.loads((ml / "model" / "report.json").read_text())
+    report = json.loads((ml / "model" / "report.json").read_text())
+    report["timings"] = json.loads((ml / "model" / "result.json").read_text())["timings"]
+    return wall, report
 
 
 def peer_perplexity(export: Path, test_file: Path, max_tokens: int) -> tuple[float, float, int]:
@@ -185,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "qa_items": report["qa"]["items"],
         "job_wall_s": round(wall, 2),
         "job_measured_s": report["elapsed_s"],
+        **{f"phase_{k}": v for k, v in report["timings"].items()},
         "perplexity": round(report["heldout"]["perplexity"], 3),
         "next_token_accuracy": round(report["heldout"]["next_token_accuracy"], 4),
         "qa_exact_match": round(report["qa"]["exact_match"], 4),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 from argparse import Namespace
 from pathlib import Path
 from typing import Any
@@ -192,16 +193,17 @@ def cmd_reject(args: Namespace) -> int:
 
 def _upload_benchmarks(p: Platform, files: list[str]) -> list[str]:
     """Check every file (a YAML with the data files it names), then upload them; nothing is uploaded
-    when one is bad. Files land flat under benchmarks/ by their base name, so a task YAML names its
-    data files by base name too (docs/evaluation.md)."""
+    when one is bad."""
     from docllm.evaluation.benchmarks import BenchmarkError, validate_benchmark_file
 
-    bodies: dict[str, bytes] = {}
-    for name in files:
-        path = Path(name)
+    paths = [Path(name) for name in files]
+    for path in paths:
         if not path.is_file():
-            raise CliError(f"{name}: no such file", EXIT_NOT_FOUND)
-        bodies[path.name] = path.read_bytes()
+            raise CliError(f"{path}: no such file", EXIT_NOT_FOUND)
+    # Keys keep the files' layout below their common folder: a task YAML and its data/limits.jsonl
+    # stay side by side as the YAML names them.
+    root = Path(os.path.commonpath([str(p.resolve().parent) for p in paths]))
+    bodies = {p.resolve().relative_to(root).as_posix(): p.read_bytes() for p in paths}
     existing = {
         info.key[len(BENCHMARKS_PREFIX) :]: info for info in p.objects.list(p.settings.raw_bucket, BENCHMARKS_PREFIX)
     }

@@ -246,10 +246,16 @@ def main(env: JobEnvironment) -> None:
         split, test_docs = "validation", _documents(dataset_dir / "validation.jsonl")
     if not test_docs:
         raise JobInputError("the dataset version has neither a test nor a validation split: nothing held out")
+    timings = {"load_s": time.monotonic() - started}
+    mark = time.monotonic()
     held = heldout_metrics(lm, (text for _, text in test_docs), max_tokens=_int_hp(env, "max_heldout_tokens", 200_000))
+    timings["heldout_s"], mark = time.monotonic() - mark, time.monotonic()
     qa, pairs = run_qa(lm, test_docs, _int_hp(env, "max_qa_items", 200))
+    timings["qa_s"], mark = time.monotonic() - mark, time.monotonic()
     hallucination = run_hallucination(lm, pairs, dataset_dir / "train.jsonl")
+    timings["hallucination_s"], mark = time.monotonic() - mark, time.monotonic()
     benchmarks = run_benchmarks(lm, env.channels.get("benchmarks"), list(_json_hp(env, "benchmarks", [])))
+    timings["benchmarks_s"] = time.monotonic() - mark
     champion_hp = _json_hp(env, "champion", None)
     training = read_training(model_dir)
     report = EvaluationReport(
@@ -294,6 +300,7 @@ def main(env: JobEnvironment) -> None:
         "metrics": report.metrics,
         "benchmarks": {b.name: b.metrics for b in benchmarks if b.error is None},
         "elapsed_s": report.elapsed_s,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
         "qa_items": qa.items,
         "heldout_tokens": held.tokens,
         "provenance": _provenance(),
