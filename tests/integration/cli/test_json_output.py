@@ -48,6 +48,7 @@ def success_cases(devset: Path) -> dict[str, list[str]]:
         "search": ["search", "jsonword"],
         "dataset list": ["dataset", "list"],
         "models": ["models"],
+        "benchmarks list": ["benchmarks", "list"],
         "eval retrieval": ["eval", "retrieval", str(devset)],
     }
 
@@ -72,6 +73,15 @@ FAILURES: dict[str, tuple[list[str], int]] = {
     "models": (["models", "--bogus"], EXIT_USAGE),
     "generate": (["generate", "hi", "--model", "no-such-model"], EXIT_NOT_FOUND),
     "eval retrieval": (["eval", "retrieval", "/no/such/devset.jsonl"], EXIT_NOT_FOUND),
+    "model show": (["model", "show", "no-such-model"], EXIT_NOT_FOUND),
+    "approve": (["approve", "no-such-model", "--reason", "looks right"], EXIT_NOT_FOUND),
+    "reject": (["reject", "no-such-model", "--reason", "looks wrong"], EXIT_NOT_FOUND),
+    "eval run": (["eval", "run", "no-such-model"], EXIT_NOT_FOUND),
+    "benchmarks add": (["benchmarks", "add", "/no/such/bench.jsonl"], EXIT_NOT_FOUND),
+    "benchmarks list": (["benchmarks", "list", "--bogus"], EXIT_USAGE),
+    "lineage": (["lineage", "no-such-model"], EXIT_NOT_FOUND),
+    "manifest verify": (["manifest", "verify", "no-such-model"], EXIT_NOT_FOUND),
+    "manifest show": (["manifest", "show", "no-such-model"], EXIT_NOT_FOUND),
 }
 
 PIPELINE_GAPS: set[str] = set()  # every verb raises CliError on failure now
@@ -85,6 +95,15 @@ def test_the_tables_cover_every_verb_with_json():
         "dataset diff",
         "train",
         "generate",
+        # Need a trained, evaluated model: tests/e2e/test_model_gate_flow.py runs each with --json.
+        "model show",
+        "approve",
+        "reject",
+        "eval run",
+        "benchmarks add",
+        "lineage",
+        "manifest verify",
+        "manifest show",
     } == set(WITH_JSON)
 
 
@@ -119,6 +138,14 @@ def test_a_platform_that_is_not_running_is_a_json_error(tmp_path, capsys, verb):
         "dataset diff": ["a", "b"],
         "train": ["--model-family", "smoke"],
         "generate": ["hello", "--model", "m"],
+        "model show": ["m"],
+        "approve": ["m", "--reason", "r"],
+        "reject": ["m", "--reason", "r"],
+        "eval run": ["m"],
+        "benchmarks add": ["f"],
+        "lineage": ["m"],
+        "manifest verify": ["m"],
+        "manifest show": ["m"],
     }
     capsys.readouterr()
     code = main(["--data-dir", str(tmp_path / "none"), *verb.split(), *required.get(verb, []), "--json"])

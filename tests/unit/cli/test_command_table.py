@@ -20,6 +20,14 @@ def test_every_command_in_the_table_parses_and_resolves(cmd):
         ("dataset", "diff"): ["a", "b"],
         ("train",): ["--model-family", "tiny-s3"],
         ("generate",): ["hello", "--model", "m"],
+        ("model", "show"): ["m"],
+        ("approve",): ["m", "--reason", "r"],
+        ("reject",): ["m", "--reason", "r"],
+        ("eval", "run"): ["m"],
+        ("benchmarks", "add"): ["f"],
+        ("lineage",): ["m"],
+        ("manifest", "verify"): ["m"],
+        ("manifest", "show"): ["m"],
     }
     argv = [*cmd.path, *required.get(cmd.path, [])]
     args = build_parser().parse_args(argv)
