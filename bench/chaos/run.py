@@ -99,6 +99,8 @@ class Runtime:
     def start(self) -> None:
         env = dict(os.environ)
         env.pop("DOCLLM_FAULTS", None)
+        # SIGKILLed runtimes would leave engine processes behind: this run measures the pipeline, not serving.
+        env["DOCLLM_DEPLOY_TARGET"] = "none"
         if self.faults:
             # A new seed per start: the same faults again after every restart would test less.
             env["DOCLLM_FAULTS"] = f"{self.faults};seed={self.seed + self.starts}"

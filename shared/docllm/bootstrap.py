@@ -24,9 +24,11 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.idempotency import BasePersistenceLayer
 
     from docllm.adapters.local.bus import EventLog
+    from docllm.adapters.local.engines import LocalEngines
     from docllm.adapters.local.queue import SqliteQueue
     from docllm.ports.bus import EventBus
     from docllm.ports.compliance import ComplianceStore
+    from docllm.ports.inference import InferenceEngine
     from docllm.ports.jobs import JobRunner
     from docllm.ports.metrics import MetricsSink
     from docllm.ports.objects import ObjectStore
@@ -188,15 +190,24 @@ class Platform:
         from docllm.ports.jobs import VpcConfig
 
         s = self.settings
-        if not s.sagemaker_role_arn:
-            raise ConfigurationError("DOCLLM_SAGEMAKER_ROLE_ARN is not set")
+        # Evaluation jobs run as their own role (they read user-supplied benchmarks, so they may not
+        # write the weights they evaluate); the evaluate function knows only that role.
+        role_arns = {"evaluate": s.sagemaker_evaluate_role_arn} if s.sagemaker_evaluate_role_arn else {}
+        if not s.sagemaker_role_arn and not role_arns:
+            raise ConfigurationError("neither DOCLLM_SAGEMAKER_ROLE_ARN nor DOCLLM_SAGEMAKER_EVALUATE_ROLE_ARN is set")
         images = {
             k: v
             for k, v in {"tokenizer": s.image_tokenizer, "train": s.image_train, "evaluate": s.image_evaluate}.items()
             if v
         }
         vpc = VpcConfig(subnets=s.subnet_ids, security_group_ids=s.security_group_ids) if s.subnet_ids else None
-        return SageMakerJobRunner(role_arn=s.sagemaker_role_arn, image_uris=images, kms_key_id=s.kms_key_arn, vpc=vpc)
+        return SageMakerJobRunner(
+            role_arn=s.sagemaker_role_arn,
+            role_arns=role_arns,
+            image_uris=images,
+            kms_key_id=s.kms_key_arn,
+            vpc=vpc,
+        )
 
     @cached_property
     def registry(self) -> ModelRegistry:
@@ -240,6 +251,33 @@ class Platform:
             kms_key_id=self.settings.kms_key_arn,
             retention_days=self.settings.manifest_retention_days,
         )
+
+    @cached_property
+    def engines(self) -> LocalEngines:
+        """The local deployment target: engine processes supervised by ``docllm up``."""
+        if not self.local:
+            raise ConfigurationError("local engines exist on the local platform only")
+        from docllm.adapters.local.engines import LocalEngines
+
+        return LocalEngines(self.data_dir / "engines", state=self.state, objects=unwrap(self.objects))
+
+    @cached_property
+    def inference(self) -> InferenceEngine:
+        """The deployed model that answers: the local engine, or the AWS target's endpoint."""
+        if self.local:
+            from docllm.adapters.local.inference import LocalEngineClient
+
+            return LocalEngineClient(self.state)
+        from docllm.adapters.aws.deployed import deployed_inference
+
+        return deployed_inference(self.state, self.settings.deploy_target)
+
+    @cached_property
+    def cloud_deployer(self) -> Any:
+        """SageMaker endpoints and Bedrock imports (``docllm.adapters.aws.deployed.CloudDeployer``)."""
+        from docllm.adapters.aws.deployed import CloudDeployer
+
+        return CloudDeployer(self.settings)
 
     @cached_property
     def search(self) -> SearchIndex:

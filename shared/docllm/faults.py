@@ -68,7 +68,8 @@ SIDE_EFFECTS: dict[str, frozenset[str]] = {
     "queue": frozenset({"send", "send_many", "delete", "retry_later", "dead_letter"}),
     "jobs": frozenset({"submit", "stop"}),
     "search": frozenset({"replace_document", "replace_documents", "delete_document"}),
-    "registry": frozenset({"register", "set_status", "set_alias"}),
+    # promote = two alias writes; _write_alias is what set_alias/promote call on the adapter itself.
+    "registry": frozenset({"register", "set_status", "set_alias", "promote", "_write_alias"}),
     "compliance": frozenset({"put_once"}),
 }
 PORTS = tuple(SIDE_EFFECTS)

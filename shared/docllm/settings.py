@@ -39,6 +39,11 @@ class Settings(BaseModel):
     search_endpoint: str | None = None
     search_service: Literal["es", "aoss"] = "aoss"
     sagemaker_role_arn: str | None = None
+    sagemaker_evaluate_role_arn: str | None = Field(
+        default=None,
+        description="role of evaluation jobs (they run user-supplied benchmarks, so it may write evaluations/ "
+        "only); unset: sagemaker_role_arn",
+    )
     image_tokenizer: str | None = None
     image_train: str | None = None
     image_evaluate: str | None = None
@@ -46,6 +51,14 @@ class Settings(BaseModel):
     signing_key_arn: str | None = Field(default=None, description="AWS: the KMS asymmetric key that signs manifests")
     manifest_retention_days: int = Field(default=3650, ge=1, description="Object Lock retention of each manifest")
     git_repository: str = Field(default="", description="recorded in the registry and manifests")
+    deploy_target: Literal["local", "sagemaker", "bedrock", "none"] = Field(
+        default="local", description="where a new champion is deployed; none: only when asked"
+    )
+    serve_image: str | None = Field(default=None, description="ECR URI of the containers/serve image (SageMaker)")
+    endpoint_role_arn: str | None = Field(default=None, description="execution role of SageMaker endpoints")
+    bedrock_import_role_arn: str | None = Field(default=None, description="service role of Bedrock model imports")
+    endpoint_instance_type: str = "ml.g5.xlarge"
+    endpoint_alarms: list[str] = Field(default_factory=list, description="alarms that roll a blue/green update back")
     subnet_ids: list[str] = Field(default_factory=list)
     security_group_ids: list[str] = Field(default_factory=list)
     metrics_namespace: str = "docllm"
@@ -69,6 +82,7 @@ class Settings(BaseModel):
             search_endpoint=env.get("DOCLLM_SEARCH_ENDPOINT") or None,
             search_service=env.get("DOCLLM_SEARCH_SERVICE", "aoss"),
             sagemaker_role_arn=env.get("DOCLLM_SAGEMAKER_ROLE_ARN") or None,
+            sagemaker_evaluate_role_arn=env.get("DOCLLM_SAGEMAKER_EVALUATE_ROLE_ARN") or None,
             image_tokenizer=env.get("DOCLLM_IMAGE_TOKENIZER") or None,
             image_train=env.get("DOCLLM_IMAGE_TRAIN") or None,
             image_evaluate=env.get("DOCLLM_IMAGE_EVALUATE") or None,
@@ -76,6 +90,12 @@ class Settings(BaseModel):
             signing_key_arn=env.get("DOCLLM_SIGNING_KEY_ARN") or None,
             manifest_retention_days=int(env.get("DOCLLM_MANIFEST_RETENTION_DAYS", "3650")),
             git_repository=env.get("DOCLLM_GIT_REPOSITORY", ""),
+            deploy_target=env.get("DOCLLM_DEPLOY_TARGET") or ("local" if backend == "local" else "sagemaker"),
+            serve_image=env.get("DOCLLM_SERVE_IMAGE") or None,
+            endpoint_role_arn=env.get("DOCLLM_ENDPOINT_ROLE_ARN") or None,
+            bedrock_import_role_arn=env.get("DOCLLM_BEDROCK_IMPORT_ROLE_ARN") or None,
+            endpoint_instance_type=env.get("DOCLLM_ENDPOINT_INSTANCE_TYPE") or "ml.g5.xlarge",
+            endpoint_alarms=_csv(env.get("DOCLLM_ENDPOINT_ALARMS")),
             subnet_ids=_csv(env.get("DOCLLM_SUBNET_IDS")),
             security_group_ids=_csv(env.get("DOCLLM_SECURITY_GROUP_IDS")),
             metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "docllm"),

@@ -9,7 +9,9 @@ new champion), a person's override, `manifest verify` and `lineage`.
 
 from __future__ import annotations
 
+import getpass
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 from docllm.cli.main import main
 from docllm.dataset.versions import assign_split
 from docllm.events.contracts import ModelTrained, TrainingRequested, to_bus
+from docllm.ports.inference import GenerationParams
 from docllm.ports.objects import split_uri
 from docllm.records import JOBS_PK, JobRecord
 from docllm.runtime.local import LocalRuntime
@@ -44,30 +47,37 @@ def state() -> dict[str, Any]:
     return {}
 
 
+FEATURES = ["versioning", "logging", "tagging", "replication", "encryption", "inventory", "lifecycle", "metrics"]
+ACTIONS = ["enable", "review", "suspend", "update", "export", "audit"]
+REGIONS = ["Paris", "Ohio", "Tokyo", "Sydney", "Mumbai", "Oregon", "Dublin", "Seoul", "Milan"]
+
+
 def _corpus(folder: Path) -> Path:
     """Original pages about a storage service, named so that some land in the test and validation
-    splits (the split is a hash of the key): training validates, the evaluation has held-out documents."""
+    splits (the split is a hash of the key): training validates, the evaluation has held-out documents.
+    Every page combines one small vocabulary in its own way (no two paragraphs alike, so nothing is a
+    duplicate or boilerplate), so a held-out page is predictable from the training pages: a model that
+    trains longer does better on it instead of memorising names."""
     folder.mkdir()
-    topics = [f"topic-{i}" for i in range(200)]
-    in_test = [t for t in topics if assign_split(f"s3/{t}.md") == "test"][:3]
+    topics = [f"topic-{i}" for i in range(400)]
+    in_test = [t for t in topics if assign_split(f"s3/{t}.md") == "test"][:4]
     in_validation = [t for t in topics if assign_split(f"s3/{t}.md") == "validation"][:2]
-    in_train = [t for t in topics if assign_split(f"s3/{t}.md") == "train"][:12]
+    in_train = [t for t in topics if assign_split(f"s3/{t}.md") == "train"][:30]
     for i, topic in enumerate(in_test + in_validation + in_train):
-        name = topic.replace("-", " ")
-        body = [f"# Working with {name}", "", f"This page explains {name} in Amazon S3."]
-        for j in range(5):
+        feature, other = FEATURES[i % len(FEATURES)], FEATURES[(i // len(FEATURES) + i + 1) % len(FEATURES)]
+        body = [f"# Bucket {feature} in {REGIONS[i % len(REGIONS)]}", ""]
+        for j, action in enumerate(ACTIONS):
+            region = REGIONS[(i + 2 * j) % len(REGIONS)]
             body += [
+                f"## {action.title()} {feature} in {region}",
                 "",
-                f"## Configure {name} step {j}",
+                f"To {action} {feature} on a bucket in {region}, open the Amazon S3 console, choose the bucket, "
+                f"and call PutBucket{feature.title()} with the --bucket flag. Then {action} {other} for the "
+                f"buckets in {REGIONS[(i + j) % len(REGIONS)]} the same way; each bucket keeps up to "
+                f"{100 * (j + 1)} {feature} rules.",
                 "",
-                f"To configure {name} for step {j}, open the Amazon S3 console, choose the bucket, and call "
-                f"PutBucketVersioning with the --bucket flag. Each bucket holds up to {100 + j} objects of 5 TB.",
-                "",
-                "```",
-                f"aws s3api put-bucket-versioning --bucket amzn-example-{i} --versioning-configuration Status=Enabled",
-                "```",
             ]
-        (folder / f"{topic}.md").write_text("\n".join(body) + "\n")
+        (folder / f"{topic}.md").write_text("\n".join(body))
     return folder
 
 
@@ -115,6 +125,32 @@ def test_training_flows_through_evaluation_and_the_gate_to_a_decision(runtime, t
     state["html"] = html
 
 
+def test_the_approved_champion_is_deployed_by_the_event_and_answers_questions(runtime, capsys, state):
+    p = runtime.platform
+    deployed = _wait_type(runtime, "Model Deployed", lambda d: d["model_version"] == state["first"])
+    assert deployed["target"] == "local" and deployed["previous_version"] is None
+    endpoints = _cli(capsys, runtime, "endpoints")
+    (local,) = [e for e in endpoints["endpoints"] if e["target"] == "local"]
+    assert local["model_version"] == state["first"]
+    answer = _cli(capsys, runtime, "ask", "How do I enable bucket versioning?")
+    assert answer["model_version"] == state["first"]
+    # Never an answer without citations: a model this small abstains more often than it answers.
+    assert answer["abstained"] or answer["citations"]
+    lineage = _cli(capsys, runtime, "lineage", state["first"])
+    assert [d["target"] for d in lineage["deployments"]] == ["local"]
+    assert p.engines.current()["model_version"] == state["first"]
+
+
+def _wait_type(runtime: LocalRuntime, detail_type: str, match: Any, timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for e in runtime.platform.event_log.since(0):
+            if e.detail_type == detail_type and match(e.body["detail"]):
+                return dict(e.body["detail"])
+        time.sleep(0.3)
+    raise AssertionError(f"no {detail_type}")
+
+
 def test_the_report_renders_with_its_plots_in_headless_chromium(state, tmp_path):
     if "html" not in state:
         pytest.skip("the flow test did not run")
@@ -130,8 +166,8 @@ def test_the_report_renders_with_its_plots_in_headless_chromium(state, tmp_path)
 def test_a_benchmark_uploaded_through_the_bucket_appears_in_the_next_evaluation(runtime, tmp_path, capsys, state):
     bench = tmp_path / "storage-facts.jsonl"
     rows = [
-        {"prompt": "To configure topic 3 for step 1, open the Amazon S3", "expected": "console", "tags": ["console"]},
-        {"prompt": "Each bucket holds up to", "expected": "101 objects", "metric": "token_f1"},
+        {"prompt": "To enable versioning on a bucket, open the Amazon S3", "expected": "console", "tags": ["console"]},
+        {"prompt": "Each bucket keeps up to", "expected": "100 versioning rules", "metric": "token_f1"},
     ]
     bench.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     added = _cli(capsys, runtime, "benchmarks", "add", str(bench))
@@ -201,6 +237,14 @@ def test_a_model_with_scrambled_weights_is_rejected_and_the_champion_stays(runti
     state["scrambled"] = version
 
 
+def test_the_deployer_refuses_a_model_the_registry_holds_as_rejected(runtime, capsys, state):
+    capsys.readouterr()
+    code = main(["--data-dir", str(runtime.data_dir), "deploy", state["scrambled"], "--target", "local", "--json"])
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert code != 0 and "Rejected" in error and "only Approved versions deploy" in error
+    assert runtime.platform.engines.current()["model_version"] == state["first"]
+
+
 def test_a_model_trained_longer_on_the_same_data_becomes_champion(runtime, state):
     p = runtime.platform
     first = p.state.get(MODELS_PK, state["first"])
@@ -209,14 +253,37 @@ def test_a_model_trained_longer_on_the_same_data_becomes_champion(runtime, state
         family="smoke",
         dataset_version=first["dataset_version"],
         tokenizer_version=first["tokenizer_version"],
-        train_config={"max_tokens": 60000},
+        train_config={"max_tokens": 24000, "max_minutes": 10},  # the family caps a run at 1 minute
     )
-    p.bus.publish([to_bus(request)])
-    body = _wait(runtime, request.request_id, DECIDED, timeout=900)
-    assert body["detail-type"] == "Model Approved", body["detail"]["reasons"]
-    detail = body["detail"]
-    assert detail["champion"] == detail["model_version"] != state["first"]
-    assert detail["previous_champion"] == state["first"]
+    # Requests keep running through the whole retraining and the swap of the served version.
+    stop, served, failures = threading.Event(), [], []
+
+    def keep_asking() -> None:
+        engine = p.inference
+        while not stop.is_set():
+            try:
+                served.append(engine.generate("To enable versioning", GenerationParams(max_tokens=4)).model)
+            except Exception as e:
+                failures.append(f"{type(e).__name__}: {e}")
+            time.sleep(0.05)
+
+    asker = threading.Thread(target=keep_asking, daemon=True)
+    asker.start()
+    try:
+        p.bus.publish([to_bus(request)])
+        body = _wait(runtime, request.request_id, DECIDED, timeout=900)
+        assert body["detail-type"] == "Model Approved", body["detail"]["reasons"]
+        detail = body["detail"]
+        assert detail["champion"] == detail["model_version"] != state["first"]
+        assert detail["previous_champion"] == state["first"]
+        deployed = _wait_type(runtime, "Model Deployed", lambda d: d["model_version"] == detail["model_version"])
+        assert deployed["previous_version"] == state["first"]
+        time.sleep(2)  # requests after the swap reach the new engine
+    finally:
+        stop.set()
+        asker.join(30)
+    assert failures == []
+    assert served[0] == state["first"] and served[-1] == detail["model_version"]
     state["second"] = detail["model_version"]
 
 
@@ -228,17 +295,31 @@ def test_a_person_rejects_the_champion_and_the_previous_one_returns(runtime, cap
         state["second"],
         "--reason",
         "answers cite the wrong bucket limits",
-        "--reviewer",
-        "ana",
     )
     assert body["detail-type"] == "Model Rejected"
     d = body["detail"]
-    assert (
-        d["override"] is True and d["decided_by"] == "ana" and d["reasons"] == ["answers cite the wrong bucket limits"]
-    )
+    me = f"local:{getpass.getuser()}"
+    assert d["override"] is True and d["decided_by"] == me
+    assert d["reasons"] == ["answers cite the wrong bucket limits"]
     assert d["champion"] == state["first"]
+    # The rejected version stops serving: the restored champion is deployed in its place.
+    _wait_type(
+        runtime,
+        "Model Deployed",
+        lambda x: x["model_version"] == state["first"] and x["previous_version"] == state["second"],
+    )
+    assert runtime.platform.engines.current()["model_version"] == state["first"]
     shown = _cli(capsys, runtime, "model", "show", state["second"])
-    assert [x["decided_by"] for x in shown["decisions"]] == ["gate", "ana"]
+    assert [x["decided_by"] for x in shown["decisions"]] == ["gate", me]
+
+
+def test_a_persons_rejection_stands_when_the_model_is_evaluated_again(runtime, capsys, state):
+    ran = _cli(capsys, runtime, "eval", "run", state["second"], "--timeout", "600")
+    decision = ran["decision"]
+    assert decision["detail-type"] == "Model Rejected", decision
+    assert decision["detail"]["decided_by"] == "gate"
+    assert any("a person's decision stands" in r for r in decision["detail"]["reasons"])
+    assert runtime.platform.registry.aliases("smoke")["champion"] == state["first"]
 
 
 def test_every_manifest_verifies_and_the_lineage_reaches_the_documents(runtime, capsys, state):
@@ -246,7 +327,7 @@ def test_every_manifest_verifies_and_the_lineage_reaches_the_documents(runtime, 
         report = _cli(capsys, runtime, "manifest", "verify", version)
         assert report["ok"] is True, report["mismatches"]
     tree = _cli(capsys, runtime, "lineage", state["first"])
-    assert len(tree["documents"]) == 17
+    assert len(tree["documents"]) == 36
     assert all(len(d["sha256"]) == 64 for d in tree["documents"])
     assert tree["dataset"]["version"] and tree["tokenizer"]["version"] and tree["shards"]["uri"]
     assert [d["status"] for d in tree["decisions"]][:1] == ["Approved"]

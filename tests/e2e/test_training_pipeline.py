@@ -25,10 +25,13 @@ FIXTURES = REPO / "tests" / "fixtures" / "ingest"
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
-    rt = LocalRuntime(tmp_path_factory.mktemp("platform"), template=REPO / "template.yaml", port=0, auth=False)
-    rt.start()
-    yield rt
-    rt.stop()
+    # Deployment is tests/e2e/test_model_gate_flow.py's subject: no engine is started here.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DOCLLM_DEPLOY_TARGET", "none")
+        rt = LocalRuntime(tmp_path_factory.mktemp("platform"), template=REPO / "template.yaml", port=0, auth=False)
+        rt.start()
+        yield rt
+        rt.stop()
 
 
 def corpus(tmp: Path) -> Path:

@@ -58,7 +58,11 @@ ROUTES: list[tuple[str, str, str, int, int, str, str | None, dict[str, Any]]] = 
         {
             "source": ["aws.s3"],
             "detail-type": ["Object Created", "Object Deleted"],
-            "detail": {"bucket": {"name": [{"Ref": "RawBucket"}]}},
+            # benchmarks/ holds evaluation benchmarks (expected answers), never documents.
+            "detail": {
+                "bucket": {"name": [{"Ref": "RawBucket"}]},
+                "object": {"key": [{"anything-but": {"prefix": "benchmarks/"}}]},
+            },
         },
     ),
     (
@@ -158,7 +162,7 @@ ROUTES: list[tuple[str, str, str, int, int, str, str | None, dict[str, Any]]] = 
         "GateRequestsRule",
         "DocllmBus",
         {
-            "source": ["docllm.evaluate", "docllm.gate"],
+            "source": ["docllm.evaluate", "docllm.review"],
             "detail-type": ["Evaluation Completed", "Model Review Submitted"],
         },
     ),
@@ -174,6 +178,19 @@ ROUTES: list[tuple[str, str, str, int, int, str, str | None, dict[str, Any]]] = 
             "source": ["aws.sagemaker"],
             "detail-type": ["SageMaker Model Package State Change"],
             "detail": {"ModelPackageGroupName": [{"prefix": {"Fn::Sub": "docllm-${Stage}-"}}]},
+        },
+    ),
+    (
+        "DeployFunction",
+        "deploy",
+        "DeployQueue",
+        1,
+        3,
+        "DeployRequestsRule",
+        "DocllmBus",
+        {
+            "source": ["docllm.gate", "docllm.deploy"],
+            "detail-type": ["Model Approved", "Model Rejected", "Deployment Requested"],
         },
     ),
     (
@@ -211,7 +228,6 @@ GLOBAL_ENV = {
     "LOG_LEVEL": {"Ref": "LogLevel"},
 }
 JOB_ENV = {
-    "DOCLLM_SAGEMAKER_ROLE_ARN",
     "DOCLLM_IMAGE_TOKENIZER",
     "DOCLLM_IMAGE_TRAIN",
     "DOCLLM_IMAGE_EVALUATE",
@@ -219,7 +235,13 @@ JOB_ENV = {
     "DOCLLM_SECURITY_GROUP_IDS",
 }
 JOB_LAUNCHERS = {"TokenizerFunction", "ShardsFunction", "TrainFunction", "EvaluateFunction"}
+# The role each launcher's jobs run as (and the only role it may pass), and the variable naming it.
+# Evaluation jobs render user-supplied benchmark templates: their role may not write the weights.
+JOB_ROLE_OF = {"EvaluateFunction": ("EvaluateJobRole", "DOCLLM_SAGEMAKER_EVALUATE_ROLE_ARN")}
+DEFAULT_JOB_ROLE = ("SageMakerJobRole", "DOCLLM_SAGEMAKER_ROLE_ARN")
 FUNCTIONS = {r[0] for r in ROUTES} | {"ApiFunction", "OutboxRelayFunction"}
+# Functions that touch SageMaker models/endpoints: the deployer makes them, the API invokes them.
+SERVING_FUNCTIONS = {"DeployFunction", "ApiFunction"}
 QUEUE_OF = {r[0]: r[2] for r in ROUTES}
 ALL_SOURCES = {c.SOURCE for c in CONTRACTS}
 # events:source values each function may put on DocllmBus: the SOURCE of every contract
@@ -228,9 +250,10 @@ ALL_SOURCES = {c.SOURCE for c in CONTRACTS}
 # completion stage publishes each job stage's completion event (its complete_job) or
 # "Stage Failed" - so "Evaluation Completed" is JobEventsFunction's, not EvaluateFunction's.
 # The request events ("Dataset Build Requested" from the CLI, "Training Requested",
-# "Evaluation Requested", "Model Review Submitted") are published on AWS with the operator's
-# own credentials, not by a function. The gate publishes "Model Approved" / "Model Rejected".
-# The relay republishes whatever any stage committed to the outbox.
+# "Evaluation Requested", "Deployment Requested") are published on AWS with the operator's
+# own credentials, not by a function; "Model Review Submitted" only by the local CLI (on AWS a
+# review is a status change in the SageMaker registry). The gate publishes "Model Approved" /
+# "Model Rejected", the deployer "Model Deployed".
 PUBLISHED_SOURCES: dict[str, set[str]] = {
     "IngestFunction": {"docllm.ingest"},
     "IndexFunction": {"docllm.index"},
@@ -240,10 +263,15 @@ PUBLISHED_SOURCES: dict[str, set[str]] = {
     "TrainFunction": {"docllm.dataset", "docllm.pipeline"},
     "EvaluateFunction": {"docllm.pipeline"},
     "GateFunction": {"docllm.gate", "docllm.pipeline"},
+    "DeployFunction": {"docllm.deploy", "docllm.pipeline"},
     "JobEventsFunction": {"docllm.tokenizer", "docllm.shards", "docllm.training", "docllm.evaluate", "docllm.pipeline"},
     "ApiFunction": set(),
-    "OutboxRelayFunction": ALL_SOURCES,
 }
+# The relay republishes what a stage committed to the outbox (service_layer.outbox.commit) in its
+# own transaction; a function commits only events it may publish itself. So the relay needs the
+# union of the functions' sources and nothing more: in particular never docllm.review, which no
+# function publishes (a relay that could would let a forged review through on AWS).
+PUBLISHED_SOURCES["OutboxRelayFunction"] = set().union(*PUBLISHED_SOURCES.values())
 STAGE_PREFIX = "docllm-${Stage}-"
 # Buckets on the CMK with access logging (the access-log bucket itself is neither).
 DATA_BUCKETS = ["RawBucket", "ProcessedBucket", "ArtifactBucket", "ComplianceBucket"]
@@ -269,6 +297,12 @@ REGISTRY_WRITE = {
     "sagemaker:AddTags",
     "sagemaker:DeleteTags",
 }
+# What the deployer makes is named docllm-<stage>-<family>[-<digest>] (deploy/names.py).
+SERVING_ARNS = {
+    kind: {"Fn::Sub": SAGEMAKER_ARN + f"{kind}/docllm-${{Stage}}-*"}
+    for kind in ("model", "endpoint-config", "endpoint")
+}
+BEDROCK_ARN = "arn:${AWS::Partition}:bedrock:${AWS::Region}:${AWS::AccountId}:"
 SQS_CONSUME = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility"}
 OUTBOX_FILTER = {"dynamodb": {"Keys": {"pk": {"S": ["outbox"]}}}, "eventName": ["INSERT"]}
 
@@ -297,6 +331,10 @@ STAR_RESOURCE_ACTIONS = {
     "xray:PutTelemetryRecords",
     "dynamodb:ListStreams",
     "sagemaker:ListModelPackageGroups",
+    # Scalable targets are named by generated ids, not by the endpoint.
+    "application-autoscaling:RegisterScalableTarget",
+    "application-autoscaling:PutScalingPolicy",
+    "application-autoscaling:DescribeScalableTargets",
     "ec2:AssignPrivateIpAddresses",
     "ec2:UnassignPrivateIpAddresses",
     "ec2:CreateNetworkInterface",
@@ -638,6 +676,20 @@ def test_every_bucket_blocks_public_access_and_enforces_ownership(template: Tpl)
         rules = p["LifecycleConfiguration"]["Rules"]
         # Write-once manifests never expire (see test_compliance_bucket_is_write_once_...).
         assert any("NoncurrentVersionExpiration" in r for r in rules) != (name == "ComplianceBucket"), name
+
+
+def test_raw_document_versions_are_kept_at_least_as_long_as_the_manifests_that_name_them(template: Tpl) -> None:
+    # A manifest names each input document by its raw bucket version id; verification reads it back.
+    def noncurrent_days(bucket: str) -> Any:
+        (rule,) = [r for r in props(template, bucket)["LifecycleConfiguration"]["Rules"]
+                   if "NoncurrentVersionExpiration" in r]  # fmt: skip
+        return rule["NoncurrentVersionExpiration"]["NoncurrentDays"]
+
+    assert noncurrent_days("RawBucket") == {"Ref": "RawNoncurrentVersionDays"}
+    assert noncurrent_days("ProcessedBucket") == {"Ref": "NoncurrentVersionDays"}
+    params = template["Parameters"]
+    assert params["RawNoncurrentVersionDays"]["Default"] >= params["ManifestRetentionDays"]["Default"]
+    assert "ManifestRetentionDays" in params["RawNoncurrentVersionDays"]["Description"]
 
 
 def test_data_buckets_encrypt_with_the_cmk_and_log_access(template: Tpl) -> None:
@@ -1061,27 +1113,89 @@ def test_published_sources_match_what_the_handler_can_construct(fn: str) -> None
     assert constructed == PUBLISHED_SOURCES[fn]
 
 
-def test_the_outbox_relay_may_republish_every_contract_source() -> None:
-    assert PUBLISHED_SOURCES["OutboxRelayFunction"] == ALL_SOURCES
-    assert {s for f, s in PUBLISHED_SOURCES.items() if f != "OutboxRelayFunction" for s in s} <= ALL_SOURCES
+def test_the_outbox_relay_may_republish_what_the_functions_commit_and_never_a_review() -> None:
+    functions = {s for f, sources in PUBLISHED_SOURCES.items() if f != "OutboxRelayFunction" for s in sources}
+    assert functions <= ALL_SOURCES
+    assert PUBLISHED_SOURCES["OutboxRelayFunction"] == functions
+    # Reviews are the local CLI's: no function, and so no outbox entry, carries one.
+    assert ALL_SOURCES - functions == {"docllm.review"}
 
 
-def test_job_role_uses_star_only_where_aws_requires_it(template: Tpl) -> None:
-    role = props(template, "SageMakerJobRole")
-    trust = role["AssumeRolePolicyDocument"]["Statement"][0]
+@pytest.mark.parametrize(("role", "vpc_policy"), [("SageMakerJobRole", "SageMakerJobVpcPolicy"),
+                                                  ("EvaluateJobRole", "EvaluateJobVpcPolicy"),
+                                                  ("EndpointRole", "EndpointVpcPolicy")])  # fmt: skip
+def test_job_role_uses_star_only_where_aws_requires_it(template: Tpl, role: str, vpc_policy: str) -> None:
+    (trust,) = props(template, role)["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"}
-    statements = [st for pol in role["Policies"] for st in pol["PolicyDocument"]["Statement"]]
-    statements += props(template, "SageMakerJobVpcPolicy")["PolicyDocument"]["Statement"]
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    vpc = template["Resources"][vpc_policy]
+    assert vpc["Condition"] == "HasVpc" and vpc["Properties"]["RoleName"] == {"Ref": role}
+    statements = role_statements(template, role) + vpc["Properties"]["PolicyDocument"]["Statement"]
     assert star_resource_violations(statements) == []
 
 
+def s3_grants(template: Tpl, role: str, action: str) -> set[str]:
+    """The ``Fn::Sub`` / ``GetAtt`` resources ``role`` is allowed ``action`` on, as text."""
+    found: set[str] = set()
+    for st in statements_with(role_statements(template, role), action):
+        for r in as_list(st["Resource"]):
+            found.add(sub_text(r) if "Fn::Sub" in r else ".".join(r["Fn::GetAtt"]))
+    return found
+
+
+def list_prefixes(template: Tpl, role: str, bucket: str) -> set[str]:
+    return {
+        p
+        for st in statements_with(role_statements(template, role), "s3:ListBucket")
+        if st["Resource"] == {"Fn::GetAtt": [bucket, "Arn"]}
+        for p in st["Condition"]["StringLike"]["s3:prefix"]
+    }
+
+
+def test_evaluation_jobs_run_as_a_role_that_writes_only_evaluations(template: Tpl) -> None:
+    # Evaluation jobs render user-supplied benchmark templates: they may not overwrite the weights
+    # they evaluate, nor shards or tokenizers.
+    art, raw = "${ArtifactBucket.Arn}/", "${RawBucket.Arn}/"
+    assert s3_grants(template, "EvaluateJobRole", "s3:PutObject") == {art + "evaluations/*"}
+    assert s3_grants(template, "EvaluateJobRole", "s3:AbortMultipartUpload") == {art + "evaluations/*"}
+    assert s3_grants(template, "EvaluateJobRole", "s3:GetObject") == {
+        art + "models/*", art + "datasets/*", art + "evaluations/*", raw + "benchmarks/*"}  # fmt: skip
+    assert list_prefixes(template, "EvaluateJobRole", "ArtifactBucket") == {"models/*", "datasets/*", "evaluations/*"}
+    assert list_prefixes(template, "EvaluateJobRole", "RawBucket") == {"benchmarks/*"}
+    s3_actions = {a for st in role_statements(template, "EvaluateJobRole") for a in as_list(st["Action"])
+                  if a.startswith("s3:")}  # fmt: skip
+    assert s3_actions == {"s3:ListBucket", "s3:GetObject", "s3:GetObjectVersion", "s3:PutObject",
+                          "s3:AbortMultipartUpload"}  # fmt: skip
+    # The same KMS, ECR, log and metric grants as the other jobs.
+    shared = ("UseDataKey", "GrantKeyToSageMakerResources", "PullJobImages", "EcrLogin", "JobLogs", "JobMetrics")
+    for sid in shared:
+        assert by_sid(role_statements(template, "EvaluateJobRole"), sid) == by_sid(
+            role_statements(template, "SageMakerJobRole"), sid
+        ), sid
+
+
+def test_the_training_job_role_has_no_evaluation_grants(template: Tpl) -> None:
+    art = "${ArtifactBucket.Arn}/"
+    writes = s3_grants(template, "SageMakerJobRole", "s3:PutObject")
+    assert writes == {art + p for p in ("tokenizers/*", "shards/*", "models/*", "checkpoints/*", "jobs/*")}
+    reads = s3_grants(template, "SageMakerJobRole", "s3:GetObject")
+    assert reads == {art + p for p in ("datasets/*", "shards/*", "tokenizers/*", "checkpoints/*", "jobs/*")}
+    assert list_prefixes(template, "SageMakerJobRole", "RawBucket") == set()
+
+
 @pytest.mark.parametrize("fn", sorted(JOB_LAUNCHERS))
-def test_job_launchers_may_only_pass_the_job_role_to_sagemaker(template: Tpl, fn: str) -> None:
+def test_job_launchers_may_only_pass_their_jobs_role_to_sagemaker(template: Tpl, fn: str) -> None:
+    role, variable = JOB_ROLE_OF.get(fn, DEFAULT_JOB_ROLE)
     statements = function_statements(template, fn)
     (passrole,) = statements_with(statements, "iam:PassRole")
-    assert passrole["Resource"] == {"Fn::GetAtt": ["SageMakerJobRole", "Arn"]}
+    assert passrole["Resource"] == {"Fn::GetAtt": [role, "Arn"]}
     assert passrole["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
-    assert set(env_of(template, fn)) >= JOB_ENV
+    env = env_of(template, fn)
+    assert set(env) >= JOB_ENV
+    # The function is told only the role it may pass: no fallback to one it cannot.
+    assert env[variable] == {"Fn::GetAtt": [role, "Arn"]}
+    roles = {k for k in env if k.startswith("DOCLLM_SAGEMAKER_") and k.endswith("ROLE_ARN")}
+    assert roles == {variable}, fn
 
 
 @pytest.mark.parametrize("fn", sorted(JOB_LAUNCHERS))
@@ -1146,6 +1260,7 @@ def test_only_launchers_can_create_training_jobs_and_all_sagemaker_access_is_sta
     }
     assert creators == JOB_LAUNCHERS
     registry_actions = REGISTRY_READ | REGISTRY_WRITE
+    registry_only = registry_actions - {"sagemaker:AddTags", "sagemaker:ListTags"}
     for name in FUNCTIONS:
         for st in function_statements(template, name):
             actions = {a for a in as_list(st["Action"]) if a.startswith("sagemaker:")}
@@ -1153,7 +1268,11 @@ def test_only_launchers_can_create_training_jobs_and_all_sagemaker_access_is_sta
                 continue
             if actions == {"sagemaker:ListModelPackageGroups"}:
                 assert st["Resource"] == "*", name  # no resource-level permissions (AWS requires "*")
-            elif actions & (registry_actions - {"sagemaker:AddTags", "sagemaker:ListTags"}):
+            elif name in SERVING_FUNCTIONS and not actions & registry_only:
+                # Models, endpoint configurations and endpoints of this stage, nothing else.
+                assert as_list(st["Resource"]), (name, st.get("Sid"))
+                assert all(r in SERVING_ARNS.values() for r in as_list(st["Resource"])), (name, st.get("Sid"))
+            elif actions & registry_only:
                 # Model registry statements: this stage's groups (and their packages), nothing else.
                 assert actions <= registry_actions, (name, st.get("Sid"))
                 assert st["Resource"] in (REGISTRY_ARNS, REGISTRY_ARNS[0]), (name, st.get("Sid"))
@@ -1187,7 +1306,10 @@ def test_only_the_gate_changes_the_registry_and_the_evaluator_only_reads_it(temp
     listers = {
         n for n in FUNCTIONS if statements_with(function_statements(template, n), "sagemaker:ListModelPackageGroups")
     }
-    assert listers == {"GateFunction"}
+    assert listers == {"GateFunction", "DeployFunction"}
+    # The deployer asks the registry whether a version is Approved (it trusts no event): read only.
+    (deployer,) = statements_with(function_statements(template, "DeployFunction"), "sagemaker:DescribeModelPackage")
+    assert set(deployer["Action"]) == REGISTRY_READ and deployer["Resource"] == REGISTRY_ARNS
     # The groups are the adapter's (one per family, made on first use), not the stack's.
     assert not resources_of(template, "AWS::SageMaker::ModelPackageGroup")
 
@@ -1219,11 +1341,145 @@ def test_http_api_requires_iam_auth_logs_access_and_throttles(template: Tpl) -> 
 def test_api_function_serves_exactly_the_documented_routes(template: Tpl) -> None:
     events = props(template, "ApiFunction")["Events"].values()
     routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events if e["Type"] == "HttpApi"}
-    assert routes == {("GET", "/v1/search"), ("GET", "/v1/documents"), ("GET", "/v1/status"), ("GET", "/openapi.json")}
+    assert routes == {
+        ("GET", "/v1/search"),
+        ("GET", "/v1/documents"),
+        ("GET", "/v1/status"),
+        ("GET", "/openapi.json"),
+        ("POST", "/v1/ask"),
+    }
     for e in events:
         assert e["Properties"]["ApiId"] == {"Ref": "DocllmHttpApi"}
         # No per-route override may switch authentication off.
         assert "Auth" not in e["Properties"]
+
+
+# ------------------------------------------------------------- deploy & serving
+def test_the_deployer_passes_only_the_serving_roles_each_to_its_service(template: Tpl) -> None:
+    passes = {
+        (st["Resource"]["Fn::GetAtt"][0], st["Condition"]["StringEquals"]["iam:PassedToService"])
+        for st in statements_with(function_statements(template, "DeployFunction"), "iam:PassRole")
+    }
+    assert passes == {("EndpointRole", "sagemaker.amazonaws.com"), ("BedrockImportRole", "bedrock.amazonaws.com")}
+    env = env_of(template, "DeployFunction")
+    assert env["DOCLLM_ENDPOINT_ROLE_ARN"] == {"Fn::GetAtt": ["EndpointRole", "Arn"]}
+    assert env["DOCLLM_BEDROCK_IMPORT_ROLE_ARN"] == {"Fn::GetAtt": ["BedrockImportRole", "Arn"]}
+    # No other function may pass them.
+    for name in FUNCTIONS - {"DeployFunction"}:
+        for st in statements_with(function_statements(template, name), "iam:PassRole"):
+            assert st["Resource"]["Fn::GetAtt"][0] not in {"EndpointRole", "BedrockImportRole"}, name
+
+
+def test_the_deployer_creates_only_isolated_models_and_configs_on_the_allowed_instance_type(template: Tpl) -> None:
+    statements = function_statements(template, "DeployFunction")
+    model = by_sid(statements, "CreateIsolatedModels")
+    assert model["Action"] == "sagemaker:CreateModel" and model["Resource"] == SERVING_ARNS["model"]
+    assert model["Condition"]["Bool"] == {"sagemaker:NetworkIsolation": "true"}
+    assert model["Condition"]["Null"] == {
+        "sagemaker:VpcSubnets": {"Fn::If": ["HasVpc", "false", "true"]},
+        "sagemaker:VpcSecurityGroupIds": {"Fn::If": ["HasVpc", "false", "true"]},
+    }
+    config = by_sid(statements, "CreateEndpointConfigsOnAllowedInstances")
+    assert config["Resource"] == SERVING_ARNS["endpoint-config"]
+    assert config["Condition"] == {
+        "ForAllValues:StringEquals": {"sagemaker:InstanceTypes": [{"Ref": "EndpointInstanceType"}]},
+        "Null": {"sagemaker:InstanceTypes": "false"},
+    }
+    # The type the code asks for is the one the role allows.
+    assert env_of(template, "DeployFunction")["DOCLLM_ENDPOINT_INSTANCE_TYPE"] == {"Ref": "EndpointInstanceType"}
+    endpoint = by_sid(statements, "CreateAndUpdateOwnEndpoints")
+    assert endpoint["Resource"] == [SERVING_ARNS["endpoint"], SERVING_ARNS["endpoint-config"]]
+    # Bedrock: the account's import jobs and imported models only.
+    bedrock = by_sid(statements, "ImportModelsIntoBedrock")
+    assert bedrock["Resource"] == [
+        {"Fn::Sub": BEDROCK_ARN + "model-import-job/*"},
+        {"Fn::Sub": BEDROCK_ARN + "imported-model/*"},
+    ]
+    slr = by_sid(statements, "CreateAutoscalingServiceLinkedRole")
+    assert slr["Condition"] == {
+        "StringEquals": {"iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"}
+    }
+    # The deployer reads exports (models/), never writes the artifact bucket.
+    assert not statements_with(statements, "s3:PutObject")
+
+
+def test_the_deployer_is_configured_from_parameters(template: Tpl) -> None:
+    params = template["Parameters"]
+    assert params["DeployTarget"]["Default"] == "sagemaker"
+    assert set(params["DeployTarget"]["AllowedValues"]) == {"sagemaker", "bedrock", "none"}
+    assert params["EndpointInstanceType"]["Default"] == "ml.g5.xlarge"
+    env = env_of(template, "DeployFunction")
+    assert env["DOCLLM_DEPLOY_TARGET"] == {"Ref": "DeployTarget"}
+    assert env["DOCLLM_SERVE_IMAGE"] == {"Ref": "ServeImageUri"}
+    assert env["DOCLLM_ENDPOINT_ALARMS"] == {"Ref": "EndpointAlarmNames"}
+    # Models (and imports) in the stage's subnets: the same ones the CreateModel condition names.
+    assert env["DOCLLM_SUBNET_IDS"] == {"Ref": "SubnetIds"}
+    assert env["DOCLLM_SECURITY_GROUP_IDS"] == {"Ref": "SecurityGroupIds"}
+    # The API answers with the deployer's target.
+    assert env_of(template, "ApiFunction")["DOCLLM_DEPLOY_TARGET"] == {"Ref": "DeployTarget"}
+
+
+def test_endpoint_alarm_names_are_documented_for_operators(template: Tpl) -> None:
+    # CloudFormation cannot know the families (data, not stack resources), and alarms cannot
+    # watch a SEARCH over endpoints: the operator names per-endpoint alarms (docs/deployment.md).
+    assert template["Parameters"]["EndpointAlarmNames"]["Default"] == ""
+    doc = (REPO / "docs" / "deployment.md").read_text(encoding="utf-8")
+    assert "EndpointAlarmNames" in doc and "Invocation5XXErrors" in doc and "ModelLatency" in doc
+
+
+def test_endpoints_read_only_models_and_write_only_their_capture(template: Tpl) -> None:
+    art = "${ArtifactBucket.Arn}/"
+    assert s3_grants(template, "EndpointRole", "s3:GetObject") == {art + "models/*"}
+    assert s3_grants(template, "EndpointRole", "s3:PutObject") == {art + "endpoint-capture/*"}
+    assert list_prefixes(template, "EndpointRole", "ArtifactBucket") == {"models/*"}
+    assert s3_grants(template, "EndpointRole", "s3:DeleteObject") == set()
+    # The same KMS, ECR and metric grants as the jobs; logs of this stage's endpoints only.
+    for sid in ("UseDataKey", "GrantKeyToSageMakerResources", "PullJobImages", "EcrLogin", "JobMetrics"):
+        assert by_sid(role_statements(template, "EndpointRole"), sid) == by_sid(
+            role_statements(template, "SageMakerJobRole"), sid
+        ), sid
+    logs = by_sid(role_statements(template, "EndpointRole"), "EndpointLogs")
+    assert sub_text(logs["Resource"]).endswith("log-group:/aws/sagemaker/Endpoints/docllm-${Stage}-*")
+    # The code captures to this prefix (adapters/aws/deployed.py).
+    deployed = (REPO / "shared/docllm/adapters/aws/deployed.py").read_text(encoding="utf-8")
+    assert "/endpoint-capture/" in deployed
+
+
+def test_bedrock_imports_read_only_models_for_this_accounts_jobs(template: Tpl) -> None:
+    (trust,) = props(template, "BedrockImportRole")["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "bedrock.amazonaws.com"}
+    assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert trust["Condition"]["ArnLike"] == {"aws:SourceArn": {"Fn::Sub": BEDROCK_ARN + "model-import-job/*"}}
+    statements = role_statements(template, "BedrockImportRole")
+    assert {a for st in statements for a in as_list(st["Action"])} == {"s3:ListBucket", "s3:GetObject", "kms:Decrypt"}
+    assert s3_grants(template, "BedrockImportRole", "s3:GetObject") == {"${ArtifactBucket.Arn}/models/*"}
+    assert list_prefixes(template, "BedrockImportRole", "ArtifactBucket") == {"models/*"}
+    assert by_sid(statements, "DecryptModels")["Resource"] == KMS_KEY_ARN
+
+
+def test_the_api_may_invoke_only_this_stages_endpoints_and_imported_models(template: Tpl) -> None:
+    statements = function_statements(template, "ApiFunction")
+    endpoints = by_sid(statements, "InvokeOwnEndpoints")
+    assert set(endpoints["Action"]) == {"sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointWithResponseStream"}
+    assert endpoints["Resource"] == SERVING_ARNS["endpoint"]
+    models = by_sid(statements, "InvokeImportedModels")
+    assert set(models["Action"]) == {"bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"}
+    assert models["Resource"] == {"Fn::Sub": BEDROCK_ARN + "imported-model/*"}
+    invokers = {n for n in FUNCTIONS if statements_with(function_statements(template, n), "sagemaker:InvokeEndpoint")}
+    assert invokers == {"ApiFunction"}
+    # The deployer never answers; the API never deploys.
+    assert not statements_with(statements, "sagemaker:CreateEndpoint")
+
+
+def test_ask_has_its_own_lower_throttle(template: Tpl) -> None:
+    (ask,) = [e for e in props(template, "ApiFunction")["Events"].values() if e["Properties"]["Path"] == "/v1/ask"]
+    assert ask["Properties"]["RouteSettings"] == {
+        "ThrottlingRateLimit": {"Ref": "AskThrottleRateLimit"},
+        "ThrottlingBurstLimit": {"Ref": "AskThrottleBurstLimit"},
+    }
+    params = template["Parameters"]
+    assert params["AskThrottleRateLimit"]["Default"] < params["ApiThrottleRateLimit"]["Default"]
+    assert params["AskThrottleBurstLimit"]["Default"] < params["ApiThrottleBurstLimit"]["Default"]
 
 
 # ------------------------------------------------------------------ search
@@ -1326,7 +1582,8 @@ def test_outputs_expose_every_resource_cloud_tests_look_up(template: Tpl) -> Non
         if ref
     }
     wanted = set(resources_of(template, "AWS::S3::Bucket")) | set(resources_of(template, "AWS::SQS::Queue"))
-    wanted |= {"StateTable", "IdempotencyTable", "DocllmBus", "SearchCollection", "SageMakerJobRole"}
+    wanted |= {"StateTable", "IdempotencyTable", "DocllmBus", "SearchCollection", "SageMakerJobRole", "EvaluateJobRole"}
+    wanted |= {"EndpointRole", "BedrockImportRole"}
     assert wanted <= referenced, wanted - referenced
     assert "DocllmHttpApi" in template["Outputs"]["ApiUrl"]["Value"]["Fn::Sub"]
 

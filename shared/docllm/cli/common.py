@@ -387,6 +387,35 @@ def api_get(info: dict[str, Any], data: Path, path: str, params: dict[str, Any])
         ) from None
 
 
+def api_post(
+    info: dict[str, Any], data: Path, path: str, body: dict[str, Any], *, timeout_s: float = 120
+) -> tuple[int, Any]:
+    """POST JSON to the local API; an API that does not answer raises PlatformNotRunningError."""
+    import urllib.error
+    import urllib.request
+
+    from docllm.exceptions import PlatformNotRunningError
+    from docllm.runtime.local import API_KEY_FILE
+
+    req = urllib.request.Request(
+        f"{info['api_url']}{path}",
+        data=json.dumps(body).encode("utf-8"),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    if info.get("auth"):
+        req.add_header("Authorization", "Bearer " + (data / API_KEY_FILE).read_text(encoding="utf-8").strip())
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return resp.status, _json_body(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, _json_body(e.read())
+    except urllib.error.URLError as e:
+        raise PlatformNotRunningError(
+            f"the local API at {info['api_url']} does not answer ({e.reason}); is docllm up running?"
+        ) from None
+
+
 def _json_body(raw: bytes) -> Any:
     try:
         return json.loads(raw or b"null")

@@ -290,7 +290,6 @@ COMMANDS: tuple[Command, ...] = (
         (
             arg("version", help="model version (docllm models)"),
             arg("--reason", required=True, help="why: recorded in the registry and the compliance manifest"),
-            arg("--reviewer", help="who decides (default: the local user name)"),
             arg(
                 "--timeout",
                 type=float_range(0, lo_open=True),
@@ -307,7 +306,6 @@ COMMANDS: tuple[Command, ...] = (
         (
             arg("version", help="model version (docllm models)"),
             arg("--reason", required=True, help="why: recorded in the registry and the compliance manifest"),
-            arg("--reviewer", help="who decides (default: the local user name)"),
             arg(
                 "--timeout",
                 type=float_range(0, lo_open=True),
@@ -362,7 +360,15 @@ COMMANDS: tuple[Command, ...] = (
         ("manifest", "verify"),
         "model_cmds:cmd_manifest_verify",
         "recompute every digest of a model's compliance manifest, check its signature and its chain",
-        (arg("version", help="model version (docllm models)"), JSON),
+        (
+            arg("version", help="model version (docllm models)"),
+            arg("--sequence", type=int_range(1), help="this chain entry of the family (default: the version's newest)"),
+            arg(
+                "--public-key",
+                help="trust only these keys (PEM or keys/*.json; an auditor's own copy) instead of the store's",
+            ),
+            JSON,
+        ),
     ),
     Command(
         ("manifest", "show"),
@@ -399,6 +405,39 @@ COMMANDS: tuple[Command, ...] = (
             JSON,
         ),
     ),
+    Command(
+        ("ask",),
+        "serve_cmds:cmd_ask",
+        "ask a question: an answer from the deployed model, with citations, or an abstention",
+        (
+            arg("question", help="the question, in plain words"),
+            arg("--k", type=int_range(1, 20), default=5, help="documents to retrieve, 1-20 (default: %(default)s)"),
+            arg("--service", type=service_name, help=f"only this service's documents; {SERVICE_HELP}"),
+            JSON,
+        ),
+    ),
+    Command(
+        ("deploy",),
+        "serve_cmds:cmd_deploy",
+        "deploy an Approved model version to a target (refused for anything not Approved)",
+        (
+            arg("version", help="model version (docllm models)"),
+            arg(
+                "--target",
+                choices=("local", "sagemaker", "bedrock"),
+                default="local",
+                help="where (default: %(default)s)",
+            ),
+            arg(
+                "--timeout",
+                type=float_range(0, lo_open=True),
+                default=300,
+                help="seconds to wait (default: %(default)s)",
+            ),
+            JSON,
+        ),
+    ),
+    Command(("endpoints",), "serve_cmds:cmd_endpoints", "what serves on each target, and every deployment", (JSON,)),
     Command(
         ("eval", "retrieval"),
         "docs_cmds:cmd_eval_retrieval",

@@ -164,7 +164,8 @@ def _review(args: Namespace, decision: str) -> int:
     review = ModelReviewSubmitted(
         model_version=args.version,
         decision="approve" if decision == "approve" else "reject",
-        reviewer=args.reviewer or getpass.getuser(),
+        # The local platform's one identity is the OS user who owns the data directory (docs/cli.md).
+        reviewer=f"local:{getpass.getuser()}",
         reason=args.reason,
     )
     seq = _last_seq(p)
@@ -322,8 +323,11 @@ def cmd_manifest_verify(args: Namespace) -> int:
 
     p, _ = running_platform(args)
     _model(p, args.version)
+    from docllm.ports.signer import load_public_keys
+
     try:
-        report = manifest.verify(p, args.version)
+        keys = load_public_keys(args.public_key) if args.public_key else None
+        report = manifest.verify(p, args.version, sequence=args.sequence, public_key=keys)
     except NotFoundError as e:
         raise CliError(str(e), EXIT_NOT_FOUND) from None
     if args.json:

@@ -29,7 +29,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
@@ -78,6 +78,19 @@ def dtype_for(vocab_size: int) -> Dtype:
     return "uint16" if vocab_size <= 2**16 else "uint32"
 
 
+class StreamPiece(NamedTuple):
+    """A run of ids in a token stream: the whole of a document, or part of one.
+
+    ``starts``: a document begins here (its offset goes into ``doc_starts``); ``ends``: the document
+    ends here (EOS follows). A document cut in pieces (:mod:`docllm.dataset.mixing` cuts
+    language-model text to place answer-tuning examples at window starts) is one start, one end.
+    """
+
+    ids: Sequence[int] | np.ndarray
+    starts: bool = True
+    ends: bool = True
+
+
 def write_shards(
     token_docs: Iterable[Sequence[int] | np.ndarray],
     out_dir: Path,
@@ -112,6 +125,34 @@ def write_shards(
     >>> idx.total_tokens, [s.tokens for s in idx.shards], idx.doc_starts
     (5, [4, 1], [0, 3])
     """
+    return write_pieces(
+        (StreamPiece(doc) for doc in token_docs),
+        out_dir,
+        vocab_size=vocab_size,
+        eos_id=eos_id,
+        shard_tokens=shard_tokens,
+    )
+
+
+def write_pieces(
+    pieces: Iterable[StreamPiece],
+    out_dir: Path,
+    *,
+    vocab_size: int,
+    eos_id: int,
+    shard_tokens: int = 2**24,
+) -> ShardIndex:
+    """:func:`write_shards` for a stream given as :class:`StreamPiece` runs (EOS only where a piece ends
+    its document). Same format: readers cannot tell the two apart.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> idx = write_pieces([StreamPiece([3, 4], ends=False), StreamPiece([5], starts=False)],
+    ...                    Path(tempfile.mkdtemp()), vocab_size=10, eos_id=2)
+    >>> idx.total_tokens, idx.doc_starts
+    (4, [0])
+    """
     if not 0 <= eos_id < vocab_size:
         raise ShardFormatError(f"eos_id {eos_id} outside vocabulary of {vocab_size}")
     if shard_tokens <= 0:
@@ -145,18 +186,21 @@ def write_shards(
             offset += take
 
     try:
-        for doc in token_docs:
-            ids = np.asarray(doc)
+        for piece in pieces:
+            ids = np.asarray(piece.ids)
             if ids.size:
                 # Check before narrowing: a cast would silently wrap an out-of-range id.
                 lo, hi = int(ids.min()), int(ids.max())
                 if lo < 0 or hi >= vocab_size:
                     bad = hi if hi >= vocab_size else lo
                     raise ShardFormatError(f"token id {bad} outside [0, {vocab_size})")
-            doc_starts.append(total)
+            if piece.starts:
+                doc_starts.append(total)
             emit(ids.astype(np_dtype, copy=False))
-            emit(eos)
-            total += int(ids.size) + 1
+            total += int(ids.size)
+            if piece.ends:
+                emit(eos)
+                total += 1
     finally:
         if fh is not None:
             fh.close()
@@ -438,8 +482,10 @@ __all__ = [
     "ShardIndex",
     "ShardInfo",
     "ShardSource",
+    "StreamPiece",
     "dtype_for",
     "load_index",
     "merge_indexes",
+    "write_pieces",
     "write_shards",
 ]

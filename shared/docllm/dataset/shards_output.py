@@ -1,6 +1,7 @@
 """The output of a shards job: its layout, token counts and result.
 
-Layout under :func:`shards_prefix` (``s3://<artifact_bucket>/shards/<dataset>/<tokenizer>/``)::
+Layout under :func:`shards_prefix` (``s3://<artifact_bucket>/shards/<dataset>/<tokenizer>/``, or
+``…/<tokenizer>/<answer-tuning tag>/`` for shards that mix in answer-tuning examples)::
 
     <split>/part-NNN/shard-*.bin, index.json   one part per job host
     counts/part-NNN.json                       :class:`TokenCounts` of that host's documents
@@ -28,9 +29,16 @@ from docllm.ports.objects import ObjectStore, split_uri
 from docllm.retries import retry_transient
 
 
-def shards_prefix(artifact_bucket: str, dataset_version: str, tokenizer_version: str) -> str:
-    """Where the shards of a dataset version encoded with a tokenizer version are published."""
-    return f"s3://{artifact_bucket}/shards/{dataset_version}/{tokenizer_version}/"
+def shards_prefix(artifact_bucket: str, dataset_version: str, tokenizer_version: str, variant: str = "") -> str:
+    """Where the shards of a dataset version encoded with a tokenizer version are published;
+    ``variant`` (an answer-tuning tag, :meth:`docllm.answers.tuning.AnswerTuning.tag`) names shards
+    whose train stream differs, below the plain ones.
+
+    >>> shards_prefix("art", "ds-1", "tok-1"), shards_prefix("art", "ds-1", "tok-1", "at-0123")
+    ('s3://art/shards/ds-1/tok-1/', 's3://art/shards/ds-1/tok-1/at-0123/')
+    """
+    base = f"s3://{artifact_bucket}/shards/{dataset_version}/{tokenizer_version}/"
+    return f"{base}{variant}/" if variant else base
 
 
 class TokenCounts(BaseModel):
@@ -51,6 +59,27 @@ class TokenCounts(BaseModel):
         )
 
 
+class AnswerTuningCounts(BaseModel):
+    """What answer tuning put in the train stream (:class:`docllm.dataset.mixing.MixStats`, per host,
+    summed on merge; ``built`` is every host's together, the same on each)."""
+
+    tag: str = Field(description="the settings' tag, AnswerTuning.tag(block_size)")
+    built: int = Field(default=0, ge=0, description="examples the builder made")
+    examples: int = Field(default=0, ge=0, description="examples placed in the stream")
+    example_tokens: int = 0
+    lm_tokens: int = 0
+    padding_tokens: int = 0
+    too_long: int = Field(default=0, description="examples longer than a window once encoded (dropped)")
+    unplaced: int = Field(default=0, description="examples left out to keep the share")
+
+    def merge(self, other: AnswerTuningCounts) -> AnswerTuningCounts:
+        summed = {
+            k: getattr(self, k) + getattr(other, k)
+            for k in ("examples", "example_tokens", "lm_tokens", "padding_tokens", "too_long", "unplaced")
+        }
+        return self.model_copy(update=summed)
+
+
 class ShardsResult(BaseModel):
     """``result.json`` of a shards job (or one host's ``parts/part-NNN.json``)."""
 
@@ -65,6 +94,9 @@ class ShardsResult(BaseModel):
     bytes: dict[str, int] = Field(default_factory=dict, description="split -> UTF-8 bytes of text encoded")
     parts: int = Field(default=1, ge=1, description="hosts whose parts were merged")
     encode_seconds: float = 0.0
+    answer_tuning: AnswerTuningCounts | None = Field(
+        default=None, description="set when the train stream mixes in answer-tuning examples"
+    )
 
 
 def merge_results(parts: list[ShardsResult]) -> ShardsResult:
@@ -86,8 +118,18 @@ def merge_results(parts: list[ShardsResult]) -> ShardsResult:
             "bytes": add("bytes"),
             "parts": len(parts),
             "encode_seconds": max(p.encode_seconds for p in parts),
+            "answer_tuning": _merge_tuning([p.answer_tuning for p in parts if p.answer_tuning is not None]),
         }
     )
+
+
+def _merge_tuning(counts: list[AnswerTuningCounts]) -> AnswerTuningCounts | None:
+    if not counts:
+        return None
+    out = counts[0]
+    for c in counts[1:]:
+        out = out.merge(c)
+    return out
 
 
 def _prefix(uri: str) -> tuple[str, str]:

@@ -13,6 +13,10 @@ Two formats (docs/evaluation.md, "Custom benchmarks", has examples of both):
   silently run differently. A Hugging Face Hub ``dataset_path`` is refused: nothing leaves the
   organisation.
 
+Benchmark files are user input run for every candidate: any failure of one (a template that
+raises, a malformed ``regex_replace`` pattern, a value of an unexpected type) becomes that file's
+:class:`BenchmarkError`, and a prompt or answer over :data:`MAX_RENDERED_CHARS` is refused.
+
 Which files are benchmarks: every YAML task (except YAMLs another YAML ``include`` s) and every
 ``.jsonl`` file that no YAML uses as a data file or include. ``.md`` and ``.txt`` files are notes
 and ignored; any other file that no YAML uses is an error.
@@ -29,17 +33,20 @@ import json
 import math
 import posixpath
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, Literal, TypeVar
 
 import yaml
 from jinja2 import StrictUndefined, TemplateError
+from jinja2.exceptions import FilterArgumentError, SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict
 
 from docllm.evaluation import scoring
 from docllm.exceptions import PermanentError
 
+_T = TypeVar("_T")
 Kind = Literal["generate_until", "loglikelihood"]
 Format = Literal["jsonl", "lm-eval-yaml"]
 
@@ -62,6 +69,11 @@ MAX_TOKENS_LIMIT = 4096
 MAX_ITEMS = 5000
 """Per benchmark: it runs for every candidate, so it must stay cheap."""
 MAX_INCLUDE_DEPTH = 4
+MAX_RENDERED_CHARS = 20_000
+"""Longest prompt or expected answer (rendered): far past any model's context here; a template that
+renders more is a mistake (or a bomb), refused before it costs memory for every candidate."""
+MAX_REGEX_CHARS = 500
+"""Longest pattern ``regex_replace`` compiles: lm-eval tasks use short ones."""
 
 JSONL_FIELDS = frozenset({"prompt", "expected", "metric", "tags", "max_tokens", "until", "id"})
 YAML_FIELDS = frozenset(
@@ -172,7 +184,7 @@ def parse_benchmarks(files: Mapping[str, bytes]) -> tuple[list[Benchmark], list[
     for key in yaml_keys:
         try:
             # Raw: a YAML refused later (a !function, say) still claims its data files.
-            loaded[key] = _load_yaml_raw(key, files[key])
+            loaded[key] = _guarded(key, partial(_load_yaml_raw, key, files[key]))
         except BenchmarkError as e:
             yaml_errors[key] = e
     used: dict[str, set[str]] = {k: _references(k, cfg) for k, cfg in loaded.items()}
@@ -187,7 +199,7 @@ def parse_benchmarks(files: Mapping[str, bytes]) -> tuple[list[Benchmark], list[
             if key in included:
                 continue
             try:
-                out.append((key, _yaml_benchmark(key, files)))
+                out.append((key, _guarded(key, partial(_yaml_benchmark, key, files))))
             except BenchmarkError as e:
                 e.related = tuple(sorted(used.get(key, ())))
                 out.append((key, e))
@@ -195,7 +207,7 @@ def parse_benchmarks(files: Mapping[str, bytes]) -> tuple[list[Benchmark], list[
             continue
         elif key.lower().endswith(".jsonl"):
             try:
-                out.append((key, _jsonl_benchmark(key, files[key])))
+                out.append((key, _guarded(key, partial(_jsonl_benchmark, key, files[key]))))
             except BenchmarkError as e:
                 out.append((key, e))
         else:
@@ -234,7 +246,9 @@ def validate_benchmark_file(name: str, body: bytes, siblings: Mapping[str, bytes
     faq.jsonl:1 (expected): missing: every item needs a string
     """
     files = {**siblings, name: body}
-    benchmarks, errors = parse_benchmarks(files)
+    # parse_benchmarks turns every failure of a file into its BenchmarkError; the guard is for a
+    # failure outside any one file, so that `docllm benchmarks add` still prints a clear error.
+    benchmarks, errors = _guarded(name, partial(parse_benchmarks, files))
     mine = [e for e in errors if e.file == name or name in e.related]
     if mine:
         raise mine[0]
@@ -242,6 +256,20 @@ def validate_benchmark_file(name: str, body: bytes, siblings: Mapping[str, bytes
     if not found:
         raise BenchmarkError(name, "not a benchmark: expected a .jsonl or .yaml file, or a data file a YAML task names")
     return found
+
+
+def _guarded(key: str, parse: Callable[[], _T]) -> _T:
+    """``parse()``, with any exception but a :class:`BenchmarkError` turned into one for ``key``.
+
+    Benchmark files are user input run for every candidate: whatever one does (a template that
+    divides by zero, a value of an unexpected type, nesting too deep for the parser), the cost is
+    that file's ``invalid`` result, never the evaluation or the other benchmarks."""
+    try:
+        return parse()
+    except BenchmarkError:
+        raise
+    except Exception as e:  # any failure of user input is that file's error
+        raise BenchmarkError(key, f"cannot be read: {type(e).__name__}: {e}") from e
 
 
 def _is_yaml(key: str) -> bool:
@@ -314,7 +342,7 @@ def _include_ref(key: str, cfg: Mapping[str, Any]) -> str | None:
     ref = cfg.get("include")
     try:
         return _resolve(key, ref, field="include") if ref is not None else None
-    except BenchmarkError:
+    except Exception:  # best effort: _merged_config reports what is wrong
         return None
 
 
@@ -352,7 +380,7 @@ def _references(key: str, cfg: Mapping[str, Any]) -> set[str]:
     try:
         for split_refs in _data_file_refs(key, cfg).values():
             refs.update(split_refs)
-    except BenchmarkError:
+    except Exception:  # best effort: _yaml_benchmark reports what is wrong
         pass
     return refs
 
@@ -440,6 +468,8 @@ def _yaml_benchmark(key: str, files: Mapping[str, bytes]) -> Benchmark:
             if desc_template is not None:
                 text = _Template.render_compiled(desc_template, data_key, line, doc, "description") + text
             target = doc_to_target.render(data_key, line, doc)
+            _check_length(data_key, line, "doc_to_text", text)
+            _check_length(data_key, line, "doc_to_target", target)
             items.append(
                 BenchmarkItem(
                     prompt=text,
@@ -571,9 +601,44 @@ def _until(file: str, value: Any, *, field: str, line: int | None = None) -> tup
 
 # ------------------------------------------------------------------------------------------- templates
 
-_ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+class _BoundedSandbox(SandboxedEnvironment):
+    """The sandbox (no attribute escapes), and no ``*`` / ``**`` that builds a giant value.
+
+    ``{{ 'x' * 10**10 }}`` would take the job's memory before any length check could see the
+    result: the size is checked before the operation runs."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            # An integer power's size is about bit_length * exponent bits; floats overflow by themselves.
+            if isinstance(left, int) and isinstance(right, int) and left.bit_length() * right > 4096:
+                raise SecurityError(f"{left!r} ** {right!r} is too large for a benchmark template")
+            return left**right
+        for seq, times in ((left, right), (right, left)):
+            if isinstance(seq, str | list | tuple) and isinstance(times, int) and len(seq) * times > MAX_RENDERED_CHARS:
+                raise SecurityError(f"repeating a value {times} times exceeds {MAX_RENDERED_CHARS} characters")
+        return left * right
+
+
+def _regex_replace(value: Any, pattern: Any, repl: Any) -> str:
+    """lm-evaluation-harness's ``regex_replace`` filter, with the user's pattern compiled under guard:
+    a malformed or oversized pattern is a template error of that benchmark, never an exception
+    that escapes it."""
+    if not isinstance(pattern, str) or not isinstance(repl, str):
+        raise FilterArgumentError("regex_replace takes a pattern and a replacement, both strings")
+    if len(pattern) > MAX_REGEX_CHARS:
+        raise FilterArgumentError(f"regex_replace pattern is longer than {MAX_REGEX_CHARS} characters")
+    try:
+        return re.compile(pattern).sub(repl, str(value))
+    except re.error as e:  # a bad pattern, or a replacement naming a group the pattern lacks
+        raise FilterArgumentError(f"regex_replace({pattern!r}, {repl!r}): {e}") from e
+
+
+_ENV = _BoundedSandbox(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
 # lm-evaluation-harness registers this filter for its templates; tasks use it.
-_ENV.filters["regex_replace"] = lambda s, pattern, repl: re.sub(pattern, repl, str(s))
+_ENV.filters["regex_replace"] = _regex_replace
 
 
 def _compile(key: str, field: str, source: str) -> Any:
@@ -609,10 +674,31 @@ class _Template:
 
     @staticmethod
     def render_compiled(template: Any, data_key: str, line: int, doc: Mapping[str, Any], field: str) -> str:
+        rendered: list[str] = []
+        size = 0
         try:
-            return str(template.render(**doc))
+            # Streamed, so that a template looping out text is stopped at the cap, not at the end.
+            for chunk in template.generate(**doc):
+                size += len(chunk)
+                if size > MAX_RENDERED_CHARS:
+                    raise BenchmarkError(
+                        data_key, f"renders more than {MAX_RENDERED_CHARS} characters", field=field, line=line
+                    )
+                rendered.append(chunk)
+            return "".join(rendered)
+        except BenchmarkError:
+            raise
         except TemplateError as e:
             raise BenchmarkError(data_key, f"cannot render {field}: {e}", field=field, line=line) from e
+        except Exception as e:  # a template that fails ({{ 1/0 }}) is this benchmark's error
+            message = f"cannot render {field}: {type(e).__name__}: {e}"
+            raise BenchmarkError(data_key, message, field=field, line=line) from e
+
+
+def _check_length(file: str, line: int, field: str, text: str) -> None:
+    if len(text) > MAX_RENDERED_CHARS:
+        message = f"{len(text)} characters, more than the {MAX_RENDERED_CHARS} a prompt or an answer may have"
+        raise BenchmarkError(file, message, field=field, line=line)
 
 
 def _template(key: str, cfg: Mapping[str, Any], field: str) -> _Template:
@@ -662,6 +748,7 @@ def _jsonl_benchmark(key: str, body: bytes) -> Benchmark:
         for field in ("prompt", "expected"):
             if not isinstance(obj.get(field), str) or not obj[field]:
                 raise BenchmarkError(key, "missing: every item needs a string", field=field, line=n)
+            _check_length(key, n, field, obj[field])
         metric = obj.get("metric", "exact_match")
         if metric not in GENERATION_METRICS:
             raise BenchmarkError(key, f"{metric!r}: use one of {list(GENERATION_METRICS)}", field="metric", line=n)

@@ -8,6 +8,9 @@ defined here on Powertools' ``EventBridgeModel`` envelope.
 from __future__ import annotations
 
 import json
+import math
+import re
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from aws_lambda_powertools.utilities.parser.models import (
@@ -15,7 +18,7 @@ from aws_lambda_powertools.utilities.parser.models import (
     S3EventNotificationEventBridgeModel,
     SqsModel,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from docllm.exceptions import ContractError
 
@@ -85,7 +88,11 @@ ApprovalStatus = Literal["Approved", "Rejected", "PendingManualApproval"]
 
 
 class ModelPackageStateDetail(BaseModel):
-    """The fields of "SageMaker Model Package State Change" the platform reads (AWS sends more)."""
+    """The fields of "SageMaker Model Package State Change" the platform reads (AWS sends more).
+
+    ``CreationTime`` and ``LastModifiedTime`` arrive as ISO 8601 strings or as epoch numbers
+    (AWS's published samples show both); either way they are kept as ISO strings.
+    """
 
     model_config = ConfigDict(extra="allow")
 
@@ -97,8 +104,39 @@ class ModelPackageStateDetail(BaseModel):
     ApprovalDescription: str | None = None
     CustomerMetadataProperties: dict[str, str] = Field(default_factory=dict)
     MetadataProperties: dict[str, str] = Field(default_factory=dict)
+    CreationTime: str | None = None
     LastModifiedTime: str | None = None
     LastModifiedBy: dict[str, Any] | None = None
+
+    @field_validator("CreationTime", "LastModifiedTime", mode="before")
+    @classmethod
+    def _iso_time(cls, value: Any) -> Any:
+        return event_time(value)
+
+
+#: Epoch numbers at least this large are milliseconds (as AWS's samples send them): as seconds
+#: they would be past the year 5000, as milliseconds they are after 1973.
+_EPOCH_MS_FROM = 100_000_000_000
+
+
+def event_time(value: Any) -> Any:
+    """An event time as an ISO 8601 string: epoch numbers (seconds or milliseconds, also as
+    digit strings) are converted; strings are kept as sent; anything else is left for pydantic
+    to refuse.
+
+    >>> event_time(1592411992203.0), event_time("1583831889050"), event_time("2021-02-24T17:00:14Z")
+    ('2020-06-17T16:39:52.203Z', '2020-03-10T09:18:09.050Z', '2021-02-24T17:00:14Z')
+    """
+    if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value.strip()):
+        value = float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        seconds = value / 1000 if abs(value) >= _EPOCH_MS_FROM else value
+        try:
+            iso = datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+        except (OverflowError, OSError, ValueError):
+            return value  # out of any calendar: not a time
+        return iso.replace("+00:00", "Z")
+    return value
 
 
 class ModelPackageStateChangeEvent(EventBridgeModel):

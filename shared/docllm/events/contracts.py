@@ -269,14 +269,17 @@ Decision = Literal["approve", "reject"]
 
 
 class ModelReviewSubmitted(EventDetail):
-    """A person overrides the gate: approve or reject a model version, with who and why."""
+    """A person overrides the gate on the local platform: approve or reject a model version, with who
+    and why. Its own source, so no stage that may publish the gate's outcomes can forge a review.
+    On AWS a review is a status change in the SageMaker Model Registry itself, where AWS records the
+    caller's IAM identity (LastModifiedBy); the gate refuses this event there."""
 
-    SOURCE: ClassVar[str] = "docllm.gate"
+    SOURCE: ClassVar[str] = "docllm.review"
     DETAIL_TYPE: ClassVar[str] = "Model Review Submitted"
 
     model_version: str
     decision: Decision
-    reviewer: str = Field(min_length=1, description="the identity that decided (IAM principal, or the local user)")
+    reviewer: str = Field(min_length=1, description="the local user who ran docllm approve|reject")
     reason: str = Field(min_length=1, max_length=2000)
     request_id: str = RequestId
 
@@ -302,6 +305,37 @@ class ModelApproved(_ModelDecided):
 class ModelRejected(_ModelDecided):
     SOURCE: ClassVar[str] = "docllm.gate"
     DETAIL_TYPE: ClassVar[str] = "Model Rejected"
+
+
+# --- deployment ------------------------------------------------------------
+
+DeployTargetName = Literal["local", "sagemaker", "bedrock"]
+
+
+class DeploymentRequested(EventDetail):
+    """Deploy an approved model version to a target (``docllm deploy VERSION --target T``)."""
+
+    SOURCE: ClassVar[str] = "docllm.deploy"
+    DETAIL_TYPE: ClassVar[str] = "Deployment Requested"
+
+    model_version: str
+    target: DeployTargetName
+    request_id: str = RequestId
+
+
+class ModelDeployed(EventDetail):
+    """A model version serves on a target; the version it replaced is recorded for rollback."""
+
+    SOURCE: ClassVar[str] = "docllm.deploy"
+    DETAIL_TYPE: ClassVar[str] = "Model Deployed"
+
+    model_version: str
+    family: str
+    target: DeployTargetName
+    endpoint: str = Field(description="URL (local), endpoint name (sagemaker) or imported model ARN (bedrock)")
+    previous_version: str | None = None
+    deployment_id: str
+    request_id: str | None = FollowsRequest
 
 
 class StageFailed(EventDetail):
@@ -333,6 +367,8 @@ CONTRACTS: tuple[type[EventDetail], ...] = (
     ModelReviewSubmitted,
     ModelApproved,
     ModelRejected,
+    DeploymentRequested,
+    ModelDeployed,
     StageFailed,
 )
 

@@ -113,8 +113,9 @@ def run_qa(lm: LanguageModel, test_docs: list[tuple[str, str]], max_items: int) 
             )
     scores = [s for rule in per_rule.values() for s in rule]
 
-    def mean(values: list[float]) -> float:
-        return sum(values) / len(values) if values else 0.0
+    def mean(values: list[float]) -> float | None:
+        # No item is "not measured", never a score of 0 the gate would read as a regression.
+        return sum(values) / len(values) if values else None
 
     return (
         QAResult(

@@ -11,6 +11,7 @@ MismatchKind = Literal[
     "missing",  # an artefact (or object version) the manifest names cannot be read
     "unlisted",  # a file under an artefact prefix the manifest does not name (added later)
     "signature",  # the envelope's signature does not verify with the trusted key
+    "unknown_key",  # the envelope names a key id with no trusted public key (none published, none given)
     "statement",  # the payload is not the statement shape we issue
     "chain",  # a chain entry is missing, moved, or does not name its predecessor's digest
     "state",  # the state's record of the chain and the store disagree
@@ -41,6 +42,8 @@ class VerificationReport(BaseModel):
     manifest_key: str
     manifest_sha256: str | None = None
     sequence: int
-    key_id: str | None = Field(default=None, description="the key the signature was checked with")
+    key_id: str | None = Field(
+        default=None, description="the key id the manifest's signature was checked with (None: no trusted key)"
+    )
     checked: dict[str, int] = Field(default_factory=dict, description="what was recomputed: kind -> count")
     mismatches: list[Mismatch] = Field(default_factory=list)

@@ -49,8 +49,18 @@ class ModelRegistry(ABC):
         the package as it is (its status, metrics and lineage unchanged) and creates nothing."""
 
     @abstractmethod
-    def get(self, model_version: str) -> ModelPackage:
-        """The package of ``model_version``; :class:`~docllm.exceptions.NotFoundError` if none."""
+    def get(self, model_version: str, *, family: str | None = None) -> ModelPackage:
+        """The package of ``model_version``; :class:`~docllm.exceptions.NotFoundError` if none.
+
+        ``family``, when the caller knows it, is a hint: the family's group is searched first (on
+        SageMaker, which finds a version by describing packages, that spares describing the other
+        groups'). The answer is the same with or without it, a wrong hint included."""
+
+    @abstractmethod
+    def get_by_arn(self, package_arn: str) -> ModelPackage:
+        """The package at ``package_arn`` (as a state-change event names it);
+        :class:`~docllm.exceptions.NotFoundError` if there is none, or it is not a docllm package of
+        this stage."""
 
     @abstractmethod
     def list(self, family: str | None = None) -> builtins.list[ModelPackage]:
@@ -94,7 +104,7 @@ class ModelRegistry(ABC):
         self._write_alias(family, alias, model_version)
 
     def _check_aliasable(self, family: str, alias: str, model_version: str) -> ModelPackage:
-        package = self.get(model_version)
+        package = self.get(model_version, family=family)
         if package.family != family:
             raise RegistryError(f"{model_version!r} is a {package.family!r} model, not a {family!r} one")
         if not package.approved:
@@ -114,7 +124,7 @@ class ModelRegistry(ABC):
     def champion(self, family: str) -> ModelPackage | None:
         """The family's champion package, or ``None`` before the first promotion."""
         version = self.aliases(family).get(CHAMPION)
-        return None if version is None else self.get(version)
+        return None if version is None else self.get(version, family=family)
 
     def promote(self, family: str, model_version: str) -> dict[str, str]:
         """Make ``model_version`` the champion and the champion it replaces the previous champion;
@@ -133,7 +143,7 @@ class ModelRegistry(ABC):
         current = self.aliases(family).get(CHAMPION)
         if current == model_version:
             return self.aliases(family)
-        if current is not None and self.get(current).approved:
+        if current is not None and self.get(current, family=family).approved:
             self.set_alias(family, PREVIOUS_CHAMPION, current)
         self.set_alias(family, CHAMPION, model_version)
         return self.aliases(family)

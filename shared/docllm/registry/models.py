@@ -153,6 +153,11 @@ class ModelPackage(BaseModel):
     commit: str | None = None
     repository: str | None = None
     description: str = ""
+    last_modified_by: str | None = Field(
+        default=None,
+        description="who last changed the package, as SageMaker records it (a Studio user profile, else an "
+        "IAM identity ARN, else a domain id); None on the local registry, where only docllm changes packages",
+    )
 
     @property
     def approved(self) -> bool:

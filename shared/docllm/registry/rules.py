@@ -159,12 +159,22 @@ def decide(
     >>> rule = MetricRule(metric="qa_token_f1", max_regression_abs=0.02)
     >>> decide({"qa_token_f1": 0.24}, {"qa_token_f1": 0.25}, [rule]).approved
     True
-    >>> decide({"qa_token_f1": 0.24}, None, [rule]).reasons
-    ['qa_token_f1 0.24: no champion to compare with, regression check skipped']
+    >>> decide({"qa_token_f1": 0.24}, None, [rule]).approved  # nothing could be judged
+    False
     """
     outcomes: list[RuleOutcome] = []
     for rule in rules.rules if isinstance(rules, GateRules) else rules:
         outcomes.extend(_apply(rule, candidate, champion))
+    if all(o.skipped for o in outcomes):
+        # Nothing was judged (no champion, optional metrics unmeasured): approval needs some evidence.
+        outcomes.append(
+            RuleOutcome(
+                metric="*",
+                check="threshold",
+                passed=False,
+                reason="no rule could judge this model (every check was skipped) ✗",
+            )
+        )
     return GateDecision(approved=all(o.passed for o in outcomes), outcomes=outcomes)
 
 
@@ -207,6 +217,10 @@ def _threshold(rule: MetricRule, value: float, candidate: Mapping[str, float], h
         bound = _finite(candidate.get(rule.threshold_metric))
         label = f"{rule.threshold_metric} {_n(bound)}" if bound is not None else rule.threshold_metric
         if bound is None:
+            if rule.required:
+                # A required bound that is missing vouches for nothing: the check fails, it is not skipped.
+                reason = f"{name} {_n(value)}: no {rule.threshold_metric} to compare with ✗"
+                return RuleOutcome(metric=name, check="threshold", passed=False, reason=reason, candidate=value)
             reason = f"{name} {_n(value)}: no {rule.threshold_metric} to beat, threshold check skipped"
             return RuleOutcome(
                 metric=name, check="threshold", passed=True, skipped=True, reason=reason, candidate=value

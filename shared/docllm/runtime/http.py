@@ -5,12 +5,20 @@ function. Authentication plays the role of the HTTP API's authorizer: the
 caller presents the data directory's API key (``Authorization: Bearer KEY``
 or ``x-api-key: KEY``); ``docllm up --no-auth`` turns it off explicitly.
 
-One asyncio loop on one thread serves every connection and runs the handler
-inline, one request at a time — which is what one Lambda execution environment
-does, and what handlers rely on (Powertools' resolver keeps the current request
-on a module-level object). A thread per connection was measured first: with 64
-kept-alive connections the threads spent their time queuing for the GIL (p99
-~1 s at 200 req/s). HTTP/1.1 framing is h11's, not ours.
+One asyncio loop on one thread reads and writes every connection, and answers on
+the spot what API Gateway decides before it invokes (health, 404, 405, 401). The
+invocations themselves run on a bounded pool of worker threads (:class:`Workers`),
+as API Gateway invokes several Lambda execution environments at once: ``POST /v1/ask``
+waits hundreds of milliseconds on the inference engine, and requests served in series
+would waste the engine's continuous batching. Each worker has a handler of its own,
+since a handler is only safe one invocation at a time (Powertools' resolver keeps the
+current request on itself): a handler module that defines ``make_handler()`` gives each
+worker one; any other handler runs one invocation at a time, as in one execution
+environment. When every worker is busy and :data:`BACKLOG` requests already wait, the
+answer is ``503`` with ``Retry-After`` rather than an unbounded queue. (A thread per
+connection was measured first: with 64 kept-alive connections the threads spent their
+time queuing for the GIL, p99 ~1 s at 200 req/s; a few workers behind one loop do not.)
+HTTP/1.1 framing is h11's, not ours.
 
 Edges, as one 404 shape and honest statuses: a path no route has (``/v1/status/`` included: a
 trailing slash is another path, as on API Gateway) is ``404 {"message": "Not Found"}``; a path
@@ -24,23 +32,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import errno
 import hmac
+import inspect
 import json
 import logging
+import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
 from docllm.exceptions import ConfigurationError, PortInUseError
-from docllm.runtime.template import FunctionSpec
+from docllm.runtime.template import FunctionSpec, HttpRoute
 
 if TYPE_CHECKING:
     from docllm.runtime.local import Handler
@@ -55,6 +66,15 @@ NOT_FOUND = {"message": "Not Found"}
 METHOD_NOT_ALLOWED = {"message": "Method Not Allowed"}
 #: The names a client on this machine may give the loopback address in ``Host``.
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+#: Handler invocations at once. The engine batches up to 8 requests; more workers than that would
+#: only queue there, and each one is a thread contending for the GIL with the loop.
+WORKERS = 8
+#: Requests that may wait for a worker before the API answers 503 (one more engine batch's worth
+#: and then some): a client is better told to retry than left waiting behind an unbounded queue.
+BACKLOG = 32
+BUSY_RETRY_AFTER_S = 1
+#: How long a shutdown waits for requests already being answered.
+SHUTDOWN_GRACE_S = 10.0
 
 
 class _RuntimeLike(Protocol):  # what start_api_server needs from LocalRuntime (tests pass a stand-in)
@@ -162,13 +182,16 @@ def proxy_event(route_method: str, route_path: str, request: Request) -> dict[st
     }
 
 
-def respond(
-    fn: FunctionSpec, handler: Callable[[dict[str, Any], Any], Any], key: str | None, request: Request
-) -> Reply:
-    """What API Gateway would answer: route, authorise, invoke, translate the proxy result."""
-    from docllm.lambda_support import invocation_log_keys
-    from docllm.runtime.local import LocalContext
+@dataclass(frozen=True)
+class Invocation:
+    """A request that API Gateway would pass to the function, and the route it matched."""
 
+    route: HttpRoute
+    request: Request
+
+
+def triage(fn: FunctionSpec, key: str | None, request: Request) -> Reply | Invocation:
+    """What API Gateway decides before invoking anything: health, 404, 405, 401 — or the invocation."""
     path, method = urlsplit(request.target).path, request.method
     if path == "/_local/health":
         return Reply.json(200, {"status": "ok"})
@@ -181,6 +204,24 @@ def respond(
         return Reply.json(404, NOT_FOUND)
     if key is not None and not _authorised(request.headers, key):
         return Reply.json(401, {"message": UNAUTHORISED})
+    return Invocation(route, request)
+
+
+def respond(
+    fn: FunctionSpec, handler: Callable[[dict[str, Any], Any], Any], key: str | None, request: Request
+) -> Reply:
+    """What API Gateway would answer: route, authorise, invoke, translate the proxy result."""
+    decided = triage(fn, key, request)
+    return decided if isinstance(decided, Reply) else invoke(fn, handler, decided)
+
+
+def invoke(fn: FunctionSpec, handler: Callable[[dict[str, Any], Any], Any], invocation: Invocation) -> Reply:
+    """Invoke the function with the proxy event of ``invocation``; translate its proxy result."""
+    from docllm.lambda_support import invocation_log_keys
+    from docllm.runtime.local import LocalContext
+
+    route, request = invocation.route, invocation.request
+    path, method = urlsplit(request.target).path, request.method
     event = proxy_event(route.method, route.path, request)
     request_id = str(event["requestContext"]["requestId"])
     context = LocalContext(fn.name, fn.timeout_s)
@@ -202,11 +243,94 @@ def respond(
     return Reply(status, [*out, ("apigw-requestid", request_id)], data)
 
 
-class ApiServer:
-    """An asyncio HTTP/1.1 server on its own thread; ``shutdown()`` stops it."""
+Invoker = Callable[[Invocation], Reply]
 
-    def __init__(self, host: str, port: int, answer: Callable[[Request], Reply], *, check_host: bool = True):
-        self._answer = answer
+
+class Workers:
+    """``size`` daemon threads that run invocations off the event loop, each with an invoker of its
+    own (``make_invoker`` is called on the thread, at its first invocation). At most ``size + backlog``
+    invocations are admitted at once; :meth:`submit` refuses the next one (None) instead of queueing it.
+    Daemon threads: an invocation stuck on a slow dependency does not keep the process from exiting."""
+
+    def __init__(self, make_invoker: Callable[[], Invoker], *, size: int = WORKERS, backlog: int = BACKLOG):
+        if size < 1 or backlog < 0:
+            raise ValueError("size must be >= 1 and backlog >= 0")
+        self.size, self.capacity = size, size + backlog
+        self._make_invoker = make_invoker
+        self._jobs: queue.SimpleQueue[tuple[Invocation, concurrent.futures.Future[Reply]] | None] = queue.SimpleQueue()
+        self._admitted = 0
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._work, name=f"api-worker-{i}", daemon=True) for i in range(size)]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def admitted(self) -> int:
+        """Invocations running or waiting for a worker."""
+        with self._lock:
+            return self._admitted
+
+    def submit(self, invocation: Invocation) -> concurrent.futures.Future[Reply] | None:
+        """The future reply to ``invocation``, or None when the workers and the backlog are full."""
+        with self._lock:
+            if self._admitted >= self.capacity:
+                return None
+            self._admitted += 1
+        future: concurrent.futures.Future[Reply] = concurrent.futures.Future()
+        self._jobs.put((invocation, future))
+        return future
+
+    def _work(self) -> None:
+        invoker: Invoker | None = None
+        while (job := self._jobs.get()) is not None:
+            invocation, future = job
+            try:
+                if not future.set_running_or_notify_cancel():
+                    continue  # its connection was closed while it waited
+                if invoker is None:
+                    invoker = self._make_invoker()
+                future.set_result(invoker(invocation))
+            except BaseException as e:  # the loop turns it into a 500; the worker carries on
+                future.set_exception(e)
+            finally:
+                with self._lock:
+                    self._admitted -= 1
+
+    def close(self, timeout_s: float = 1.0) -> None:
+        """Stop each thread after the invocation it is running (waiting up to ``timeout_s`` in all)."""
+        for _ in self._threads:
+            self._jobs.put(None)
+        deadline = time.monotonic() + timeout_s
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+
+def busy_reply() -> Reply:
+    """Every worker busy and the backlog full: come back shortly (nothing was invoked)."""
+    reply = Reply.json(503, {"message": "the API is busy: retry shortly"})
+    headers = [*reply.headers, ("Retry-After", str(BUSY_RETRY_AFTER_S)), ("apigw-requestid", str(uuid.uuid4()))]
+    return Reply(503, headers, reply.body)
+
+
+class ApiServer:
+    """An asyncio HTTP/1.1 server on its own thread; ``shutdown()`` stops it.
+
+    ``triage`` runs on the loop and either answers (:class:`Reply`) or asks for an invocation, which
+    ``workers`` run; the connection waits for it without holding up any other."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        triage: Callable[[Request], Reply | Invocation],
+        workers: Workers,
+        *,
+        check_host: bool = True,
+    ):
+        self._triage = triage
+        self.workers = workers
+        self._closing = False
+        self._answering: set[asyncio.Task[None]] = set()  # connections between a request and its reply
         self._hosts: frozenset[str] | None = None
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -218,6 +342,7 @@ class ApiServer:
         self._started.wait()
         if self._error is not None:
             self._thread.join()
+            workers.close()
             if getattr(self._error, "errno", None) == errno.EADDRINUSE:
                 raise PortInUseError(host, port) from self._error
             if isinstance(self._error, OSError):
@@ -268,18 +393,22 @@ class ApiServer:
                     break
                 refused = isinstance(body, Reply)  # refused while reading: the rest was not read
                 headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.headers}
+                if task is not None:
+                    self._answering.add(task)
                 if isinstance(body, Reply):
                     reply = body
                 elif (bad_host := self._host_refused(headers)) is not None:
                     reply, refused = bad_host, True  # nothing runs, and nothing more is read from this client
                 else:
-                    reply = self._answer(
+                    reply = await self._answer(
                         Request(
                             request.method.decode("ascii"), request.target.decode("latin-1"), headers, body, peer[0]
                         )
                     )
                 await self._send(conn, writer, reply, head=request.method == b"HEAD")
-                if refused or conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                if task is not None:
+                    self._answering.discard(task)
+                if self._closing or refused or conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     break
                 conn.start_next_cycle()
         except h11.RemoteProtocolError:
@@ -294,6 +423,22 @@ class ApiServer:
             writer.close()
             if task is not None:
                 self._tasks.discard(task)
+                self._answering.discard(task)
+
+    async def _answer(self, request: Request) -> Reply:
+        decided = self._triage(request)
+        if isinstance(decided, Reply):
+            return decided
+        future = self.workers.submit(decided)
+        if future is None:
+            return busy_reply()
+        try:
+            return await asyncio.wrap_future(future)
+        except Exception as e:  # the worker could not make its handler: as a crashed integration
+            request_id = str(uuid.uuid4())
+            log.error("%s %s (request %s): no handler to invoke: %s", request.method, request.target, request_id, e)
+            reply = Reply.json(500, {"message": "Internal Server Error", "request_id": request_id})
+            return Reply(500, [*reply.headers, ("apigw-requestid", request_id)], reply.body)
 
     @staticmethod
     async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, reply: Reply, *, head: bool = False) -> None:
@@ -331,29 +476,66 @@ class ApiServer:
             else:  # ConnectionClosed or PAUSED
                 return None, b""
 
-    def shutdown(self) -> None:
-        """Stop accepting, cancel open connections, stop the loop and wait for its thread."""
+    def shutdown(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """Stop accepting; close idle connections; let requests being answered finish (up to
+        ``grace_s``), then close the rest; stop the loop, its thread and the workers."""
 
         async def close() -> None:
+            self._closing = True  # a connection closes after the reply it is sending
             if self._server is not None:
                 self._server.close()
+            for task in self._tasks - self._answering:
+                task.cancel()
+            if self._answering:
+                await asyncio.wait(set(self._answering), timeout=grace_s)
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
         if self._loop.is_running():
-            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(grace_s + 10)
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self.workers.close()
 
     def server_close(self) -> None:
         """Closed by :meth:`shutdown`; kept for the ``socketserver`` interface callers use."""
 
 
-def start_api_server(runtime: _RuntimeLike, fn: FunctionSpec, handler: Handler) -> ApiServer:
+def handler_factory(handler: Handler) -> Callable[[], Handler]:
+    """How each worker gets a handler of its own: the ``make_handler()`` of the module that defines
+    ``handler`` (looked up through Powertools' decorators), when it has one. Without one there is
+    nothing to tell whether the handler keeps per-request state, so the workers share ``handler``
+    one invocation at a time, as one Lambda execution environment runs it."""
+    make = getattr(inspect.unwrap(handler), "__globals__", {}).get("make_handler")
+    if callable(make):
+        return cast("Callable[[], Handler]", make)
+    lock = threading.Lock()
+
+    def one_at_a_time(event: dict[str, Any], context: Any) -> Any:
+        with lock:
+            return handler(event, context)
+
+    return lambda: one_at_a_time
+
+
+def start_api_server(
+    runtime: _RuntimeLike,
+    fn: FunctionSpec,
+    handler: Handler,
+    *,
+    make_handler: Callable[[], Handler] | None = None,
+    workers: int = WORKERS,
+    backlog: int = BACKLOG,
+) -> ApiServer:
+    """Serve ``fn``'s routes; ``make_handler`` (default: :func:`handler_factory`) gives each of the
+    ``workers`` threads its handler."""
     key = runtime.api_key() if runtime.auth else None
+    make = make_handler if make_handler is not None else handler_factory(handler)
 
-    def answer(request: Request) -> Reply:
-        return respond(fn, handler, key, request)
+    def make_invoker() -> Invoker:
+        own = make()
+        return lambda invocation: invoke(fn, own, invocation)
 
-    return ApiServer(runtime.host, runtime.port, answer)
+    pool = Workers(make_invoker, size=workers, backlog=backlog)
+    return ApiServer(runtime.host, runtime.port, lambda request: triage(fn, key, request), pool)

@@ -118,6 +118,9 @@ def local_environment(platform_env: dict[str, str], data_dir: Path) -> dict[str,
         }
     )
     env.pop("DOCLLM_SEARCH_ENDPOINT", None)
+    # A new champion serves from the local engine; DOCLLM_DEPLOY_TARGET=none in the environment of
+    # `docllm up` turns that off (deploy only when asked). The template's AWS targets never apply here.
+    env["DOCLLM_DEPLOY_TARGET"] = "none" if os.environ.get("DOCLLM_DEPLOY_TARGET") == "none" else "local"
     return env
 
 
@@ -188,7 +191,18 @@ class LocalRuntime:
         self._threads.append(threading.Thread(target=self._outbox_relay, name="outbox-relay", daemon=True))
         for t in self._threads:
             t.start()
+        # The deployed model serves again, as a SageMaker endpoint outlives a redeploy of the functions.
+        threading.Thread(target=self._restore_engine, args=(p,), name="engine-restore", daemon=True).start()
         self._write_runtime_file()
+
+    def _restore_engine(self, p: Platform) -> None:
+        try:
+            restored = p.engines.restore()
+        except Exception as e:  # the platform runs without its model; `docllm deploy` starts one again
+            self._log(f"the deployed model could not be started again: {type(e).__name__}: {e}")
+            return
+        if restored:
+            self._log(f"serving {restored['model_version']} at {restored['url']}")
 
     def prepare(self, faults: FaultInjector | None = None) -> Platform:
         """Everything of :meth:`start` but the threads and the API: the functions' environment, the
@@ -236,6 +250,8 @@ class LocalRuntime:
         deadline = time.monotonic() + timeout_s
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        if self.platform is not None and "engines" in vars(self.platform):  # only if one was ever started
+            self.platform.engines.stop_all(max(1.0, deadline - time.monotonic()))
         self._release()
 
     # -- the data directory's lock ------------------------------------------------

@@ -75,6 +75,8 @@ class DecisionRecord(BaseModel):
     request_id: str | None = None
     at: str = Field(default_factory=utcnow)
     applied: bool = Field(default=False, description="the alias moved and the manifest was issued")
+    superseded: bool = Field(default=False, description="a newer decision came first: this one changed nothing")
+    first: bool = Field(default=False, description="the gate's first decision on this version (a new candidate)")
     champion: str | None = None
     previous_champion: str | None = None
     manifest_uri: str | None = None
@@ -107,14 +109,35 @@ def candidate_metrics(p: Platform, evaluation: EvaluationCompleted) -> dict[str,
     return {**{k: float(v) for k, v in model.get("metrics", {}).items()}, **evaluation.metrics}
 
 
-def champion_metrics(p: Platform, family: str) -> tuple[str | None, dict[str, float] | None]:
+#: The metric that decides whether an approved candidate replaces the champion (lower is better):
+#: approval allows a small regression (the rules' tolerances), promotion does not, so the champion
+#: cannot drift worse one tolerated step at a time.
+CHAMPION_METRIC = "heldout_loss"
+
+
+def champion_metrics(
+    p: Platform, family: str, dataset_version: str
+) -> tuple[str | None, dict[str, float] | None, str | None]:
+    """The champion, its metrics, and why they are not comparable (None when they are).
+
+    Held-out metrics compare only on the same held-out documents: a champion trained on another
+    dataset version was measured on another test split, so only absolute rules apply then."""
     champion = p.registry.aliases(family).get("champion")
     if not champion:
-        return None, None
+        return None, None, None
     model = p.state.get(MODELS_PK, champion) or {}
+    if model.get("dataset_version") != dataset_version:
+        return (
+            champion,
+            None,
+            (
+                f"champion {champion} was evaluated on dataset {model.get('dataset_version')}, this candidate on "
+                f"{dataset_version}: different held-out documents, so only absolute rules apply"
+            ),
+        )
     latest = latest_evaluation(p, champion)
     metrics = {**{k: float(v) for k, v in model.get("metrics", {}).items()}, **(latest or {}).get("metrics", {})}
-    return champion, metrics
+    return champion, metrics, None
 
 
 def _on_evaluation(p: Platform, ev: EvaluationCompleted) -> dict[str, Any]:
@@ -122,12 +145,13 @@ def _on_evaluation(p: Platform, ev: EvaluationCompleted) -> dict[str, Any]:
     from docllm.registry.rules import decide, load_gate_rules
 
     candidate = candidate_metrics(p, ev)
-    champion, champion_values = champion_metrics(p, ev.family)
+    model = p.state.get(MODELS_PK, ev.model_version) or {}
+    champion, champion_values, incomparable = champion_metrics(p, ev.family, model.get("dataset_version", ""))
     if champion == ev.model_version:
         # Re-evaluating the champion: it is measured against its own absolute rules, not itself.
-        champion, champion_values = None, None
+        champion_values, incomparable = None, None
     outcome = decide(candidate, champion_values, load_gate_rules(ev.family))
-    model = p.state.get(MODELS_PK, ev.model_version) or {}
+    earlier = decisions(p, ev.model_version)
     p.registry.register(
         PackageSpec(
             model_version=ev.model_version,
@@ -145,22 +169,43 @@ def _on_evaluation(p: Platform, ev: EvaluationCompleted) -> dict[str, Any]:
             description=f"docllm {ev.family} model {ev.model_version}",
         )
     )
+    reasons = [o.reason for o in outcome.outcomes] + ([incomparable] if incomparable else [])
+    status: Status = "Approved" if outcome.approved else "Rejected"
+    person = next((d for d in reversed(earlier) if d.override and d.applied), None)
+    if person is not None and person.status != status:
+        # A person's decision stands until another person's: the gate records its verdict and keeps theirs.
+        reasons.append(
+            f"the rules say {status}, but {person.decided_by} decided {person.status} at {person.at} "
+            f"({'; '.join(person.reasons)}): a person's decision stands until another review"
+        )
+        status = person.status
     decision = DecisionRecord(
         decision_id=ev.evaluation_id,
         model_version=ev.model_version,
         family=ev.family,
-        status="Approved" if outcome.approved else "Rejected",
+        status=status,
         decided_by="gate",
-        reasons=[o.reason for o in outcome.outcomes],
+        reasons=reasons,
         evaluation_id=ev.evaluation_id,
         champion_at_decision=champion,
         request_id=ev.request_id,
+        first=not any(d.decided_by == "gate" for d in earlier if d.decision_id != ev.evaluation_id),
     )
     decision = _record(p, decision)
     return _tell_registry(p, decision)
 
 
+class ReviewNotAcceptedHereError(PermanentError):
+    """On AWS a review is made in the model registry, where AWS records who made it."""
+
+
 def _on_review(p: Platform, review: ModelReviewSubmitted) -> dict[str, Any]:
+    if not p.local:
+        # An event's content is whatever its publisher wrote; an identity must come from AWS itself.
+        raise ReviewNotAcceptedHereError(
+            "reviews on AWS are status changes in the SageMaker Model Registry (UpdateModelPackage), "
+            "where AWS records the caller's identity; a 'Model Review Submitted' event is not accepted"
+        )
     try:
         package = p.registry.get(review.model_version)
     except NotFoundError:
@@ -196,9 +241,24 @@ def _record(p: Platform, decision: DecisionRecord) -> DecisionRecord:
     return decision
 
 
+def _newer_decision(p: Platform, decision: DecisionRecord) -> DecisionRecord | None:
+    """A decision on the same version recorded after this one: redelivered old decisions must not
+    undo it (a gate verdict that crashed before it reached the registry, then a person's review)."""
+    newer = [d for d in decisions(p, decision.model_version) if d.at > decision.at and not d.superseded]
+    return newer[-1] if newer else None
+
+
+def _supersede(p: Platform, decision: DecisionRecord, newer: DecisionRecord) -> dict[str, Any]:
+    decision.superseded = True
+    p.state.put(DECISIONS_PK, decision.sk, decision.model_dump(mode="json"))
+    return {"model": decision.model_version, "outcome": "superseded", "by": newer.decision_id}
+
+
 def _tell_registry(p: Platform, decision: DecisionRecord) -> dict[str, Any]:
     if decision.applied:
         return {"model": decision.model_version, "outcome": "already decided", "status": decision.status}
+    if (newer := _newer_decision(p, decision)) is not None:
+        return _supersede(p, decision, newer)
     package = p.registry.get(decision.model_version)
     description = f"[docllm decision {decision.decision_id}] {decision.decided_by}: " + "; ".join(decision.reasons)
     if package.status == decision.status:
@@ -216,17 +276,25 @@ def _on_state_change(p: Platform, ev: ModelPackageStateChangeEvent) -> dict[str,
     if d.ModelApprovalStatus == "PendingManualApproval":
         return {"package": d.ModelPackageArn, "outcome": "ignored (pending)"}
     version = d.CustomerMetadataProperties.get("docllm:model_version")
-    if not version:
+    try:
+        # The event may not carry the metadata: the registry knows the package by its ARN.
+        package = p.registry.get(version) if version else p.registry.get_by_arn(d.ModelPackageArn)
+    except NotFoundError:
         return {"package": d.ModelPackageArn, "outcome": "not a docllm model"}
+    version = package.model_version
+    if package.status != d.ModelApprovalStatus:
+        # An older change delivered late: the registry has moved on, and its newer event will come.
+        return {"model": version, "outcome": "stale", "event_status": d.ModelApprovalStatus, "now": package.status}
     decision = _decision_for(p, version, d.ModelApprovalStatus, d.ApprovalDescription)
     if decision is None:
-        # Nobody asked docllm for this change: a status set in the SageMaker console, say.
-        package = p.registry.get(version)
-        who = (d.LastModifiedBy or {}).get("UserProfileName") or (d.LastModifiedBy or {}).get("IamIdentity", {})
+        # Nobody asked docllm for this change: a status set in SageMaker (console, API) under someone's
+        # IAM identity, which AWS records as LastModifiedBy.
+        who = _who(d.LastModifiedBy) or getattr(package, "last_modified_by", None)
+        stamp = d.LastModifiedTime or package.updated_at
         decision = _record(
             p,
             DecisionRecord(
-                decision_id=f"external-{(d.LastModifiedTime or utcnow()).replace(':', '').replace('+', '')}",
+                decision_id="external-" + re.sub(r"[^0-9A-Za-z]", "", str(stamp)),
                 model_version=version,
                 family=package.family,
                 status=d.ModelApprovalStatus,
@@ -238,7 +306,17 @@ def _on_state_change(p: Platform, ev: ModelPackageStateChangeEvent) -> dict[str,
         )
     if decision.applied:
         return {"model": version, "outcome": "already applied"}
+    if (newer := _newer_decision(p, decision)) is not None:
+        return _supersede(p, decision, newer)
     return _apply(p, decision)
+
+
+def _who(last_modified_by: dict[str, Any] | None) -> str | None:
+    """The identity in a SageMaker LastModifiedBy: a Studio user profile, else the IAM ARN."""
+    if not last_modified_by:
+        return None
+    identity = last_modified_by.get("IamIdentity") or {}
+    return str(last_modified_by.get("UserProfileName") or identity.get("Arn") or "") or None
 
 
 def _decision_for(p: Platform, version: str, status: str, description: str | None) -> DecisionRecord | None:
@@ -254,14 +332,19 @@ def _decision_for(p: Platform, version: str, status: str, description: str | Non
 
 
 def _apply(p: Platform, decision: DecisionRecord) -> dict[str, Any]:
-    """Move the aliases, issue the manifest, and commit the outcome with its event."""
+    """Issue the manifest, move the aliases, and commit the outcome with its event.
+
+    The manifest comes first: it does not depend on the aliases, and a manifest that cannot be
+    issued must not leave a champion behind without one."""
     from docllm.service_layer import manifest
 
     family = decision.family
+    issued = manifest.issue(
+        p, manifest.gather(p, decision.model_version, decision.model_dump(mode="json", include=_MANIFEST_DECISION))
+    )
     aliases = p.registry.aliases(family)
     champion, previous = aliases.get("champion"), aliases.get("previous_champion")
-    if decision.status == "Approved" and champion != decision.model_version:
-        # An approved model passed the no-regression rules against the champion: it takes over.
+    if decision.status == "Approved" and champion != decision.model_version and _may_promote(p, decision, champion):
         after = p.registry.promote(family, decision.model_version)
         champion, previous = after.get("champion"), after.get("previous_champion")
     elif decision.status == "Rejected" and champion == decision.model_version:
@@ -270,10 +353,11 @@ def _apply(p: Platform, decision: DecisionRecord) -> dict[str, Any]:
         p.registry.set_alias(family, "champion", back)
         p.registry.set_alias(family, "previous_champion", None)
         champion, previous = back, None
+    elif decision.status == "Rejected" and previous == decision.model_version:
+        # A rejected model is nobody's rollback target.
+        p.registry.set_alias(family, "previous_champion", None)
+        previous = None
     decision.champion, decision.previous_champion = champion, previous
-    issued = manifest.issue(
-        p, manifest.gather(p, decision.model_version, decision.model_dump(mode="json", include=_MANIFEST_DECISION))
-    )
     decision.applied = True
     decision.manifest_uri, decision.manifest_sha256 = issued.uri, issued.sha256
     event_type = ModelApproved if decision.status == "Approved" else ModelRejected
@@ -292,6 +376,22 @@ def _apply(p: Platform, decision: DecisionRecord) -> dict[str, Any]:
     commit(p, [Put(DECISIONS_PK, decision.sk, decision.model_dump(mode="json")), *issued.writes], [event])
     p.metrics.put(f"Models{decision.status}", 1, dimensions={"family": family})
     return {"model": decision.model_version, "outcome": decision.status, "champion": champion}
+
+
+def _may_promote(p: Platform, decision: DecisionRecord, champion: str | None) -> bool:
+    """An approval makes the model champion when it is a new candidate's first verdict or a person's
+    approval — never a re-evaluation of an older approved model — and when it is at least as good as
+    the champion on :data:`CHAMPION_METRIC` measured on the same held-out documents."""
+    if not (decision.first or decision.override):
+        return False
+    if champion is None:
+        return True
+    model = p.state.get(MODELS_PK, decision.model_version) or {}
+    _, champion_values, incomparable = champion_metrics(p, decision.family, model.get("dataset_version", ""))
+    if incomparable or not champion_values or CHAMPION_METRIC not in champion_values:
+        return True  # nothing comparable: the newer approved model takes over
+    mine = (latest_evaluation(p, decision.model_version) or {}).get("metrics", {}).get(CHAMPION_METRIC)
+    return mine is not None and float(mine) <= champion_values[CHAMPION_METRIC]
 
 
 def _approved(p: Platform, version: str) -> bool:

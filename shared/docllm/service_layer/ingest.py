@@ -43,6 +43,7 @@ from docllm.exceptions import NotFoundError
 from docllm.ports.objects import ObjectInfo
 from docllm.ports.state import MAX_TRANSACT_ITEMS, Delete, Put, Write
 from docllm.records import DOCS_PK, DocumentRecord, utcnow
+from docllm.service_layer.evaluate import BENCHMARKS_PREFIX
 from docllm.service_layer.outbox import commit, new_revision
 
 if TYPE_CHECKING:
@@ -164,6 +165,11 @@ def handle_object_event(p: Platform, event: dict[str, Any]) -> IngestResult:
     version = s3.detail.object.version_id or s3.detail.object.etag or ""
     if bucket != p.settings.raw_bucket:
         return IngestResult(key, "ignored", f"bucket {bucket} is not the raw bucket")
+    if key.startswith(BENCHMARKS_PREFIX):
+        # Evaluation benchmarks hold expected answers: as documents they would leak into the
+        # training data and the search index. The template's rule already filters them out; this
+        # holds for any other way an event gets here (a replay, a rule edited by hand).
+        return IngestResult(key, "ignored", f"not a document: {BENCHMARKS_PREFIX} holds evaluation benchmarks")
     if s3.detail_type == "Object Deleted":
         return remove_document(p, bucket, key, version)
     return ingest_document(p, bucket, key, version)

@@ -39,6 +39,7 @@ def _tokenizer_job(p: Platform, stage: str, **context: str) -> str | None:
 
 
 def lineage(p: Platform, model_version: str) -> dict[str, Any]:
+    from docllm.service_layer.deploy import deployments
     from docllm.service_layer.gate import decisions
 
     model = p.state.get(MODELS_PK, model_version)
@@ -60,7 +61,8 @@ def lineage(p: Platform, model_version: str) -> dict[str, Any]:
     except NotFoundError:
         documents, dataset = [], {"version": dataset_version, "missing": True}
     tok = find_tokenizer(p.state, tokenizer_version)
-    shards = p.state.get(SHARDS_PK, f"{dataset_version}/{tokenizer_version}") or {}
+    shards_key = model.get("shards_key") or f"{dataset_version}/{tokenizer_version}"
+    shards = p.state.get(SHARDS_PK, shards_key) or {}
     evaluations = sorted(
         (
             {k: i.get(k) for k in ("evaluation_id", "completed_at", "report_uri", "report_sha256", "metrics")}
@@ -102,5 +104,8 @@ def lineage(p: Platform, model_version: str) -> dict[str, Any]:
             }
             for d in decisions(p, model_version)
         ],
-        "deployments": [],
+        "deployments": [
+            {k: d.get(k) for k in ("target", "endpoint", "previous_version", "started_at", "finished_at", "status")}
+            for d in deployments(p, model_version)
+        ],
     }

@@ -24,9 +24,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from securesystemslib.signer import Key
+
 from docllm.bootstrap import Platform
 from docllm.dataset.versions import DATASETS_PK, DatasetManifest, DatasetSummary
-from docllm.exceptions import ConflictError, NotFoundError, TransientError
+from docllm.exceptions import ConflictError, NotFoundError, PermanentError, TransientError
 from docllm.manifest.canonical import canonical_json, sha256_hex
 from docllm.manifest.chain import (
     ChainLink,
@@ -60,7 +62,16 @@ from docllm.manifest.statement import (
     shape_problems,
 )
 from docllm.ports.objects import split_uri
-from docllm.ports.signer import envelope_payload, public_key_to_dict, verify_envelope
+from docllm.ports.signer import (
+    PublicKeys,
+    as_keys,
+    computed_key_id,
+    envelope_key_ids,
+    envelope_payload,
+    public_key_from_dict,
+    public_key_to_dict,
+    verify_envelope,
+)
 from docllm.ports.state import Item, Put
 from docllm.records import DOCS_PK, JOBS_PK, DocumentRecord, JobRecord, utcnow
 from docllm.retries import retry_transient
@@ -194,7 +205,9 @@ def gather(p: Platform, model_version: str, decision: DecisionRecord | dict[str,
     tokenizer = find_tokenizer(p.state, tokenizer_version)
     if tokenizer is None:
         raise ManifestInputError(f"no tokenizer record tokenizers/{tokenizer_version}")
-    shards = _record(p, SHARDS_PK, f"{dataset_version}/{tokenizer_version}", "shards")
+    # Models trained before answer tuning have no shards_key: their shards are the plain pair's.
+    shards_key = str(model.get("shards_key") or f"{dataset_version}/{tokenizer_version}")
+    shards = _record(p, SHARDS_PK, shards_key, "shards")
     evaluation = _evaluation(p, model_version, decided.evaluation_id)
 
     ev_ref = None
@@ -355,6 +368,9 @@ def issue(p: Platform, inputs: ManifestInputs) -> IssuedManifest:
     payload = canonical_json(build_statement(inputs, link))
     body = canonical_json(p.signer.sign(payload))
     key = manifest_key(family, link.sequence)
+    # The key first: verification looks an entry's key up by the id its signature names, so no
+    # entry may be stored (and then survive a crash) without its public key beside it.
+    _publish_public_key(p)
     try:
         uri = p.compliance.put_once(key, body)
     except ConflictError as e:
@@ -362,7 +378,6 @@ def issue(p: Platform, inputs: ManifestInputs) -> IssuedManifest:
         if _decision_id(existing) == decision.decision_id:
             return _adopted(p, decision, key, existing, "adopted")
         raise TransientError(f"{key} was taken by another decision; the next attempt chains after it") from e
-    _publish_public_key(p)
     sha = sha256_hex(body)
     item = _record_item(decision, link, key=key, uri=uri, sha=sha, key_id=p.signer.key_id)
     put = Put(state_pk(family), f"{link.sequence:08d}", item, if_absent=True)
@@ -382,8 +397,10 @@ def public_key_key(key_id: str) -> str:
 
 
 def _publish_public_key(p: Platform) -> None:
-    """Store the signing key's public half once, so auditors find it beside the manifests (it is
-    not what verification trusts: that is the key the verifier is given)."""
+    """Store the signing key's public half once, beside the manifests.
+
+    Write-once like them (Object Lock on AWS), so it is a record verification can trust years
+    later: each entry is checked with the key its signature names, whichever key signs today."""
     key = p.signer.public_key()
     where = public_key_key(key.keyid)
     try:
@@ -455,36 +472,40 @@ def show(p: Platform, model_version: str, *, sequence: int | None = None) -> dic
 
 
 def verify(
-    p: Platform, model_version: str, *, sequence: int | None = None, public_key: Any | None = None
+    p: Platform, model_version: str, *, sequence: int | None = None, public_key: PublicKeys | None = None
 ) -> VerificationReport:
     """Recompute and check everything the manifest of ``model_version`` states.
 
     Parameters
     ----------
     sequence:
-        Verify that chain entry rather than the model version's newest.
+        Verify that chain entry of the model version (one per decision about it) rather than its
+        newest; :class:`ManifestNotFoundError` when that entry is about another version.
     public_key:
-        The trusted key (a securesystemslib ``Key`` or its JSON form); default: the platform
-        signer's public key.
+        The only keys to trust (a securesystemslib ``Key``, its JSON form, or a list of them, e.g.
+        from :func:`~docllm.ports.signer.load_public_keys`). Default: each entry's signature is
+        checked with the key its key id names in the compliance store (``keys/<keyid>.json``,
+        write-once), or the platform signer's current key when that is the key named; an entry
+        whose key id names neither is an ``unknown_key`` mismatch. So entries signed before a key
+        rotation verify with the key that signed them.
 
     Every digest is recomputed from the stored bytes: documents by their object version, the
     dataset manifest, every tokenizer, shard and model file (files added under their prefixes
-    since are named too); the envelope's signature is checked; the whole chain of the family is
+    since are named too); every envelope's signature is checked; the whole chain of the family is
     checked against the store and the state.
     """
     entry = find_manifest(p, model_version, sequence=sequence)
-    trusted = public_key if public_key is not None else p.signer.public_key()
-    trusted_id = trusted["keyid"] if isinstance(trusted, dict) else trusted.keyid
+    trusted = TrustedKeys(p, as_keys(public_key) if public_key is not None else None)
     report = VerificationReport(
         ok=False,
         model_version=model_version,
         family=entry.family,
         manifest_key=entry.key,
         sequence=entry.sequence,
-        key_id=trusted_id,
     )
     found: list[Mismatch] = []
-    chain = _check_family_chain(p, entry.family, trusted, found)
+    chain, checked_with = _check_family_chain(p, entry.family, trusted, found)
+    report.key_id = checked_with.get(entry.key)
     body = chain.get(entry.key)
     if body is None:
         report.mismatches = found
@@ -505,9 +526,57 @@ def verify(
     return report
 
 
-def _check_family_chain(p: Platform, family: str, trusted: Any, found: list[Mismatch]) -> dict[str, bytes]:
-    """Read every stored entry of the family, check each signature and the chain; the entries' bytes by key."""
+class TrustedKeys:
+    """The public keys verification trusts, looked up by the key ids the envelopes name.
+
+    Given keys are the only ones trusted. Otherwise a key id is looked up once in the compliance
+    store (``keys/<keyid>.json``): a published key is trusted when its content hashes to its id
+    (securesystemslib's default key id, which both signers use), so a file put under another
+    key's name is not taken for it; an unpublished id that is the current signer's is trusted
+    with the signer's key (an entry issued before keys were published).
+    """
+
+    def __init__(self, p: Platform, given: list[Key] | None) -> None:
+        self._p = p
+        self.given = given
+        self._published: dict[str, Key | None] = {}
+
+    def for_ids(self, key_ids: list[str]) -> list[Key]:
+        """The trusted keys among ``key_ids`` (every given key when keys were given)."""
+        if self.given is not None:
+            return self.given
+        return [k for k in (self._lookup(i) for i in key_ids) if k is not None]
+
+    def _lookup(self, key_id: str) -> Key | None:
+        if key_id not in self._published:
+            self._published[key_id] = self._published_key(key_id) or self._current(key_id)
+        return self._published[key_id]
+
+    def _published_key(self, key_id: str) -> Key | None:
+        try:
+            raw = self._p.compliance.get(public_key_key(key_id))
+        except (NotFoundError, PermanentError):  # PermanentError: an id that is no store key
+            return None
+        try:
+            key = public_key_from_dict(json.loads(raw))
+        except (ValueError, KeyError, TypeError):
+            return None
+        return key if key.keyid == key_id == computed_key_id(key) else None
+
+    def _current(self, key_id: str) -> Key | None:
+        current = self._p.signer.public_key()
+        return current if current.keyid == key_id else None
+
+
+def _check_family_chain(
+    p: Platform, family: str, trusted: TrustedKeys, found: list[Mismatch]
+) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Read every stored entry of the family, check each signature and the chain.
+
+    Returns the entries' bytes by key, and the key id each entry's signature verified with.
+    """
     bodies: dict[str, bytes] = {}
+    checked_with: dict[str, str] = {}
     stored: list[StoredEntry] = []
     for key in p.compliance.list(family_prefix(family)):
         try:
@@ -521,22 +590,42 @@ def _check_family_chain(p: Platform, family: str, trusted: Any, found: list[Mism
             link = chain_link_of(_decode(body))
         except (ValueError, ManifestError):
             envelope, link = None, None
-        if envelope is None or not verify_envelope(envelope, trusted):
-            found.append(
-                Mismatch(
-                    kind="signature",
-                    subject=key,
-                    detail="the envelope's signature does not verify with the trusted key "
-                    "(payload altered, or signed by another key)",
-                )
-            )
+        mismatch = _signature_mismatch(key, envelope, trusted, checked_with)
+        if mismatch is not None:
+            found.append(mismatch)
         stored.append(StoredEntry(key=key, sha256=sha256_hex(body), link=link))
     recorded = [
         RecordedEntry(sequence=int(sk), key=str(item.get("key")), sha256=str(item.get("sha256")))
         for sk, item in p.state.query(state_pk(family))
     ]
     found += check_chain(family, stored, recorded)
-    return bodies
+    return bodies, checked_with
+
+
+def _signature_mismatch(key: str, envelope: Any, trusted: TrustedKeys, checked_with: dict[str, str]) -> Mismatch | None:
+    """What is wrong with the signature of the entry at ``key``, or None when it verifies."""
+    key_ids = envelope_key_ids(envelope) if isinstance(envelope, dict) else []
+    keys = trusted.for_ids(key_ids)
+    if key_ids and not keys:
+        return Mismatch(
+            kind="unknown_key",
+            subject=key,
+            actual=", ".join(key_ids),
+            detail="signed by a key with no trusted public key: none published at "
+            f"{public_key_key(key_ids[0])} in the compliance store, and not the current signing key",
+        )
+    # DSSE signatures name their key; securesystemslib only tries a key on the signature naming it.
+    for k in keys:
+        if k.keyid in key_ids and verify_envelope(envelope, k):
+            checked_with[key] = k.keyid
+            return None
+    return Mismatch(
+        kind="signature",
+        subject=key,
+        actual=", ".join(key_ids) or None,
+        detail="the envelope's signature does not verify with the trusted key "
+        "(payload altered, or signed by another key)",
+    )
 
 
 def _check_artefacts(p: Platform, statement: dict[str, Any], found: list[Mismatch], checked: dict[str, int]) -> None:

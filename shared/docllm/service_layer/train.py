@@ -65,11 +65,13 @@ def _launch(
     *,
     train_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    from docllm.service_layer.shards import shards_key_for
     from docllm.training.families import family as family_named
     from docllm.training.launch import train_job_spec
 
     family = family_named(family_name)
-    shards = p.state.get(SHARDS_PK, f"{dataset_version}/{tokenizer_version}")
+    shards_key = shards_key_for(family, dataset_version, tokenizer_version)
+    shards = p.state.get(SHARDS_PK, shards_key)
     from docllm.tokenizer.artifacts import find_tokenizer
 
     tokenizer = find_tokenizer(p.state, tokenizer_version)
@@ -96,6 +98,8 @@ def _launch(
             "dataset_version": dataset_version,
             "tokenizer_version": tokenizer_version,
             "checkpoint_uri": spec.checkpoint_uri or "",
+            # Which shards (answer tuning makes a family's own): the model record keeps it for the lineage.
+            "shards_key": shards_key,
             "request_id": request_id,
         },
     )

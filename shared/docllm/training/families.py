@@ -20,6 +20,7 @@ from typing import Any, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from docllm.answers.tuning import AnswerTuning
 from docllm.model.config import PRESETS, PresetName, Variant
 from docllm.training.config import TrainConfig, validation_to_config_error
 from docllm.training.exceptions import TrainingConfigError, UnknownFamilyError
@@ -61,6 +62,11 @@ class ModelFamily(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides")
     tokenizer: dict[str, Any] = Field(
         default_factory=dict, description="TokenizerSettings overrides, e.g. a small vocab_size for a tiny model"
+    )
+    answer_tuning: AnswerTuning | None = Field(
+        default=None,
+        description="mix (context, question, answer) examples into the training data (docs/training.md, "
+        "'Answer tuning'); None: language-model data only",
     )
 
     @model_validator(mode="after")

@@ -179,6 +179,47 @@ def test_image_without_a_configured_uri_is_a_configuration_error(runner: SageMak
         runner.submit(spec(image="tokenizer"))
 
 
+EVALUATE_ROLE = "arn:aws:iam::123456789012:role/docllm-evaluate-jobs"
+
+
+def test_each_image_runs_as_its_own_role_and_the_others_as_the_default(aws: None) -> None:
+    # Evaluation jobs run user-supplied benchmarks: their role may not write the weights they evaluate.
+    client = boto3.client("sagemaker", region_name="eu-west-1")
+    r = SageMakerJobRunner(
+        role_arn=ROLE,
+        role_arns={"evaluate": EVALUATE_ROLE},
+        image_uris={"train": IMAGE, "evaluate": IMAGE},
+        client=client,
+    )
+    r.submit(spec(name="evaluate-v3-1", image="evaluate", entry_point="docllm.jobs.evaluate_job"))
+    r.submit(spec())
+    assert client.describe_training_job(TrainingJobName="evaluate-v3-1")["RoleArn"] == EVALUATE_ROLE
+    assert client.describe_training_job(TrainingJobName="train-v3-1")["RoleArn"] == ROLE
+
+
+def test_an_image_with_neither_its_own_nor_a_default_role_is_a_configuration_error() -> None:
+    client = boto3.client("sagemaker", region_name="eu-west-1")
+    r = SageMakerJobRunner(role_arns={"evaluate": EVALUATE_ROLE}, image_uris={"train": IMAGE}, client=client)
+    with Stubber(client) as stub, pytest.raises(ConfigurationError, match=r"no execution role.*'train'"):
+        r.submit(spec())
+    stub.assert_no_pending_responses()
+
+
+def test_the_platform_gives_evaluation_jobs_the_role_its_settings_name(aws: None) -> None:
+    from docllm.bootstrap import Platform
+    from docllm.settings import Settings
+
+    env = {"DOCLLM_BACKEND": "aws", "DOCLLM_SAGEMAKER_EVALUATE_ROLE_ARN": EVALUATE_ROLE}
+    evaluate_fn = Platform(Settings.from_env(env)).jobs  # the evaluate function knows only its jobs' role
+    assert isinstance(evaluate_fn, SageMakerJobRunner) and evaluate_fn.role_for("evaluate") == EVALUATE_ROLE
+    with pytest.raises(ConfigurationError, match="no execution role"):
+        evaluate_fn.role_for("train")
+    train_fn = Platform(Settings.from_env({"DOCLLM_BACKEND": "aws", "DOCLLM_SAGEMAKER_ROLE_ARN": ROLE})).jobs
+    assert isinstance(train_fn, SageMakerJobRunner) and train_fn.role_for("evaluate") == ROLE
+    with pytest.raises(ConfigurationError, match="DOCLLM_SAGEMAKER_EVALUATE_ROLE_ARN"):
+        _ = Platform(Settings.from_env({"DOCLLM_BACKEND": "aws"})).jobs
+
+
 def test_resubmitting_a_name_in_use_is_a_conflict() -> None:
     client = boto3.client("sagemaker", region_name="eu-west-1")
     r = SageMakerJobRunner(role_arn=ROLE, image_uris={"train": IMAGE}, client=client)

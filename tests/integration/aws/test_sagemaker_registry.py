@@ -203,3 +203,146 @@ def test_the_constraint_check_catches_what_sagemaker_would_refuse() -> None:
     req["CustomerMetadataProperties"]["docllm:note"] = "a;b"
     errors = constraint_errors(req, shape.input_shape)
     assert len(errors) == 3, errors
+
+
+# -- aliases, lookups, who changed a package ---------------------------------------------------------
+PACKAGE_ARN = "arn:aws:sagemaker:eu-west-1:123456789012:model-package/docllm-dev-tiny-s3/1"
+
+
+def _group_described(stub: Stubber) -> None:
+    stub.add_response(
+        "describe_model_package_group",
+        {
+            "ModelPackageGroupName": "docllm-dev-tiny-s3",
+            "ModelPackageGroupArn": GROUP_ARN,
+            "CreationTime": datetime(2026, 1, 1, tzinfo=UTC),
+            "CreatedBy": {},
+            "ModelPackageGroupStatus": "Completed",
+        },
+        {"ModelPackageGroupName": "docllm-dev-tiny-s3"},
+    )
+
+
+def test_setting_an_alias_overwrites_its_tag_without_deleting_it_first() -> None:
+    client = boto3.client("sagemaker", region_name=REGION)
+    registry = SageMakerModelRegistry(stage="dev", client=client)
+    with Stubber(client) as stub:  # any call not queued here (DeleteTags) fails the test
+        _group_described(stub)
+        stub.add_response(
+            "add_tags",
+            {"Tags": [{"Key": "docllm:alias:champion", "Value": "m2"}]},
+            {"ResourceArn": GROUP_ARN, "Tags": [{"Key": "docllm:alias:champion", "Value": "m2"}]},
+        )
+        registry._write_alias("tiny-s3", "champion", "m2")
+        stub.assert_no_pending_responses()
+    with Stubber(client) as stub:  # removing the alias is the one case that deletes
+        _group_described(stub)
+        stub.add_response("delete_tags", {}, {"ResourceArn": GROUP_ARN, "TagKeys": ["docllm:alias:champion"]})
+        registry._write_alias("tiny-s3", "champion", None)
+        stub.assert_no_pending_responses()
+
+
+def test_promoting_sends_no_delete_tags(
+    captured: tuple[SageMakerModelRegistry, list[tuple[str, dict[str, Any]]]],
+) -> None:
+    registry, calls = captured
+    for v in ("m1", "m2"):
+        registry.register(spec(v))
+        registry.set_status(v, "Approved", "gate: ok")
+    calls.clear()
+    registry.promote("tiny-s3", "m1")
+    assert registry.promote("tiny-s3", "m2") == {"champion": "m2", "previous_champion": "m1"}
+    assert "DeleteTags" not in {name for name, _ in calls}
+
+
+def test_a_known_version_is_one_describe_and_a_family_hint_skips_the_other_groups(
+    captured: tuple[SageMakerModelRegistry, list[tuple[str, dict[str, Any]]]],
+) -> None:
+    registry, calls = captured
+    registry.register(spec("m1"))
+    registry.register(spec("m2"))
+    registry.register(spec("s1", family="smoke", training_job=None))
+    fresh = SageMakerModelRegistry(stage="dev", client=registry.client)  # another process: nothing cached
+    calls.clear()
+    assert fresh.get("m1", family="tiny-s3").model_version == "m1"
+    assert "ListModelPackageGroups" not in {name for name, _ in calls}
+    assert {p["ModelPackageGroupName"] for name, p in calls if name == "ListModelPackages"} == {"docllm-dev-tiny-s3"}
+    calls.clear()
+    assert fresh.get("m1").model_version == "m1"
+    assert fresh.get("m2").model_version == "m2"  # described on the way to m1 (newest first)
+    assert [name for name, _ in calls] == ["DescribeModelPackage", "DescribeModelPackage"]
+
+
+def test_a_cached_version_whose_package_is_gone_is_searched_again() -> None:
+    client = boto3.client("sagemaker", region_name=REGION)
+    registry = SageMakerModelRegistry(stage="dev", client=client)
+    registry._arns["m1"] = PACKAGE_ARN
+    with Stubber(client) as stub:
+        stub.add_client_error("describe_model_package", service_error_code="ValidationException", http_status_code=400)
+        stub.add_client_error("list_model_packages", service_error_code="ValidationException", http_status_code=400)
+        stub.add_response("list_model_package_groups", {"ModelPackageGroupSummaryList": []})
+        with pytest.raises(NotFoundError):
+            registry.get("m1", family="tiny-s3")
+        stub.assert_no_pending_responses()
+    assert "m1" not in registry._arns
+
+
+def _described(last_modified_by: dict[str, Any] | None) -> dict[str, Any]:
+    from docllm.registry.metadata import customer_metadata, metadata_properties, model_metrics
+
+    s = spec("m1")
+    desc: dict[str, Any] = {
+        "ModelPackageName": "docllm-dev-tiny-s3",
+        "ModelPackageGroupName": "docllm-dev-tiny-s3",
+        "ModelPackageVersion": 1,
+        "ModelPackageArn": PACKAGE_ARN,
+        "CreationTime": datetime(2026, 1, 1, tzinfo=UTC),
+        "LastModifiedTime": datetime(2026, 1, 2, tzinfo=UTC),
+        "ModelPackageStatus": "Completed",
+        "ModelPackageStatusDetails": {"ValidationStatuses": []},
+        "ModelApprovalStatus": "Approved",
+        "ApprovalDescription": "console",
+        "CustomerMetadataProperties": customer_metadata(s, stage="dev"),
+        "MetadataProperties": metadata_properties(s),
+        "ModelMetrics": model_metrics(s),
+    }
+    if last_modified_by is not None:
+        desc["LastModifiedBy"] = last_modified_by
+    return desc
+
+
+@pytest.mark.parametrize(
+    ("user", "name"),
+    [
+        ({"UserProfileName": "alice", "IamIdentity": {"Arn": "arn:aws:sts::1:assumed-role/R/a"}}, "alice"),
+        (
+            {"IamIdentity": {"Arn": "arn:aws:sts::123456789012:assumed-role/Admin/bob"}, "DomainId": "d-1"},
+            "arn:aws:sts::123456789012:assumed-role/Admin/bob",
+        ),
+        ({"DomainId": "d-abc"}, "d-abc"),
+        (None, None),
+    ],
+)
+def test_get_by_arn_describes_the_package_and_names_who_last_changed_it(
+    user: dict[str, Any] | None, name: str | None
+) -> None:
+    client = boto3.client("sagemaker", region_name=REGION)
+    registry = SageMakerModelRegistry(stage="dev", client=client)
+    with Stubber(client) as stub:
+        stub.add_response("describe_model_package", _described(user), {"ModelPackageName": PACKAGE_ARN})
+        package = registry.get_by_arn(PACKAGE_ARN)
+        stub.assert_no_pending_responses()
+    assert (package.model_version, package.status, package.last_modified_by) == ("m1", "Approved", name)
+    assert registry._arns == {"m1": PACKAGE_ARN}
+
+
+def test_get_by_arn_of_a_package_docllm_did_not_register_is_not_found() -> None:
+    client = boto3.client("sagemaker", region_name=REGION)
+    registry = SageMakerModelRegistry(stage="dev", client=client)
+    foreign = {**_described(None), "CustomerMetadataProperties": {"team": "other"}}
+    with Stubber(client) as stub:
+        stub.add_response("describe_model_package", foreign, {"ModelPackageName": PACKAGE_ARN})
+        stub.add_client_error("describe_model_package", service_error_code="ValidationException", http_status_code=400)
+        for _ in range(2):
+            with pytest.raises(NotFoundError):
+                registry.get_by_arn(PACKAGE_ARN)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from docllm.cli.common import EXIT_NOT_FOUND, EXIT_NOT_RUNNING, EXIT_USAGE
+from docllm.cli.common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_NOT_RUNNING, EXIT_USAGE
 from docllm.cli.main import COMMANDS, main
 from tests.integration.cli.conftest import Cli, words
 
@@ -49,6 +49,7 @@ def success_cases(devset: Path) -> dict[str, list[str]]:
         "dataset list": ["dataset", "list"],
         "models": ["models"],
         "benchmarks list": ["benchmarks", "list"],
+        "endpoints": ["endpoints"],
         "eval retrieval": ["eval", "retrieval", str(devset)],
     }
 
@@ -82,6 +83,9 @@ FAILURES: dict[str, tuple[list[str], int]] = {
     "lineage": (["lineage", "no-such-model"], EXIT_NOT_FOUND),
     "manifest verify": (["manifest", "verify", "no-such-model"], EXIT_NOT_FOUND),
     "manifest show": (["manifest", "show", "no-such-model"], EXIT_NOT_FOUND),
+    "ask": (["ask", "how do I enable versioning?"], EXIT_FAILED),  # nothing deployed: 503, said plainly
+    "deploy": (["deploy", "no-such-model"], EXIT_NOT_FOUND),
+    "endpoints": (["endpoints", "--bogus"], EXIT_USAGE),
 }
 
 PIPELINE_GAPS: set[str] = set()  # every verb raises CliError on failure now
@@ -104,6 +108,8 @@ def test_the_tables_cover_every_verb_with_json():
         "lineage",
         "manifest verify",
         "manifest show",
+        "ask",  # needs a deployed model: tests/e2e/test_model_gate_flow.py
+        "deploy",
     } == set(WITH_JSON)
 
 
@@ -146,6 +152,8 @@ def test_a_platform_that_is_not_running_is_a_json_error(tmp_path, capsys, verb):
         "lineage": ["m"],
         "manifest verify": ["m"],
         "manifest show": ["m"],
+        "ask": ["q"],
+        "deploy": ["m"],
     }
     capsys.readouterr()
     code = main(["--data-dir", str(tmp_path / "none"), *verb.split(), *required.get(verb, []), "--json"])

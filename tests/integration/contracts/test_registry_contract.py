@@ -223,3 +223,24 @@ def test_a_champion_rejected_since_does_not_become_previous(registry: ModelRegis
     registry.promote("tiny-s3", "m2")
     registry.set_status("m2", "Rejected", "alice: revoked")
     assert registry.promote("tiny-s3", "m3") == {"champion": "m3", "previous_champion": "m1"}
+
+
+def test_get_by_arn_finds_the_package_an_event_names(registry: ModelRegistry) -> None:
+    registry.register(spec("m1"))
+    approved = registry.set_status("m1", "Approved", "gate: ok")
+    assert registry.get_by_arn(approved.package_arn) == approved == registry.get("m1")
+    other = approved.package_arn.rsplit("/", 1)[0] + "/99"
+    with pytest.raises(NotFoundError):
+        registry.get_by_arn(other)
+    with pytest.raises(NotFoundError):
+        registry.get_by_arn(approved.package_arn.replace("docllm-test-tiny-s3", "docllm-test-smoke"))
+
+
+def test_the_family_given_to_get_is_only_a_hint(registry: ModelRegistry) -> None:
+    registry.register(spec("a1"))
+    smoke = registry.register(spec("b1", family="smoke"))
+    assert registry.get("b1", family="smoke") == smoke
+    assert registry.get("b1", family="tiny-s3") == smoke  # a wrong hint: found all the same
+    assert registry.get("b1", family="no-such-family") == smoke
+    with pytest.raises(NotFoundError):
+        registry.get("nobody", family="smoke")

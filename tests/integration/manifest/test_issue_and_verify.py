@@ -304,6 +304,9 @@ def test_a_manifest_signed_by_another_key_fails_the_signature(seeded: Seeded, tm
     payload = base64.b64decode(envelope["payload"])
     forged = LocalKeySigner(tmp_path / "other-keys").sign(payload)
     _replace_entry(p, issued.key, canonical_json(forged))
+    assert ("unknown_key", issued.key) in kinds(manifests.verify(p, version))  # its key was never published
+    forged["signatures"][0]["keyid"] = p.signer.key_id  # claiming to be ours does not help
+    _replace_entry(p, issued.key, canonical_json(forged))
     assert ("signature", issued.key) in kinds(manifests.verify(p, version))
 
 

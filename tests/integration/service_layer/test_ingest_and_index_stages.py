@@ -129,3 +129,27 @@ def test_an_upload_over_the_size_limit_is_quarantined_from_its_head_without_proc
     record = load_record(rt.platform, "s/big.md")
     assert (record.status, record.reason_code, record.sha256) == ("quarantined", "too_large", None)
     assert "limit" in record.reason
+
+
+def test_a_benchmark_uploaded_to_the_raw_bucket_is_never_ingested_as_a_document(rt):
+    # Benchmarks hold expected answers: as documents they would leak into training data and the index.
+    body = json.dumps({"prompt": "The maximum object size is", "expected": "benchmarkanswer 5 TB"})
+    put(rt, "benchmarks/x.jsonl", body + "\n")
+    put(rt, "benchmarks/x.jsonl", body + "\n" + body + "\n")
+    rt.platform.objects.delete(rt.platform.settings.raw_bucket, "benchmarks/x.jsonl")
+    assert rt.wait_idle(30)
+    assert load_record(rt.platform, "benchmarks/x.jsonl") is None
+    events = uploads_of(rt, "benchmarks/x.jsonl")
+    assert len(events) == 3 and all(e.targets == [] for e in events)  # the rule routed none to the ingest queue
+    assert indexed_keys(rt, "benchmarkanswer") == []
+
+
+def test_the_ingest_stage_itself_refuses_a_benchmark_event_that_reaches_it(rt):
+    # Belt and braces: an event replayed or routed by an edited rule still records nothing.
+    from docllm.service_layer.ingest import handle_object_event
+
+    put(rt, "benchmarks/y.jsonl", '{"prompt": "p", "expected": "e"}\n')
+    (created,) = uploads_of(rt, "benchmarks/y.jsonl")  # the S3 event, which no rule routed
+    result = handle_object_event(rt.platform, created.body)
+    assert (result.outcome, result.detail) == ("ignored", "not a document: benchmarks/ holds evaluation benchmarks")
+    assert load_record(rt.platform, "benchmarks/y.jsonl") is None

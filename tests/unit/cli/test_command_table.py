@@ -28,6 +28,8 @@ def test_every_command_in_the_table_parses_and_resolves(cmd):
         ("lineage",): ["m"],
         ("manifest", "verify"): ["m"],
         ("manifest", "show"): ["m"],
+        ("ask",): ["how?"],
+        ("deploy",): ["m"],
     }
     argv = [*cmd.path, *required.get(cmd.path, [])]
     args = build_parser().parse_args(argv)

@@ -283,3 +283,83 @@ def test_aggregate_refuses_scores_that_do_not_match_the_items() -> None:
     (bench,), _ = parse_benchmarks({"f.jsonl": jsonl({"prompt": "p", "expected": "e"})})
     with pytest.raises(ValueError, match="1 items"):
         aggregate(bench, [])
+
+
+# ---------------------------------------------------------------- one bad file never stops evaluation
+
+
+@pytest.mark.parametrize(
+    ("template", "words"),
+    [
+        ("{{ 1/0 }}", "ZeroDivisionError"),
+        ("{{ answer | regex_replace('(', '') }}", "regex_replace"),
+        ("{{ answer | regex_replace('a', '\\\\9') }}", "regex_replace"),
+        ("{{ answer | regex_replace('" + "a" * 600 + "', '') }}", "longer than"),
+        ("{{ answer | regex_replace(1, '') }}", "both strings"),
+        ("{{ answer.split('x', 'y') }}", "TypeError"),
+        ("{{ 'x' * 10**9 }}", "exceeds"),
+        ("{{ 7 ** 100000 }}", "too large"),
+        ("{{ 'x' * 30000 }}", "exceeds"),
+        ("{% for i in range(30000) %}x{% endfor %}", "renders more than"),
+    ],
+)  # fmt: skip
+def test_a_template_that_fails_is_that_benchmarks_error_and_the_others_still_run(template: str, words: str) -> None:
+    body = VALID.replace(b"doc_to_target: answer", b"doc_to_target: " + json.dumps(template).encode())
+    good = jsonl({"prompt": "p", "expected": "e"})
+    benches, errors = parse_benchmarks({"t.yaml": body, "d.jsonl": QA_ROWS, "good.jsonl": good})
+    assert [b.name for b in benches] == ["good"]
+    (error,) = errors
+    assert isinstance(error, BenchmarkError) and error.field == "doc_to_target" and words in str(error), error
+    assert error.file == "d.jsonl" and error.line == 1 and error.related == ("d.jsonl",)
+
+
+@pytest.mark.parametrize(
+    ("files", "bad"),
+    [
+        # An unhashable metric: a TypeError deep in the checks.
+        ({"j.jsonl": jsonl({"prompt": "p", "expected": "e", "metric": ["exact_match"]})}, "j.jsonl"),
+        # Mixed-type keys in dataset_kwargs: sorted() of int and str raises TypeError.
+        ({"t.yaml": VALID.replace(b"dataset_kwargs: {data_files: d.jsonl}",
+                                  b"dataset_kwargs: {data_files: d.jsonl, 1: x, b: y}")}, "t.yaml"),
+        # An unhashable split name.
+        ({"t.yaml": VALID.replace(b"test_split: train", b"test_split: [train]")}, "t.yaml"),
+        # Nesting deeper than the YAML parser's recursion.
+        ({"deep.yaml": b"a: " + b"[" * 5000 + b"]" * 5000}, "deep.yaml"),
+    ],
+)  # fmt: skip
+def test_any_exception_of_a_file_becomes_its_benchmark_error(files: dict[str, bytes], bad: str) -> None:
+    good = jsonl({"prompt": "p", "expected": "e"})
+    benches, errors = parse_benchmarks({"d.jsonl": QA_ROWS, **files, "good.jsonl": good})
+    assert "good" in [b.name for b in benches]
+    assert bad in [e.file for e in errors], errors
+
+
+def test_a_prompt_or_answer_over_the_length_cap_is_refused() -> None:
+    long = "x" * 20_001
+    _, (error,) = parse_benchmarks({"f.jsonl": jsonl({"prompt": "ok", "expected": long})})
+    assert (error.file, error.line, error.field) == ("f.jsonl", 1, "expected") and "20000" in str(error)
+    rows = jsonl({"question": long, "answer": "a"})
+    _, (error,) = parse_benchmarks({"t.yaml": VALID, "d.jsonl": rows})
+    assert (error.file, error.field) == ("d.jsonl", "doc_to_text") and "20000" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "siblings"),
+    [
+        ("t.yaml", VALID.replace(b"doc_to_target: answer", b'doc_to_target: "{{ 1/0 }}"'), {"d.jsonl": QA_ROWS}),
+        ("t.yaml", VALID.replace(b"doc_to_target: answer", b"doc_to_target: \"{{ answer | regex_replace('(', '') }}\""),
+         {"d.jsonl": QA_ROWS}),
+        ("d.jsonl", QA_ROWS, {"t.yaml": VALID.replace(b"doc_to_target: answer", b'doc_to_target: "{{ 1/0 }}"')}),
+        ("j.jsonl", jsonl({"prompt": "p", "expected": "e", "metric": ["x"]}), {}),
+        ("deep.yaml", b"a: " + b"[" * 5000 + b"]" * 5000, {}),
+    ],
+)  # fmt: skip
+def test_validate_raises_only_benchmark_errors(name: str, body: bytes, siblings: dict[str, bytes]) -> None:
+    with pytest.raises(BenchmarkError):
+        validate_benchmark_file(name, body, siblings)
+
+
+def test_regex_replace_still_works_for_a_good_pattern() -> None:
+    body = VALID.replace(b"doc_to_target: answer", b"doc_to_target: \"{{ answer | regex_replace(' +', '') }}\"")
+    (bench,), errors = parse_benchmarks({"t.yaml": body, "d.jsonl": QA_ROWS})
+    assert errors == [] and bench.items[0].expected == "5TB"

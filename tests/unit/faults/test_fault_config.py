@@ -132,14 +132,18 @@ READS = {
     "queue": {"receive", "stats", "dead_letters"},
     "jobs": {"describe"},
     "search": {"search", "document_versions", "services"},
+    "registry": {"get", "get_by_arn", "list", "aliases", "champion"},
+    "compliance": {"get", "list", "uri"},
 }
 
 
 def test_every_method_of_every_port_is_classified_as_a_read_or_a_side_effect():
     from docllm.ports.bus import EventBus
+    from docllm.ports.compliance import ComplianceStore
     from docllm.ports.jobs import JobRunner
     from docllm.ports.objects import ObjectStore
     from docllm.ports.queue import Queue
+    from docllm.ports.registry import ModelRegistry
     from docllm.ports.search import SearchIndex
     from docllm.ports.state import StateStore
 
@@ -150,6 +154,8 @@ def test_every_method_of_every_port_is_classified_as_a_read_or_a_side_effect():
         "queue": Queue,
         "jobs": JobRunner,
         "search": SearchIndex,
+        "registry": ModelRegistry,
+        "compliance": ComplianceStore,
     }
     assert set(ports) == set(SIDE_EFFECTS)
     for name, port in ports.items():

@@ -150,3 +150,13 @@ def test_the_event_has_the_fields_of_the_aws_sample(corpus_dir: Path, tmp_path: 
     not_ours = {"InferenceSpecification", "ModelPackageStatusDetails", "CertifyForMarketplace"}
     assert set(sample["detail"]) - not_ours <= set(ours["detail"])
     assert ours["detail"]["CreationTime"].endswith("Z") and ours["time"].endswith("Z")
+
+
+def test_local_packages_name_no_outside_modifier_and_are_found_by_the_arn_of_their_event(tmp_path: Path) -> None:
+    bus = Bus()
+    reg = registry(tmp_path, bus)
+    reg.register(spec())
+    changed = reg.set_status("m1", "Rejected", "alice: leaks")
+    assert changed.last_modified_by is None  # only docllm changes a local package
+    event = ModelPackageStateChangeEvent.model_validate(bus.events[-1].model_dump(mode="json", by_alias=True))
+    assert reg.get_by_arn(event.detail.ModelPackageArn) == changed

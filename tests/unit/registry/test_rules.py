@@ -73,10 +73,27 @@ def test_a_non_finite_value_counts_as_missing() -> None:
     assert decision.failures[0].reason == "heldout_loss missing (nan is not a number it can be judged by) ✗"
 
 
-def test_an_absent_threshold_metric_skips_the_threshold() -> None:
+def test_an_absent_bound_of_a_required_threshold_fails_it() -> None:
     decision = decide({"heldout_loss": 4.0}, None, DEFAULTS)
+    assert not decision.approved
+    assert decision.reasons[0] == "heldout_loss 4: no unigram_val_loss to compare with ✗"
+
+
+def test_an_absent_bound_of_an_optional_threshold_skips_it() -> None:
+    rules = [
+        MetricRule(metric="heldout_loss", threshold_metric="unigram_val_loss", required=False),
+        MetricRule(metric="heldout_loss", threshold=6.0),
+    ]
+    decision = decide({"heldout_loss": 4.0}, None, rules)
     assert decision.approved
     assert decision.reasons[0] == "heldout_loss 4: no unigram_val_loss to beat, threshold check skipped"
+
+
+def test_a_decision_where_every_check_was_skipped_is_a_rejection() -> None:
+    rules = [MetricRule(metric="qa_token_f1", max_regression_abs=0.02, required=False)]
+    decision = decide({"qa_token_f1": 0.3}, None, rules)
+    assert not decision.approved
+    assert decision.reasons[-1] == "no rule could judge this model (every check was skipped) ✗"
 
 
 def test_a_champion_without_the_metric_skips_the_comparison() -> None:
@@ -122,15 +139,18 @@ def test_a_rule_must_check_something_and_not_two_bounds() -> None:
 
 
 # -- gates.yaml --------------------------------------------------------------------------------------
-def test_every_family_gets_rules_and_smoke_only_absolute_sanity() -> None:
+def test_every_family_gets_rules_and_smoke_judges_held_out_loss_only() -> None:
     from docllm.training.families import load_families
 
     families = load_families()
     for name in families:
         assert load_gate_rules(name).rules, name
     smoke = load_gate_rules("smoke")
-    assert [(r.metric, r.threshold) for r in smoke.rules] == [("heldout_loss", 6.3)]
-    assert decide({"heldout_loss": 5.9}, {"heldout_loss": 1.0}, smoke).approved
+    assert [(r.metric, r.threshold, r.max_regression_rel) for r in smoke.rules] == [("heldout_loss", 6.3, 0.05)]
+    assert decide({"heldout_loss": 5.9}, None, smoke).approved  # below uniform guessing, no champion
+    assert decide({"heldout_loss": 5.0}, {"heldout_loss": 4.9}, smoke).approved  # 2% worse: tolerated
+    assert not decide({"heldout_loss": 5.9}, {"heldout_loss": 4.0}, smoke).approved  # 48% worse: rejected
+    assert not decide({"heldout_loss": 6.5}, None, smoke).approved  # worse than uniform guessing
 
 
 def test_families_named_in_gates_yaml_exist() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from docllm.exceptions import ConfigurationError
+from docllm.runtime.patterns import matches
 from docllm.runtime.template import read_wiring
 from tests.conftest import REPO
 
@@ -38,10 +39,17 @@ ROUTES = [
         "GateFunction",
         "GateQueue",
         "DocllmBus",
-        ["docllm.evaluate", "docllm.gate"],
+        ["docllm.evaluate", "docllm.review"],
         ["Evaluation Completed", "Model Review Submitted"],
     ),
     ("GateFunction", "GateQueue", "default", ["aws.sagemaker"], ["SageMaker Model Package State Change"]),
+    (
+        "DeployFunction",
+        "DeployQueue",
+        "DocllmBus",
+        ["docllm.gate", "docllm.deploy"],
+        ["Model Approved", "Model Rejected", "Deployment Requested"],
+    ),
     ("JobEventsFunction", "JobEventsQueue", "default", ["aws.sagemaker"], ["SageMaker Training Job State Change"]),
 ]
 
@@ -68,6 +76,24 @@ def test_the_raw_bucket_sends_eventbridge_notifications_and_the_others_do_not():
     assert not WIRING.buckets["ProcessedBucket"].eventbridge
 
 
+def s3_object_event(key: str, detail_type: str = "Object Created") -> dict:
+    return {
+        "source": "aws.s3",
+        "detail-type": detail_type,
+        "detail": {"bucket": {"name": "RawBucket"}, "object": {"key": key, "version-id": "v1"}},
+    }
+
+
+@pytest.mark.parametrize("detail_type", ["Object Created", "Object Deleted"])
+def test_the_raw_object_rule_routes_documents_but_not_benchmarks(detail_type: str):
+    # Benchmarks hold expected answers: ingested, they would leak into training data and the index.
+    (rule,) = [r for r in WIRING.rules if r.name == "RawObjectEventsRule"]
+    assert matches(rule.pattern, s3_object_event("s3/x.md", detail_type))
+    assert matches(rule.pattern, s3_object_event("team/benchmarks/notes.md", detail_type))
+    assert not matches(rule.pattern, s3_object_event("benchmarks/x.jsonl", detail_type))
+    assert not matches(rule.pattern, s3_object_event("benchmarks/tasks/limits.yaml", detail_type))
+
+
 def test_the_compliance_bucket_exists_locally_too_as_a_plain_versioned_bucket():
     # Object Lock is AWS's; locally, manifests go to the append-only store, and the bucket is inert.
     bucket = WIRING.buckets["ComplianceBucket"]
@@ -79,7 +105,29 @@ def test_the_compliance_bucket_exists_locally_too_as_a_plain_versioned_bucket():
 
 def test_the_api_routes_are_served_by_the_api_function():
     routes = {(r.method, r.path) for r in WIRING.functions["ApiFunction"].http_routes}
-    assert {("GET", "/v1/search"), ("GET", "/openapi.json")} <= routes
+    assert {("GET", "/v1/search"), ("GET", "/openapi.json"), ("POST", "/v1/ask")} <= routes
+
+
+def test_a_new_champion_and_a_deployment_request_reach_the_deployer_and_a_review_does_not():
+    (rule,) = [r for r in WIRING.rules if r.name == "DeployRequestsRule"]
+    assert matches(rule.pattern, {"source": "docllm.gate", "detail-type": "Model Approved", "detail": {}})
+    assert matches(rule.pattern, {"source": "docllm.deploy", "detail-type": "Deployment Requested", "detail": {}})
+    assert not matches(rule.pattern, {"source": "docllm.deploy", "detail-type": "Model Deployed", "detail": {}})
+    assert not matches(rule.pattern, {"source": "docllm.review", "detail-type": "Model Approved", "detail": {}})
+    assert WIRING.consumer_of("DeployQueue").name == "DeployFunction"
+
+
+def test_the_templates_aws_deploy_target_never_applies_to_the_local_runtime(monkeypatch):
+    # The runtime folds every function's environment into one process: DeployTarget's default
+    # (sagemaker) must not follow, or local approvals would be refused and /v1/ask would call AWS.
+    from docllm.runtime.local import local_environment
+
+    monkeypatch.delenv("DOCLLM_DEPLOY_TARGET", raising=False)
+    env: dict[str, str] = {}
+    for fn in WIRING.functions.values():
+        env.update(fn.environment)
+    assert env["DOCLLM_DEPLOY_TARGET"] == "sagemaker"
+    assert local_environment(env, Path("/nonexistent"))["DOCLLM_DEPLOY_TARGET"] == "local"
 
 
 def test_a_rule_targeting_an_undeclared_queue_is_a_configuration_error(tmp_path: Path):

@@ -157,7 +157,10 @@ class SageMakerJobRunner(JobRunner):
     Parameters
     ----------
     role_arn:
-        Execution role of the jobs.
+        Execution role of the jobs whose image ``role_arns`` does not name.
+    role_arns:
+        ``spec.image`` → execution role of that image's jobs: evaluation jobs run user-supplied
+        benchmark templates, so their role may write ``evaluations/`` only, never the weights.
     image_uris:
         ``spec.image`` (``"tokenizer"``, ``"train"``, ``"evaluate"``) → ECR image URI.
     kms_key_id:
@@ -169,20 +172,25 @@ class SageMakerJobRunner(JobRunner):
 
     Examples
     --------
-    >>> runner = SageMakerJobRunner(role_arn="arn:aws:iam::1:role/r", image_uris={"train": "img"})
+    >>> runner = SageMakerJobRunner(role_arn="arn:aws:iam::1:role/jobs", image_uris={"train": "img", "evaluate": "e"},
+    ...                             role_arns={"evaluate": "arn:aws:iam::1:role/evaluate"})
+    >>> runner.role_for("evaluate"), runner.role_for("train")
+    ('arn:aws:iam::1:role/evaluate', 'arn:aws:iam::1:role/jobs')
     >>> runner.describe("train-42")  # doctest: +SKIP
     """
 
     def __init__(
         self,
         *,
-        role_arn: str,
+        role_arn: str | None = None,
         image_uris: dict[str, str],
+        role_arns: dict[str, str] | None = None,
         kms_key_id: str | None = None,
         vpc: VpcConfig | None = None,
         client: SageMakerClient | None = None,
     ) -> None:
         self.role_arn = role_arn
+        self.role_arns = dict(role_arns or {})
         self.image_uris = dict(image_uris)
         self.kms_key_id = kms_key_id
         self.vpc = vpc
@@ -194,13 +202,28 @@ class SageMakerJobRunner(JobRunner):
             self._client = boto3.client("sagemaker")
         return self._client
 
-    def submit(self, spec: JobSpec) -> str:
-        """Create the training job; return its ARN.
+    def role_for(self, image: str) -> str:
+        """The execution role of ``image``'s jobs: its own in ``role_arns``, else ``role_arn``.
 
         Raises
         ------
         ConfigurationError
-            No image configured for ``spec.image``.
+            Neither is configured.
+        """
+        role = self.role_arns.get(image) or self.role_arn
+        if not role:
+            raise ConfigurationError(
+                f"no execution role configured for job image {image!r} (roles for: {sorted(self.role_arns)})"
+            )
+        return role
+
+    def submit(self, spec: JobSpec) -> str:
+        """Create the training job, as the role of its image; return its ARN.
+
+        Raises
+        ------
+        ConfigurationError
+            No image or no execution role configured for ``spec.image``.
         ConflictError
             A job of this name exists (``ResourceInUse``): already submitted.
         """
@@ -210,7 +233,7 @@ class SageMakerJobRunner(JobRunner):
                 f"no image URI configured for job image {spec.image!r} (have: {sorted(self.image_uris)})"
             )
         request = build_create_training_job_request(
-            spec, role_arn=self.role_arn, image_uri=image_uri, kms_key_id=self.kms_key_id, vpc=self.vpc
+            spec, role_arn=self.role_for(spec.image), image_uri=image_uri, kms_key_id=self.kms_key_id, vpc=self.vpc
         )
         with aws_errors(f"SageMaker CreateTrainingJob {spec.name}"):
             resp = self.client.create_training_job(**request)

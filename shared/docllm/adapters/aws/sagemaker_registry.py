@@ -18,8 +18,14 @@ creation and every approval change itself, so this adapter publishes nothing.
 
 Aliases are tags of the family's group (``docllm:alias:champion`` = model version):
 the group is the family's one record, tags are writable by the gate's role alone,
-and reading them is one call. A model version is found by describing the packages of
-its group (newest first), since SageMaker indexes packages by ARN, not by our ids.
+and reading them is one call. Setting an alias is one ``AddTags``, which replaces the
+tag's value on SageMaker: the alias is never absent, even for a moment or after a crash.
+
+A model version is found by describing the packages of its group (newest first),
+since SageMaker indexes packages by ARN, not by our ids. Each adapter instance keeps
+the version -> ARN of every package it described, so in a warm process a lookup is one
+``DescribeModelPackage``; a miss searches the family's group first when the caller
+names the family, the other groups only if the version is not there.
 
 :func:`build_create_model_package_request` is pure, so its shape can be checked
 against botocore's service model without AWS.
@@ -28,7 +34,7 @@ against botocore's service model without AWS.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -104,6 +110,9 @@ class SageMakerModelRegistry(ModelRegistry):
     def __init__(self, *, stage: str, client: SageMakerClient | None = None) -> None:
         self.stage = stage
         self._client = client
+        # model version -> package ARN of every package described (ARNs never change; a deleted
+        # package is noticed when describing it fails, and searched for again).
+        self._arns: dict[str, str] = {}
 
     @property
     def client(self) -> SageMakerClient:
@@ -125,10 +134,16 @@ class SageMakerModelRegistry(ModelRegistry):
             raise NotFoundError(f"model package {arn} lacks the docllm metadata it was created with")
         return package
 
-    def get(self, model_version: str) -> ModelPackage:
-        package = self._find(model_version)
+    def get(self, model_version: str, *, family: str | None = None) -> ModelPackage:
+        package = self._find(model_version, first=family)
         if package is None:
             raise NotFoundError(f"no registered model version {model_version!r}")
+        return package
+
+    def get_by_arn(self, package_arn: str) -> ModelPackage:
+        package = self._describe(package_arn)  # NotFoundError for an unknown ARN
+        if package is None:
+            raise NotFoundError(f"model package {package_arn} is not a docllm package of stage {self.stage!r}")
         return package
 
     def list(self, family: str | None = None) -> builtins.list[ModelPackage]:
@@ -174,9 +189,12 @@ class SageMakerModelRegistry(ModelRegistry):
         arn = self._ensure_group(family)
         key = ALIAS_TAG_PREFIX + alias
         with aws_errors(f"SageMaker tags of {arn}"):
-            # Deleting first keeps one tag per key on moto, which appends rather than overwrites.
-            self.client.delete_tags(ResourceArn=arn, TagKeys=[key])
-            if model_version is not None:
+            if model_version is None:
+                self.client.delete_tags(ResourceArn=arn, TagKeys=[key])
+            else:
+                # AddTags replaces the value in one step; deleting first would leave the family
+                # without the alias in between (for good, after a crash). moto appends instead:
+                # :meth:`aliases` reads the last value of a key.
                 self.client.add_tags(ResourceArn=arn, Tags=[{"Key": key, "Value": model_version}])
 
     # -- groups ------------------------------------------------------------------------------------
@@ -231,15 +249,35 @@ class SageMakerModelRegistry(ModelRegistry):
 
     # -- packages ----------------------------------------------------------------------------------
     def _find(self, model_version: str, *, first: str | None = None) -> ModelPackage | None:
-        """The package of ``model_version`` in any group of the stage (``first``'s group searched first)."""
-        groups = self._group_names()
+        """The package of ``model_version`` in any group of the stage: by its known ARN, else
+        searched (``first``'s group first, the others listed only when it is not there)."""
+        known = self._arns.get(model_version)
+        if known is not None:
+            try:
+                package = self._describe(known)
+            except NotFoundError:
+                package = None  # deleted since: search again
+            if package is not None and package.model_version == model_version:
+                return package
+            self._arns.pop(model_version, None)
+        searched: set[str] = set()
         if first is not None:
             preferred = group_name(self.stage, first)
-            groups = [preferred] + [g for g in groups if g != preferred]
-        for group in groups:
-            for package in self._packages(group, newest_first=True):
-                if package.model_version == model_version:
-                    return package
+            searched.add(preferred)
+            found = self._search(preferred, model_version)
+            if found is not None:
+                return found
+        for group in self._group_names():
+            if group not in searched:
+                found = self._search(group, model_version)
+                if found is not None:
+                    return found
+        return None
+
+    def _search(self, group: str, model_version: str) -> ModelPackage | None:
+        for package in self._packages(group, newest_first=True):
+            if package.model_version == model_version:
+                return package
         return None
 
     def _packages(self, group: str, *, newest_first: bool) -> Iterator[ModelPackage]:
@@ -273,7 +311,7 @@ class SageMakerModelRegistry(ModelRegistry):
         fields = spec_fields_from(
             customer, dict(desc.get("MetadataProperties") or {}), dict(desc.get("ModelMetrics") or {})
         )
-        return ModelPackage(
+        package = ModelPackage(
             **fields,
             group=desc["ModelPackageGroupName"],
             package_arn=desc["ModelPackageArn"],
@@ -283,7 +321,26 @@ class SageMakerModelRegistry(ModelRegistry):
             created_at=created,
             updated_at=_utc(desc.get("LastModifiedTime") or created),
             description=desc.get("ModelPackageDescription") or "",
+            last_modified_by=modifier_name(desc.get("LastModifiedBy")),
         )
+        self._arns[package.model_version] = package.package_arn
+        return package
+
+
+def modifier_name(who: Mapping[str, Any] | None) -> str | None:
+    """Who changed a package, from SageMaker's ``UserContext`` (``LastModifiedBy``): the Studio user
+    profile, else the IAM identity's ARN, else the Studio domain.
+
+    >>> modifier_name({"IamIdentity": {"Arn": "arn:aws:sts::123456789012:assumed-role/Admin/alice"}})
+    'arn:aws:sts::123456789012:assumed-role/Admin/alice'
+    >>> modifier_name({"UserProfileName": "alice", "DomainId": "d-1"}), modifier_name({}), modifier_name(None)
+    ('alice', None, None)
+    """
+    if not who:
+        return None
+    iam = who.get("IamIdentity") or {}
+    name = who.get("UserProfileName") or (iam.get("Arn") if isinstance(iam, Mapping) else None) or who.get("DomainId")
+    return str(name) if name else None
 
 
 def _utc(t: datetime) -> datetime:

@@ -26,6 +26,7 @@ SageMaker needs none of this: it emits its own events, after its own commit.
 from __future__ import annotations
 
 import builtins
+import re
 import sqlite3
 import time
 import uuid
@@ -68,6 +69,7 @@ CREATE TABLE IF NOT EXISTS announcements (
 CREATE INDEX IF NOT EXISTS announcements_pending ON announcements (model_version) WHERE announced_ms IS NULL;
 """
 
+_ARN = re.compile(r":model-package/([^/]+)/(\d+)$")
 _COLUMNS = "model_version, family, grp, version, status, approval_description, created_ms, updated_ms, spec"
 
 
@@ -116,11 +118,27 @@ class LocalModelRegistry(ModelRegistry):
         self._announce(spec.model_version)
         return _package(row)
 
-    def get(self, model_version: str) -> ModelPackage:
+    def get(self, model_version: str, *, family: str | None = None) -> ModelPackage:
+        # ``family`` needs no use here: versions are the table's key.
         row = _select(self._db.connection(), model_version)
         if row is None:
             raise NotFoundError(f"no registered model version {model_version!r}")
         return _package(row)
+
+    def get_by_arn(self, package_arn: str) -> ModelPackage:
+        match = _ARN.search(package_arn)
+        row = None
+        if match is not None:
+            row = (
+                self._db.connection()
+                .execute(f"SELECT {_COLUMNS} FROM packages WHERE grp = ? AND version = ?", match.group(1, 2))
+                .fetchone()
+            )
+        # The whole ARN must be ours (region, account), not only its group and version.
+        package = _package(row) if row is not None else None
+        if package is None or package.package_arn != package_arn:
+            raise NotFoundError(f"no registered model package {package_arn!r}")
+        return package
 
     def list(self, family: str | None = None) -> builtins.list[ModelPackage]:
         conn = self._db.connection()

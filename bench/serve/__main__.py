@@ -1,0 +1,3 @@
+from bench.serve.run import main
+
+raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""Serving, side by side: our engine against Hugging Face ``generate()`` and vLLM's CPU build; ``/v1/ask``.
+
+One command, one run (issue 15, Deliver 7):
+
+1. Decode speed for the ``tiny`` (4 x 256) and ``124m`` (12 x 768) Llama shapes with a 32k
+   vocabulary, random seeded weights (speed depends on the shape only): time to first token,
+   decode tokens/s of one request, aggregate tokens/s of 8 concurrent requests, 128 new tokens,
+   greedy, EOS never ending a run. Engines: our server over HTTP with 1 and 2 torch threads,
+   ``generate()`` on the same export (fp32, 2 threads; batch 1 and a batch of 8), and vLLM's CPU
+   build over HTTP where ``.tools/vllm`` exists (it binds one core; bf16 by default, as the
+   issue's figures were taken).
+2. ``POST /v1/ask`` on 127.0.0.1 under 4 concurrent clients (64 new tokens, the answer path's
+   default) with the ``tiny-s3`` model of ``--data-dir``: p50/p99 latency.
+3. Answer quality on ``bench/serve/devset.jsonl``: citation hit rate, token F1, unsupported-token
+   rate, correct abstentions, answers with citations (:mod:`bench.serve.ask`).
+
+Run:  .venv/bin/python -m bench.serve [--quick] [--json] [--data-dir DIR] [--no-vllm]
+(``--quick``: the tiny shape only, 32 new tokens, one repetition, a third of the dev set.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform as host
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.evaluate.run import cpu_model
+from bench.serve import hf, servers
+from bench.serve.ask import bench_ask
+from bench.serve.exports import random_export
+from bench.serve.load import DecodeFigures, measure
+from docllm.serving.tokenizer import load_tokenizer
+
+PROMPT = "To enable versioning on an Amazon S3 bucket, open the console, choose the bucket and then"
+PROMPT_TOKENS = 16
+CONCURRENCY = 8
+MODEL = "bench-random"
+
+
+def _row(shape: str, engine: str, f: DecodeFigures) -> dict[str, Any]:
+    return {
+        "shape": shape,
+        "engine": engine,
+        "ttft_ms": round(f.ttft_ms, 1),
+        "batch1_tps": round(f.batch1_tps, 1),
+        "concurrent8_tps": round(f.concurrent_tps, 1),
+        "tokens_per_request": round(f.tokens_per_request, 1),
+    }
+
+
+def bench_engines(
+    work: Path, shapes: list[str], *, max_tokens: int, repeats: int, use_vllm: bool, vllm_dtype: str
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for shape in shapes:
+        export = random_export(work, shape)
+        ids = load_tokenizer(export).encode_prompt(PROMPT)[:PROMPT_TOKENS]
+        for threads in (1, 2):
+            print(f"{shape}: our server, {threads} thread(s)…", file=sys.stderr)
+            with servers.ours(export, MODEL, threads=threads, log=work / f"ours-{shape}-{threads}.log") as url:
+                f = measure(url, MODEL, ids, max_tokens=max_tokens, concurrency=CONCURRENCY, repeats=repeats, extra={})
+            rows.append(_row(shape, f"ours ({threads} thread{'s' if threads > 1 else ''}, fp32)", f))
+        print(f"{shape}: transformers generate()…", file=sys.stderr)
+        f = hf.measure(export, ids, max_tokens=max_tokens, batch=CONCURRENCY, repeats=repeats)
+        rows.append(_row(shape, "HF generate() (2 threads, fp32; batch 8)", f))
+        if use_vllm:
+            print(f"{shape}: vLLM CPU build ({vllm_dtype}; start-up takes minutes)…", file=sys.stderr)
+            try:
+                with servers.vllm(export, MODEL, dtype=vllm_dtype, log=work / f"vllm-{shape}.log") as url:
+                    extra = {"ignore_eos": True}
+                    f = measure(
+                        url, MODEL, ids, max_tokens=max_tokens, concurrency=CONCURRENCY, repeats=repeats, extra=extra
+                    )
+                rows.append(_row(shape, f"vLLM 0.32 CPU ({vllm_dtype}, 1 core)", f))
+            except (RuntimeError, TimeoutError) as e:
+                print(f"vLLM skipped for {shape}: {e}", file=sys.stderr)
+    return rows
+
+
+def goals(rows: list[dict[str, Any]], ask: dict[str, Any] | None) -> dict[str, bool | None]:
+    def get(shape: str, prefix: str, key: str) -> float | None:
+        found = [r[key] for r in rows if r["shape"] == shape and r["engine"].startswith(prefix)]
+        return found[0] if found else None
+
+    out: dict[str, bool | None] = {}
+    ours1, ours2 = get("tiny", "ours (1", "batch1_tps"), get("tiny", "ours (2", "batch1_tps")
+    vllm1, hf1 = get("tiny", "vLLM", "batch1_tps"), get("tiny", "HF", "batch1_tps")
+    ours8 = max(filter(None, [get("tiny", "ours (1", "concurrent8_tps"), get("tiny", "ours (2", "concurrent8_tps")]),
+                default=None)  # fmt: skip
+    vllm8 = get("tiny", "vLLM", "concurrent8_tps")
+    out["tiny batch 1 (1 thread) >= vLLM"] = ours1 >= vllm1 if ours1 and vllm1 else None
+    out["tiny batch 1 >= 2.5x generate()"] = max(ours1 or 0, ours2 or 0) >= 2.5 * hf1 if hf1 else None
+    out["tiny 8 concurrent >= 0.8x vLLM"] = ours8 >= 0.8 * vllm8 if ours8 and vllm8 else None
+    big, big_hf = get("124m", "ours (2", "batch1_tps"), get("124m", "HF", "batch1_tps")
+    out["124m batch 1 >= 1.5x generate()"] = big >= 1.5 * big_hf if big and big_hf else None
+    if ask:
+        out["ask p50 < 300 ms"] = ask["p50_ms"] < 300
+        out["ask p99 < 1.5 s"] = ask["p99_ms"] < 1500
+        out["citation hit >= 90%"] = ask["citation_hit_rate"] >= 0.9
+        out["no answer without citations"] = ask["answers_without_citations"] == 0
+        out["abstention >= 90%"] = ask["correct_abstention_rate"] >= 0.9
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny shape, 32 tokens, one repetition, part of the dev set"
+    )
+    parser.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    parser.add_argument("--data-dir", type=Path, help="a platform directory holding an Approved tiny-s3 model")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/docllm-bench-serve"), help="exports and logs (kept)")
+    parser.add_argument("--no-vllm", action="store_true", help="leave vLLM out even where .tools/vllm exists")
+    parser.add_argument("--vllm-dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--skip-engines", action="store_true", help="only the /v1/ask part")
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    shapes = ["tiny"] if args.quick else ["tiny", "124m"]
+    max_tokens = 32 if args.quick else 128
+    use_vllm = servers.vllm_available() and not args.no_vllm
+    if not servers.vllm_available():
+        print("vLLM's CPU build is not in .tools/vllm (scripts/vllm-setup.sh): its rows are left out", file=sys.stderr)
+    rows: list[dict[str, Any]] = []
+    if not args.skip_engines:
+        rows = bench_engines(
+            args.work, shapes, max_tokens=max_tokens, repeats=1 if args.quick else 3,
+            use_vllm=use_vllm, vllm_dtype=args.vllm_dtype,
+        )  # fmt: skip
+    ask = None
+    if args.data_dir is not None:
+        ask = bench_ask(args.data_dir, clients=4, passes=1 if args.quick else 2, limit=12 if args.quick else None)
+    else:
+        print("no --data-dir: the /v1/ask latency and dev-set quality are left out", file=sys.stderr)
+    met = goals(rows, ask)
+    result: dict[str, Any] = {
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores, Python {host.python_version()}",
+        "mode": "quick" if args.quick else "full",
+        "new_tokens": max_tokens,
+        "prompt_tokens": PROMPT_TOKENS,
+        "engines": rows,
+        "ask": ask,
+        "goals": met,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    console = Console(width=max(Console().width, 130))
+    table = Table(title=f"decode, {max_tokens} new tokens, greedy ({result['machine']})")
+    for col in ("shape", "engine", "TTFT ms", "batch 1 tok/s", f"{CONCURRENCY} concurrent tok/s", "tokens/request"):
+        table.add_column(col, justify="left" if col in ("shape", "engine") else "right")
+    for r in rows:
+        table.add_row(r["shape"], r["engine"], *(str(r[k]) for k in list(r)[2:]))
+    console.print(table)
+    if ask:
+        t = Table(title=f"/v1/ask with {ask['model_version']} (4 clients)")
+        t.add_column("what")
+        t.add_column("value", justify="right")
+        for key, value in ask.items():
+            if key != "model_version":
+                t.add_row(key, str(value))
+        console.print(t)
+    g = Table(title="issue 15 goals")
+    g.add_column("goal")
+    g.add_column("met")
+    for key, ok in met.items():
+        g.add_row(key, "n/a" if ok is None else "yes" if ok else "no")
+    console.print(g)
+    return 0

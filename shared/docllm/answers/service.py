@@ -1,0 +1,281 @@
+"""Answer a question from the documentation: retrieve, prompt, generate, cite, check, or abstain.
+
+Errors and abstentions are different things. An abstention is an answer ("The documentation does not
+cover this.", ``abstained: true`` with a reason: :data:`docllm.answers.models.AbstainReason`); an error
+is the platform failing to answer and propagates to the caller: the engine's errors
+(:mod:`docllm.serving.exceptions`: busy → 429, unavailable or no model deployed → 503, a prompt the
+engine refuses even after one smaller retry → 400), an unknown service
+(:class:`~docllm.search.exceptions.UnknownServiceError`, 400), and a model other than the one asked for
+(:class:`~docllm.answers.exceptions.ModelMismatchError`, 409).
+
+Streaming (:func:`stream_answer`) sends the model's text as it comes; grounding and citations can only
+be computed on the whole text, so the final event may abstain after the text was shown: a client
+must replace what it displayed with the final event's ``answer``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from docllm.answers.cite import cite, split_sentences
+from docllm.answers.exceptions import ModelMismatchError
+from docllm.answers.ground import check_grounding, sources_of
+from docllm.answers.models import NOT_COVERED, AbstainReason, Answer, RetrievedDocument
+from docllm.answers.prompt import RETRY_BUDGET_SHARE, STOP, BuiltPrompt, budget_for, build_prompt
+from docllm.answers.retrieve import Retrieval, retrieve
+from docllm.ports.inference import Generation, GenerationParams, InferenceEngine, ModelInfo
+from docllm.ports.search import SearchIndex
+from docllm.search.exceptions import UnknownServiceError
+from docllm.serving.exceptions import PromptTooLongError
+
+DEFAULT_PARAMS = GenerationParams(max_tokens=64)
+
+
+class AnswerEvent(BaseModel):
+    """One server-sent event of a streamed answer: ``delta`` events, then one ``answer`` event."""
+
+    event: Literal["delta", "answer"]
+    data: dict[str, Any]
+
+    def sse(self) -> str:
+        """The event in ``text/event-stream`` framing."""
+        data = json.dumps(self.data, ensure_ascii=False, separators=(",", ":"))
+        return f"event: {self.event}\ndata: {data}\n\n"
+
+
+class _Prepared(BaseModel):
+    """What is known before generation: the model, what was retrieved, the prompt (None: abstain now)."""
+
+    info: ModelInfo
+    retrieval: Retrieval
+    built: BuiltPrompt | None
+    params: GenerationParams
+
+
+def answer_question(
+    question: str,
+    *,
+    search: SearchIndex,
+    engine: InferenceEngine,
+    k: int = 5,
+    service: str | None = None,
+    model: str | None = None,
+    params: GenerationParams = DEFAULT_PARAMS,
+) -> Answer:
+    """Answer ``question`` from ``search`` with ``engine`` (module docstring: errors vs abstentions).
+
+    Raises
+    ------
+    EngineBusyError, EngineUnavailableError, NoModelDeployedError, PromptTooLongError
+        From the engine (:mod:`docllm.serving.exceptions`).
+    UnknownServiceError
+        ``service`` names no indexed service.
+    ModelMismatchError
+        ``model`` is given and is not the deployed version.
+    """
+    start = time.perf_counter()
+    prepared = _prepare(question, search=search, engine=engine, k=k, service=service, model=model, params=params)
+    if prepared.built is None:
+        return _abstain(question, prepared, "no_relevant_documents", start)
+    built, generation = _generate(question, prepared, engine)
+    prepared = prepared.model_copy(update={"built": built})
+    return _finish(
+        question,
+        prepared,
+        generation.text,
+        finish_reason=generation.finish_reason,
+        start=start,
+        model_version=generation.model,
+        tokens=(generation.prompt_tokens, generation.completion_tokens),
+    )
+
+
+def stream_answer(
+    question: str,
+    *,
+    search: SearchIndex,
+    engine: InferenceEngine,
+    k: int = 5,
+    service: str | None = None,
+    model: str | None = None,
+    params: GenerationParams = DEFAULT_PARAMS,
+) -> Iterator[AnswerEvent]:
+    """:func:`answer_question` as events: the text deltas, then the checked answer (module docstring).
+
+    Errors before the first event raise as in :func:`answer_question`; the prompt is not retried
+    smaller when streaming (its first delta may already be sent), so a refused prompt raises.
+    """
+    start = time.perf_counter()
+    prepared = _prepare(question, search=search, engine=engine, k=k, service=service, model=model, params=params)
+    if prepared.built is None:
+        yield AnswerEvent(
+            event="answer", data=_abstain(question, prepared, "no_relevant_documents", start).model_dump(mode="json")
+        )
+        return
+    parts: list[str] = []
+    for delta in engine.stream(prepared.built.prompt, prepared.params):
+        parts.append(delta)
+        yield AnswerEvent(event="delta", data={"text": delta})
+    answer = _finish(question, prepared, "".join(parts), finish_reason=None, start=start, model_version=None)
+    yield AnswerEvent(event="answer", data=answer.model_dump(mode="json"))
+
+
+def _prepare(
+    question: str,
+    *,
+    search: SearchIndex,
+    engine: InferenceEngine,
+    k: int,
+    service: str | None,
+    model: str | None,
+    params: GenerationParams,
+) -> _Prepared:
+    # The engine first: no deployed model is a 503 for every question, covered or not, and the
+    # context length sizes the prompt.
+    info = engine.info()
+    if model is not None and model != info.model:
+        raise ModelMismatchError(model, info.model)
+    if service is not None:
+        known = search.services()
+        if service not in known:
+            raise UnknownServiceError(service, known)
+    retrieval = retrieve(search, question, k=k, service=service)
+    params = params.model_copy(update={"stop": list(dict.fromkeys([*STOP, *params.stop]))[:8]})
+    built: BuiltPrompt | None = None
+    if retrieval.covered:
+        built = build_prompt(retrieval, question, budget_tokens=budget_for(info.context_length, params.max_tokens))
+        if not built.passages:  # not even one passage fits: answering would be answering blind
+            built = None
+    return _Prepared(info=info, retrieval=retrieval, built=built, params=params)
+
+
+def _generate(question: str, prepared: _Prepared, engine: InferenceEngine) -> tuple[BuiltPrompt, Generation]:
+    """Generate; when the engine refuses the prompt (the token estimate was low), rebuild it once smaller."""
+    built = prepared.built
+    assert built is not None
+    try:
+        return built, engine.generate(built.prompt, prepared.params)
+    except PromptTooLongError:
+        # Relative to the refused prompt, not the context: the estimate was off for *this* text.
+        smaller = build_prompt(
+            prepared.retrieval, question, budget_tokens=int(built.estimated_tokens * RETRY_BUDGET_SHARE)
+        )
+        if not smaller.passages:
+            raise
+        return smaller, engine.generate(smaller.prompt, prepared.params)
+
+
+def clean_answer(text: str, finish_reason: str | None) -> str:
+    """The answer as returned: cut at a stop sequence, stripped, and without a sentence that the token
+    limit cut off (kept when it is the only one).
+
+    Examples
+    --------
+    >>> clean_answer(" Choose Enable. Then sav", "length")
+    'Choose Enable.'
+    >>> clean_answer("Choose Enable.\\n### Question: more", "stop")
+    'Choose Enable.'
+    """
+    for stop in STOP:
+        text = text.split(stop, 1)[0]
+    text = text.strip()
+    if finish_reason == "length":
+        sentences = split_sentences(text)
+        if len(sentences) > 1 and not sentences[-1].endswith((".", "!", "?")):
+            text = text[: text.rfind(sentences[-1])].strip()
+    return text
+
+
+def _finish(
+    question: str,
+    prepared: _Prepared,
+    raw: str,
+    *,
+    finish_reason: str | None,
+    start: float,
+    model_version: str | None,
+    tokens: tuple[int, int] | None = None,
+) -> Answer:
+    built = prepared.built
+    assert built is not None
+    # A stream has no finish reason: a draft that does not end a sentence was most likely cut by the limit.
+    text = clean_answer(raw, finish_reason or "length")
+    version = model_version or prepared.info.model
+    extra: dict[str, Any] = {"model_version": version}
+    if tokens is not None:
+        extra["prompt_tokens"], extra["completion_tokens"] = tokens
+    if not text:
+        return _abstain(question, prepared, "empty_answer", start, **extra)
+    grounding = check_grounding(text, sources_of(built.passages))
+    if not grounding.grounded:
+        return _abstain(
+            question, prepared, "unsupported_claims", start, grounded=False, unsupported=grounding.unsupported, **extra
+        )
+    citations, uncited = cite(text, [p.chunk for p in built.passages])
+    if not citations:
+        return _abstain(question, prepared, "no_citations", start, unsupported_sentences=uncited, **extra)
+    return Answer(
+        question=question,
+        answer=text,
+        citations=citations,
+        grounded=True,
+        unsupported=[],
+        unsupported_sentences=uncited,
+        abstained=False,
+        reason=None,
+        latency_ms=_ms(start),
+        retrieval=_summary(prepared.retrieval),
+        **extra,
+    )
+
+
+def _abstain(
+    question: str,
+    prepared: _Prepared,
+    reason: AbstainReason,
+    start: float,
+    *,
+    grounded: bool = True,
+    unsupported: list[str] | None = None,
+    unsupported_sentences: list[str] | None = None,
+    **extra: Any,
+) -> Answer:
+    """The abstention: :data:`NOT_COVERED`, no citations. ``grounded`` stays true unless the draft failed
+    the grounding check: the text returned claims nothing."""
+    extra.setdefault("model_version", prepared.info.model)
+    return Answer(
+        question=question,
+        answer=NOT_COVERED,
+        citations=[],
+        grounded=grounded,
+        unsupported=unsupported or [],
+        unsupported_sentences=unsupported_sentences or [],
+        abstained=True,
+        reason=reason,
+        latency_ms=_ms(start),
+        retrieval=_summary(prepared.retrieval),
+        **extra,
+    )
+
+
+def _summary(retrieval: Retrieval) -> list[RetrievedDocument]:
+    return [
+        RetrievedDocument(
+            doc_key=d.doc_key,
+            version_id=d.version_id,
+            title=d.title,
+            score=d.score,
+            coverage=d.coverage,
+            chunk_ids=[c.chunk_id for c in d.chunks],
+        )
+        for d in retrieval.documents
+    ]
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)

@@ -1,0 +1,144 @@
+"""What a deployment asks for (:class:`DeploymentSpec`) and what it did (:class:`DeploymentRecord`).
+
+Pure data: the SageMaker and Bedrock request builders read a spec, the deployer
+records a record in the lineage. Nothing here talks to AWS or reads the
+environment; the service layer fills the AWS fields from :mod:`docllm.settings`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from docllm.exceptions import ConfigurationError
+
+DeployTarget = Literal["local", "sagemaker", "bedrock"]
+"""Where a model version is served: ``docllm up``'s engine, a SageMaker endpoint, Bedrock."""
+
+TrafficShift = Literal["canary", "linear", "all_at_once"]
+"""How a blue/green update moves traffic from the old fleet to the new one."""
+
+#: Environment keys a spec may add to the serving container: the vLLM entry script's conventions.
+CONTAINER_ENV_PREFIXES = ("SM_VLLM_", "OPTION_")
+
+
+class DeploymentSpec(BaseModel):
+    """One model version to put behind one target.
+
+    Fields a target does not use are ignored by it (``local`` needs only the
+    version and the export); :meth:`require` names the missing ones a target needs.
+
+    Examples
+    --------
+    >>> spec = DeploymentSpec(model_version="v7", family="tiny", export_uri="s3://art/models/tiny/v7/hf/",
+    ...                       target="bedrock", role_arn="arn:aws:iam::123456789012:role/import")
+    >>> spec.require("role_arn")
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_version: str = Field(min_length=1, description="registry version being deployed")
+    family: str = Field(min_length=1, description="model family (families.yaml); names the endpoint")
+    export_uri: str = Field(
+        min_length=1, description="the Hugging Face export: an s3:// prefix on AWS, a directory locally"
+    )
+    target: DeployTarget
+
+    # --- SageMaker placement and identity
+    instance_type: str = Field("ml.g5.xlarge", description="endpoint instance type (one GPU for vLLM)")
+    instance_count: int = Field(1, ge=1, description="initial instances of the variant")
+    image_uri: str | None = Field(None, description="ECR URI of the containers/serve image")
+    role_arn: str | None = Field(None, description="execution role (SageMaker) or service role (Bedrock import)")
+    kms_key_id: str | None = Field(None, description="KMS key: endpoint volumes, data capture, imported model")
+    subnets: list[str] = Field(default_factory=list, description="VPC subnets of the endpoint (or import job)")
+    security_group_ids: list[str] = Field(default_factory=list)
+
+    # --- What the container runs
+    max_model_len: int | None = Field(None, ge=16, description="vLLM --max-model-len; None: the export's")
+    dtype: str = Field("bfloat16", description="vLLM --dtype")
+    environment: dict[str, str] = Field(
+        default_factory=dict, description="extra SM_VLLM_* / OPTION_* variables for the entry script"
+    )
+
+    # --- Observability
+    data_capture_uri: str | None = Field(None, description="s3:// prefix for captured requests/responses")
+    data_capture_percent: int = Field(100, ge=0, le=100, description="share of invocations captured")
+
+    # --- Blue/green update of an existing endpoint
+    traffic_shift: TrafficShift = "canary"
+    shift_percent: int = Field(
+        10, ge=1, le=50, description="canary size, or linear step, as a percent of the fleet's capacity"
+    )
+    shift_wait_s: int = Field(600, ge=0, le=3600, description="bake time after each traffic step")
+    termination_wait_s: int = Field(300, ge=0, le=3600, description="old fleet kept after full shift")
+    max_update_s: int = Field(3600, ge=600, le=28800, description="whole update must finish within this")
+    alarm_names: list[str] = Field(
+        default_factory=list, max_length=10, description="CloudWatch alarms that roll an update back"
+    )
+
+    # --- Autoscaling (application-autoscaling on the variant)
+    autoscaling_min: int = Field(1, ge=1)
+    autoscaling_max: int = Field(2, ge=1)
+    target_invocations_per_instance: float | None = Field(
+        30.0, gt=0, description="target tracking on SageMakerVariantInvocationsPerInstance; None: no autoscaling"
+    )
+    scale_in_cooldown_s: int = Field(600, ge=0)
+    scale_out_cooldown_s: int = Field(120, ge=0)
+
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("environment")
+    @classmethod
+    def _container_keys_only(cls, env: dict[str, str]) -> dict[str, str]:
+        # The entry script reads only these prefixes; anything else would be silently ignored there.
+        wrong = sorted(k for k in env if not k.startswith(CONTAINER_ENV_PREFIXES))
+        if wrong:
+            raise ValueError(f"environment keys must start with {' or '.join(CONTAINER_ENV_PREFIXES)}: {wrong}")
+        return env
+
+    @model_validator(mode="after")
+    def _scaling_bounds(self) -> DeploymentSpec:
+        if self.autoscaling_min > self.autoscaling_max:
+            raise ValueError(f"autoscaling_min ({self.autoscaling_min}) > autoscaling_max ({self.autoscaling_max})")
+        if self.traffic_shift == "linear" and self.shift_percent < 10:
+            # Linear steps below 10% of the fleet make an update of many tiny steps; keep them meaningful.
+            raise ValueError(f"linear shift_percent must be 10-50, got {self.shift_percent}")
+        return self
+
+    def require(self, *fields: str) -> None:
+        """Raise :class:`ConfigurationError` naming every field in ``fields`` that is empty.
+
+        Examples
+        --------
+        >>> DeploymentSpec(model_version="v1", family="f", export_uri="s3://b/p/", target="sagemaker").require(
+        ...     "image_uri")
+        Traceback (most recent call last):
+        ...
+        docllm.exceptions.ConfigurationError: sagemaker deployment of v1 needs: image_uri
+        """
+        missing = [f for f in fields if not getattr(self, f)]
+        if missing:
+            raise ConfigurationError(f"{self.target} deployment of {self.model_version} needs: {', '.join(missing)}")
+
+
+DeploymentStatus = Literal["InProgress", "InService", "Completed", "Failed", "RolledBack"]
+
+
+class DeploymentRecord(BaseModel):
+    """What a deployment did, as the lineage keeps it.
+
+    ``endpoint`` is what a client calls: the SageMaker endpoint name, the Bedrock
+    import job ARN until the import completes (then the imported model ARN, in
+    ``details["imported_model_arn"]``), or the local engine's URL.
+    """
+
+    target: DeployTarget
+    model_version: str
+    previous_version: str | None = None
+    endpoint: str
+    status: DeploymentStatus
+    started_at: datetime
+    finished_at: datetime | None = None
+    details: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,62 @@
+"""The batched cache is exact: every row decodes as ``GPT.generate`` decodes it alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from docllm.model.config import Variant
+from docllm.serving.batch import SlotCache, decode_step, prefill, relayout_for_decode
+from tests.unit.serving.conftest import tiny_model
+
+VARIANTS: list[Variant] = ["llama", "gelu-learned", "gelu-rotary"]
+
+
+def reference(model: torch.nn.Module, prompt: list[int], n: int) -> list[int]:
+    out = model.generate(torch.tensor([prompt]), n, temperature=0)  # type: ignore[operator]
+    return list(out[0, len(prompt) :].tolist())
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_rows_of_different_lengths_decode_as_each_alone(variant: Variant) -> None:
+    torch.set_num_threads(1)
+    model = tiny_model(variant=variant, block_size=64)
+    prompts = [[5, 9, 11], [7] * 12, [3, 20, 31, 40, 41, 42, 43], [100]]
+    steps = 10
+    cache = SlotCache(model, max_batch=4)
+    with torch.inference_mode():
+        out = [[int(prefill(model, cache, row, torch.tensor(p)).argmax())] for row, p in enumerate(prompts)]
+        pos = [len(p) for p in prompts]
+        for _ in range(steps - 1):
+            tokens = torch.tensor([o[-1] for o in out])
+            logits = decode_step(model, cache, tokens, torch.tensor(pos), max(pos) + 1)
+            for o, t in zip(out, logits.argmax(-1).tolist(), strict=True):
+                o.append(t)
+            pos = [p + 1 for p in pos]
+    assert out == [reference(model, p, steps) for p in prompts]
+
+
+def test_a_moved_row_keeps_decoding_where_it_was() -> None:
+    torch.set_num_threads(1)
+    model = tiny_model(block_size=64)
+    prompt = [5, 6, 7, 8, 9]
+    cache = SlotCache(model, max_batch=3)
+    with torch.inference_mode():
+        first = int(prefill(model, cache, 2, torch.tensor(prompt)).argmax())
+        cache.move(2, 0, len(prompt))
+        cache.k[:, 2].zero_()
+        cache.v[:, 2].zero_()
+        logits = decode_step(model, cache, torch.tensor([first]), torch.tensor([len(prompt)]), len(prompt) + 1)
+    assert [first, int(logits[0].argmax())] == reference(model, prompt, 2)
+
+
+def test_relayout_keeps_values_and_shapes_and_the_tied_head() -> None:
+    model = tiny_model(block_size=64)
+    x = torch.randint(0, 400, (1, 20))
+    with torch.inference_mode():
+        before, _ = model(x)
+        relayout_for_decode(model)
+        after, _ = model(x)
+    torch.testing.assert_close(after, before)
+    assert model.lm_head.weight is model.transformer["wte"].weight
+    assert not model.lm_head.weight.is_contiguous()  # (V, C) stored column-major
