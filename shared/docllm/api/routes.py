@@ -302,6 +302,15 @@ def status() -> dict[str, Any]:
     }
 
 
+def _not_utf8(_e: UnicodeDecodeError) -> Response[dict[str, Any]]:
+    """A body that is not UTF-8 (Powertools fails decoding it before any route runs): the caller's fault."""
+    return Response(
+        status_code=400,
+        content_type=content_types.APPLICATION_JSON,
+        body={"message": "the request body must be UTF-8 encoded JSON"},
+    )
+
+
 def create_app() -> APIGatewayHttpResolver:
     """A resolver with every route and error mapping of the API (see the module's docstring for why
     there is one per execution environment or worker thread, and never a shared one)."""
@@ -314,6 +323,7 @@ def create_app() -> APIGatewayHttpResolver:
     app.exception_handler([EngineBusyError, RateLimitedError])(_too_many)
     app.exception_handler([EngineUnavailableError, NoModelDeployedError])(functools.partial(_no_engine, app))
     app.exception_handler(ModelMismatchError)(_model_mismatch)
+    app.exception_handler(UnicodeDecodeError)(_not_utf8)
     app.get("/v1/search")(search)
 
     # ``ask`` and ``openapi`` read their resolver; Powertools derives a route's parameters (and the

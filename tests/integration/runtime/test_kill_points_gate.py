@@ -71,7 +71,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
         report_uri=evaluation["report_uri"],
         report_sha256=evaluation["report_sha256"],
         html_uri=evaluation["html_uri"],
-        metrics={"heldout_loss": 3.1, "perplexity": 22.2, "qa_token_f1": 0.2, "hallucination_rate": 0.4},
+        metrics={"heldout_loss": 3.1, "unigram_val_loss": 6.0, "perplexity": 22.2, "qa_token_f1": 0.2},
         request_id="req-gate",
     )
     p.bus.publish([to_bus(completed)])

@@ -101,6 +101,13 @@ def test_a_body_that_is_not_json_is_400(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert status == 400
 
 
+def test_a_body_that_is_not_utf8_is_400_not_a_server_fault(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    use(monkeypatch, tmp_path)
+    status, _, body = post(b"\xc8\x00{}")  # found by schemathesis' negative mode
+    assert status == 400
+    assert body == {"message": "the request body must be UTF-8 encoded JSON"}
+
+
 def test_an_unknown_service_is_400(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     use(monkeypatch, tmp_path)
     status, _, body = post({"question": QUESTION, "service": "nope"})
