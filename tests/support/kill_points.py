@@ -25,6 +25,17 @@ def _kill() -> None:
     raise Killed
 
 
+def drain_queue(rt: LocalRuntime, queue: str) -> None:
+    """Deliver ``queue``'s messages to its function until it is empty, as the runtime's worker would."""
+    from docllm.lambda_support import LAST_FAILURES
+
+    assert rt.platform is not None
+    q = rt.platform.local_queue
+    ((fn, src),) = [(f, s) for f in rt.wiring.functions.values() for s in f.sqs_sources if s.queue == queue]
+    while messages := q.receive(queue, max_messages=src.batch_size):
+        rt._invoke(fn, src, rt.handlers[fn.name], messages, LAST_FAILURES)
+
+
 def runtime(data_dir: Path, faults: FaultInjector | None = None) -> LocalRuntime:
     """The runtime's handlers and recovery, without its threads (the test drives the queues)."""
     rt = LocalRuntime(data_dir, template=REPO / "template.yaml", port=0, auth=False)

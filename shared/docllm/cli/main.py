@@ -85,6 +85,14 @@ def _families_help(prefix: str) -> LazyHelp:
 JSON = arg("--json", action="store_true", help='machine-readable JSON on stdout (errors too: {"error": ...})')
 SERVICE_HELP = f"a service is {SERVICE_RULE}"
 
+#: What a person's review takes: ``approve`` and ``reject`` alike.
+REVIEW_ARGS = (
+    arg("version", help="model version (docllm models)"),
+    arg("--reason", required=True, help="why: recorded in the registry and the compliance manifest"),
+    arg("--timeout", type=float_range(0, lo_open=True), default=120, help="seconds to wait (default: %(default)s)"),
+    JSON,
+)
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         ("up",),
@@ -287,33 +295,13 @@ COMMANDS: tuple[Command, ...] = (
         ("approve",),
         "model_cmds:cmd_approve",
         "approve a model version against the gate's decision (recorded with who and why)",
-        (
-            arg("version", help="model version (docllm models)"),
-            arg("--reason", required=True, help="why: recorded in the registry and the compliance manifest"),
-            arg(
-                "--timeout",
-                type=float_range(0, lo_open=True),
-                default=120,
-                help="seconds to wait (default: %(default)s)",
-            ),
-            JSON,
-        ),
+        REVIEW_ARGS,
     ),
     Command(
         ("reject",),
         "model_cmds:cmd_reject",
         "reject a model version (a champion loses its alias to the previous champion)",
-        (
-            arg("version", help="model version (docllm models)"),
-            arg("--reason", required=True, help="why: recorded in the registry and the compliance manifest"),
-            arg(
-                "--timeout",
-                type=float_range(0, lo_open=True),
-                default=120,
-                help="seconds to wait (default: %(default)s)",
-            ),
-            JSON,
-        ),
+        REVIEW_ARGS,
     ),
     Command(
         ("eval", "run"),

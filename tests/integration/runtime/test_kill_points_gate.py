@@ -18,22 +18,17 @@ import pytest
 from docllm.bootstrap import Platform, reset_platforms
 from docllm.events.contracts import EvaluationCompleted, to_bus
 from docllm.faults import FaultInjector, parse_faults
-from docllm.lambda_support import LAST_FAILURES
 from docllm.runtime.local import LocalRuntime
 from docllm.service_layer.gate import decisions
 from docllm.service_layer.outbox import pending
 from tests.integration.manifest.conftest import FAMILY, seed_inputs, seed_model
-from tests.support.kill_points import kill_at_every_point, runtime
+from tests.support.kill_points import drain_queue, kill_at_every_point, runtime
 
 QUEUE = "GateQueue"
 
 
 def drain(rt: LocalRuntime) -> None:
-    assert rt.platform is not None
-    q = rt.platform.local_queue
-    ((fn, src),) = [(f, s) for f in rt.wiring.functions.values() for s in f.sqs_sources if s.queue == QUEUE]
-    while messages := q.receive(QUEUE, max_messages=src.batch_size):
-        rt._invoke(fn, src, rt.handlers[fn.name], messages, LAST_FAILURES)
+    drain_queue(rt, QUEUE)
 
 
 def snapshot(p: Platform) -> dict[str, Any]:

@@ -14,23 +14,18 @@ import pytest
 
 from docllm.bootstrap import Platform, reset_platforms
 from docllm.faults import FaultInjector, parse_faults
-from docllm.lambda_support import LAST_FAILURES
 from docllm.records import JOBS_PK, JobRecord
 from docllm.runtime.local import LocalRuntime
 from docllm.service_layer.outbox import pending
 from docllm.tokenizer.artifacts import TOKENIZERS_PK
-from tests.support.kill_points import kill_at_every_point, runtime
+from tests.support.kill_points import drain_queue, kill_at_every_point, runtime
 
 QUEUE = "JobEventsQueue"
 JOB = "docllm-dev-tokenizer-0123456789abcdef-1"
 
 
 def drain(rt: LocalRuntime) -> None:
-    assert rt.platform is not None
-    q = rt.platform.local_queue
-    ((fn, src),) = [(f, s) for f in rt.wiring.functions.values() for s in f.sqs_sources if s.queue == QUEUE]
-    while messages := q.receive(QUEUE, max_messages=src.batch_size):
-        rt._invoke(fn, src, rt.handlers[fn.name], messages, LAST_FAILURES)
+    drain_queue(rt, QUEUE)
 
 
 def snapshot(p: Platform) -> dict[str, Any]:
