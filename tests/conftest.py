@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +40,14 @@ def real_events_dir(shared_dir: Path) -> Path:
 
 def load_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """Each test leaves ``os.environ`` as it found it. ``LocalRuntime.prepare`` exports the functions'
+    environment (``DOCLLM_TEMPLATE`` among it) into the process, as Lambda gives each function its own;
+    without this a runtime on a fixture template would hand that template to every later subprocess."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

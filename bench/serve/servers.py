@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -66,14 +66,28 @@ def vllm_available() -> bool:
 
 
 @contextmanager
-def vllm(export: Path, model: str, *, dtype: str, log: Path, timeout_s: float = 900) -> Iterator[str]:
-    """``vllm serve`` (CPU build) on a free port; yields its URL once ``/v1/models`` answers."""
+def vllm(
+    export: Path,
+    model: str,
+    *,
+    dtype: str,
+    log: Path,
+    timeout_s: float = 900,
+    max_model_len: int = 512,
+    args: Sequence[str] = (),
+) -> Iterator[str]:
+    """``vllm serve`` (CPU build) on a free port; yields its URL once ``/v1/models`` answers.
+
+    ``args``: more ``vllm serve`` options (``--seed 0``, ``--enable-lora --lora-modules NAME=DIR``).
+    A server that exits or does not answer within ``timeout_s`` is a RuntimeError or a TimeoutError
+    naming ``log``, where its output is.
+    """
     port = _free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [str(VLLM), "serve", str(export), "--served-model-name", model, "--host", "127.0.0.1",
-             "--port", str(port), "--max-model-len", "512", "--dtype", dtype],
+             "--port", str(port), "--max-model-len", str(max_model_len), "--dtype", dtype, *args],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -81,7 +95,7 @@ def vllm(export: Path, model: str, *, dtype: str, log: Path, timeout_s: float = 
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"vLLM exited with {proc.returncode}; see {log}")
+                raise RuntimeError(f"vLLM exited with {proc.returncode} while starting; see {log}")
             try:
                 with urllib.request.urlopen(url + "/v1/models", timeout=5) as resp:
                     if json.loads(resp.read())["data"]:
@@ -89,7 +103,7 @@ def vllm(export: Path, model: str, *, dtype: str, log: Path, timeout_s: float = 
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"vLLM did not start within {timeout_s:.0f} s; see {log}")
+                raise TimeoutError(f"vLLM did not serve /v1/models within {timeout_s:.0f} s; see {log}")
             time.sleep(2)
         yield url
     finally:

@@ -28,7 +28,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from docllm.model.config import ModelConfig
 
 IMPLS = ("docllm", "hf")
 # PyTorch's switch for transparent huge pages on large CPU allocations; our training job sets it.
@@ -37,6 +42,21 @@ SHAPES: dict[str, dict[str, int]] = {
     "tiny": {"n_layer": 4, "n_head": 4, "n_embd": 256, "vocab": 8000, "T": 128, "B": 8},
     "124m": {"n_layer": 12, "n_head": 12, "n_embd": 768, "vocab": 32000, "T": 128, "B": 4},
 }
+
+
+def hf_causal_lm(cfg: ModelConfig) -> torch.nn.Module:
+    """The Hugging Face class our export maps ``cfg`` to: same shape, random init, float32 weights,
+    SDPA attention. Built on torch's current default device (``with torch.device(...)``).
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from docllm.model.export import hf_config
+
+    raw = hf_config(cfg)
+    hf_cfg = AutoConfig.for_model(raw.pop("model_type"), **raw)
+    hf_cfg._attn_implementation = "sdpa"
+    return AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.float32)
 
 
 def _build(impl: str, shape: str, variant: str, precision: str, compiled: bool) -> tuple[Any, Callable[[], None]]:
@@ -55,18 +75,7 @@ def _build(impl: str, shape: str, variant: str, precision: str, compiled: bool) 
         block_size=s["T"],
         vocab_size=s["vocab"],
     )
-    model: torch.nn.Module
-    if impl == "docllm":
-        model = GPT(cfg)
-    else:
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        from docllm.model.export import hf_config
-
-        raw = hf_config(cfg)
-        hf_cfg = AutoConfig.for_model(raw.pop("model_type"), **raw)
-        hf_cfg._attn_implementation = "sdpa"
-        model = AutoModelForCausalLM.from_config(hf_cfg, dtype=torch.float32)
+    model: torch.nn.Module = GPT(cfg) if impl == "docllm" else hf_causal_lm(cfg)
     model.train()
     # Both sides get the optimizer our loop uses on CPU: torch's fused AdamW kernel.
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)

@@ -8,6 +8,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from docllm.api.routes import app, create_app
+from docllm.bootstrap import build_platform
 from docllm.lambda_support import logger, tracer
 
 ApiHandler = Callable[[dict[str, Any], LambdaContext], dict[str, Any]]
@@ -25,7 +26,15 @@ def make_handler(resolver: APIGatewayHttpResolver | None = None) -> ApiHandler:
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
     @tracer.capture_lambda_handler
     def handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-        return resolver.resolve(event, context)
+        try:
+            return resolver.resolve(event, context)
+        finally:
+            # What Powertools' log_metrics does per invocation: the request's buffered metrics go out
+            # with it (on AWS the undimensioned ones; locally all of them, which the alarms then see).
+            try:
+                build_platform().metrics.flush()
+            except Exception:  # a metric refused never turns an answer into an error
+                logger.exception("could not flush this request's metrics")
 
     return handle
 

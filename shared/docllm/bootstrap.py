@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from docllm.ports.inference import InferenceEngine
     from docllm.ports.jobs import JobRunner
     from docllm.ports.metrics import MetricsSink
+    from docllm.ports.notifier import Notifier
     from docllm.ports.objects import ObjectStore
     from docllm.ports.queue import Queue
     from docllm.ports.registry import ModelRegistry
@@ -251,6 +252,20 @@ class Platform:
             kms_key_id=self.settings.kms_key_arn,
             retention_days=self.settings.manifest_retention_days,
         )
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        """Notifications for people: ``notifications.jsonl`` in the data directory locally, the alarm
+        topic (``DOCLLM_ALARM_TOPIC_ARN``, the template's ``AlarmTopic``) on AWS."""
+        if self.local:
+            from docllm.adapters.local.notifier import LocalNotifier
+
+            # Not a faulted port: a kill before or after a notification is a kill at the state writes
+            # around it (the rollback records each step), which the fault injector counts already.
+            return LocalNotifier(self.data_dir / "notifications.jsonl")
+        from docllm.adapters.aws.sns_notifier import SnsNotifier
+
+        return SnsNotifier(os.environ.get("DOCLLM_ALARM_TOPIC_ARN") or None)
 
     @cached_property
     def engines(self) -> LocalEngines:

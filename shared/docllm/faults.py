@@ -69,7 +69,7 @@ SIDE_EFFECTS: dict[str, frozenset[str]] = {
     "jobs": frozenset({"submit", "stop"}),
     "search": frozenset({"replace_document", "replace_documents", "delete_document"}),
     # promote = two alias writes; _write_alias is what set_alias/promote call on the adapter itself.
-    "registry": frozenset({"register", "set_status", "set_alias", "promote", "_write_alias"}),
+    "registry": frozenset({"register", "set_status", "mark_rolled_back", "set_alias", "promote", "_write_alias"}),
     "compliance": frozenset({"put_once"}),
 }
 PORTS = tuple(SIDE_EFFECTS)

@@ -43,6 +43,33 @@ def runtime(data_dir: Path, faults: FaultInjector | None = None) -> LocalRuntime
     return rt
 
 
+def kill_once(
+    base: Path,
+    workdir: Path,
+    n: int,
+    when: str,
+    drain: Callable[[LocalRuntime], None],
+    snapshot: Callable[[Platform], Any],
+    expected: Any,
+    *,
+    total: int | None = None,
+) -> None:
+    """A copy of ``base`` drained with a kill at side effect ``n`` (``when``: after or before it), then
+    recovered and drained again, as `docllm up` would; it must end with ``snapshot == expected``."""
+    data_dir = workdir / f"{when}-{n}"
+    shutil.copytree(base, data_dir)
+    rt = runtime(data_dir, FaultInjector(parse_faults(f"kill_{when}_side_effect={n}"), kill=_kill))
+    with pytest.raises(Killed):
+        drain(rt)
+    reset_platforms()
+    survivor = runtime(data_dir)  # as `docllm up` starts after a crash: recover, relay, redeliver
+    drain(survivor)
+    assert survivor.platform is not None
+    of = f" of {total}" if total is not None else ""
+    assert snapshot(survivor.platform) == expected, f"killed {when} side effect {n}{of}"
+    reset_platforms()
+
+
 def kill_at_every_point(
     base: Path,
     workdir: Path,
@@ -52,17 +79,6 @@ def kill_at_every_point(
     snapshot: Callable[[Platform], Any],
     expected: Any,
 ) -> None:
-    """For N = 1..total: a copy of ``base`` drained with a kill at side effect N (``when``: after or
-    before it), then recovered and drained again; each must end with ``snapshot == expected``."""
+    """:func:`kill_once` for N = 1..total: each must end with ``snapshot == expected``."""
     for n in range(1, total + 1):
-        data_dir = workdir / f"{when}-{n}"
-        shutil.copytree(base, data_dir)
-        rt = runtime(data_dir, FaultInjector(parse_faults(f"kill_{when}_side_effect={n}"), kill=_kill))
-        with pytest.raises(Killed):
-            drain(rt)
-        reset_platforms()
-        survivor = runtime(data_dir)  # as `docllm up` starts after a crash: recover, relay, redeliver
-        drain(survivor)
-        assert survivor.platform is not None
-        assert snapshot(survivor.platform) == expected, f"killed {when} side effect {n} of {total}"
-        reset_platforms()
+        kill_once(base, workdir, n, when, drain, snapshot, expected, total=total)

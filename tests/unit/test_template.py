@@ -210,6 +210,34 @@ ROUTES: list[tuple[str, str, str, int, int, str, str | None, dict[str, Any]]] = 
             },
         },
     ),
+    (
+        "RollbackFunction",
+        "rollback",
+        "RollbackQueue",
+        1,
+        5,
+        "ServingAlarmStateRule",
+        None,
+        {
+            # CloudWatch announces alarm state changes on the default bus.
+            "source": ["aws.cloudwatch"],
+            "detail-type": ["CloudWatch Alarm State Change"],
+            "detail": {
+                "alarmName": [{"prefix": {"Fn::Sub": "docllm-${Stage}-serving-"}}],
+                "state": {"value": ["ALARM", "OK"]},
+            },
+        },
+    ),
+    (
+        "RollbackFunction",
+        "rollback",
+        "RollbackQueue",
+        1,
+        5,
+        "IncidentCloseRequestsRule",
+        "DocllmBus",
+        {"source": ["docllm.rollback"], "detail-type": ["Incident Close Requested"]},
+    ),
 ]
 
 GLOBAL_ENV = {
@@ -239,9 +267,10 @@ JOB_LAUNCHERS = {"TokenizerFunction", "ShardsFunction", "TrainFunction", "Evalua
 # Evaluation jobs render user-supplied benchmark templates: their role may not write the weights.
 JOB_ROLE_OF = {"EvaluateFunction": ("EvaluateJobRole", "DOCLLM_SAGEMAKER_EVALUATE_ROLE_ARN")}
 DEFAULT_JOB_ROLE = ("SageMakerJobRole", "DOCLLM_SAGEMAKER_ROLE_ARN")
-FUNCTIONS = {r[0] for r in ROUTES} | {"ApiFunction", "OutboxRelayFunction"}
-# Functions that touch SageMaker models/endpoints: the deployer makes them, the API invokes them.
-SERVING_FUNCTIONS = {"DeployFunction", "ApiFunction"}
+FUNCTIONS = {r[0] for r in ROUTES} | {"ApiFunction", "OutboxRelayFunction", "CanaryFunction"}
+# Functions that touch SageMaker models/endpoints: the deployer makes them, the rollback handler
+# points an endpoint back at a configuration, the API and the canary invoke them.
+SERVING_FUNCTIONS = {"DeployFunction", "RollbackFunction", "ApiFunction", "CanaryFunction"}
 QUEUE_OF = {r[0]: r[2] for r in ROUTES}
 ALL_SOURCES = {c.SOURCE for c in CONTRACTS}
 # events:source values each function may put on DocllmBus: the SOURCE of every contract
@@ -266,6 +295,10 @@ PUBLISHED_SOURCES: dict[str, set[str]] = {
     "DeployFunction": {"docllm.deploy", "docllm.pipeline"},
     "JobEventsFunction": {"docllm.tokenizer", "docllm.shards", "docllm.training", "docllm.evaluate", "docllm.pipeline"},
     "ApiFunction": set(),
+    # The rollback handler redeploys through the deployer's code ("Model Deployed") and announces
+    # "Model Rolled Back" and the incidents it opens and closes.
+    "RollbackFunction": {"docllm.deploy", "docllm.pipeline", "docllm.rollback"},
+    "CanaryFunction": set(),
 }
 # The relay republishes what a stage committed to the outbox (service_layer.outbox.commit) in its
 # own transaction; a function commits only events it may publish itself. So the relay needs the
@@ -460,7 +493,7 @@ def alarms_on(tpl: Tpl, metric: str, dimension: str) -> dict[str, dict[str, Any]
     found = {}
     for alarm in resources_of(tpl, "AWS::CloudWatch::Alarm").values():
         p = alarm["Properties"]
-        if p["MetricName"] != metric or p["Dimensions"][0]["Name"] != dimension:
+        if p.get("MetricName") != metric or p["Dimensions"][0]["Name"] != dimension:
             continue
         value = p["Dimensions"][0]["Value"]
         found[value["Fn::GetAtt"][0] if "Fn::GetAtt" in value else value["Ref"]] = p
@@ -501,17 +534,28 @@ CONTRACT_NAMES = {c.__name__: c for c in CONTRACTS}
 
 
 @functools.cache
-def service_module(name: str) -> tuple[dict[str, ast.FunctionDef], dict[str, tuple[str, str]]]:
-    """A service-layer module's top-level functions, and the service-layer names it imports."""
+def service_module(
+    name: str,
+) -> tuple[dict[str, ast.FunctionDef], dict[str, tuple[str, str]], dict[str, str]]:
+    """A service-layer module's top-level functions, the service-layer names it imports, and the
+    service-layer modules it imports (``from docllm.service_layer import deploy as deployer``)."""
     tree = ast.parse((SERVICE_LAYER / f"{name}.py").read_text(encoding="utf-8"))
     functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    imports = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
     imported = {
-        alias.asname or alias.name: (node.module.rsplit(".", 1)[1], alias.name)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("docllm.service_layer.")
+        alias.asname or alias.name: (str(node.module).rsplit(".", 1)[1], alias.name)
+        for node in imports
+        if (node.module or "").startswith("docllm.service_layer.")
         for alias in node.names
     }
-    return functions, imported
+    modules = {
+        alias.asname or alias.name: alias.name
+        for node in imports
+        if node.module == "docllm.service_layer"
+        for alias in node.names
+        if (SERVICE_LAYER / f"{alias.name}.py").is_file()
+    }
+    return functions, imported, modules
 
 
 def contracts_reached(module: str, function: str, seen: set[tuple[str, str]] | None = None) -> set[str]:
@@ -525,7 +569,7 @@ def contracts_reached(module: str, function: str, seen: set[tuple[str, str]] | N
     if (module, function) in seen:
         return set()
     seen.add((module, function))
-    functions, imported = service_module(module)
+    functions, imported, modules = service_module(module)
     found: set[str] = set()
     for node in ast.walk(functions[function]):
         if isinstance(node, ast.IfExp):
@@ -541,6 +585,13 @@ def contracts_reached(module: str, function: str, seen: set[tuple[str, str]] | N
             found |= contracts_reached(module, f.id, seen)
         elif isinstance(f, ast.Name) and f.id in imported and imported[f.id][1] in service_module(imported[f.id][0])[0]:
             found |= contracts_reached(*imported[f.id], seen)  # a function (not a class) of another module
+        elif (
+            isinstance(f, ast.Attribute)
+            and isinstance(f.value, ast.Name)
+            and f.value.id in modules
+            and f.attr in service_module(modules[f.value.id])[0]
+        ):
+            found |= contracts_reached(modules[f.value.id], f.attr, seen)  # deployer.deploy(...)
         elif isinstance(f, ast.Attribute) and f.attr == "complete_job":
             for path in sorted(SERVICE_LAYER.glob("*.py")):
                 if "complete_job" in service_module(path.stem)[0]:
@@ -966,7 +1017,7 @@ def test_every_queue_has_a_dlq_with_an_alarm_and_is_encrypted(template: Tpl) -> 
     alarmed = {
         a["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
         for a in alarms
-        if a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        if a["Properties"].get("MetricName") == "ApproximateNumberOfMessagesVisible"
         and a["Properties"]["ComparisonOperator"] == "GreaterThanThreshold"
         and a["Properties"]["Threshold"] == 0
     }
@@ -1100,6 +1151,8 @@ def test_the_call_follower_finds_events_across_modules_and_the_completion_dispat
     assert "ModelTrained" in contracts_reached("jobs", "handle_job_state")
     # gate._apply: event_type = ModelApproved if ... else ModelRejected; event_type(...)
     assert contracts_reached("gate", "handle_gate_event") >= {"ModelApproved", "ModelRejected"}
+    # rollback: from docllm.service_layer import deploy as deployer; deployer.deploy(...)
+    assert "ModelDeployed" in contracts_reached("rollback", "handle_rollback_event")
 
 
 @pytest.mark.parametrize("fn", sorted(QUEUE_OF))
@@ -1275,7 +1328,7 @@ def test_only_launchers_can_create_training_jobs_and_all_sagemaker_access_is_sta
             elif actions & registry_only:
                 # Model registry statements: this stage's groups (and their packages), nothing else.
                 assert actions <= registry_actions, (name, st.get("Sid"))
-                assert st["Resource"] in (REGISTRY_ARNS, REGISTRY_ARNS[0]), (name, st.get("Sid"))
+                assert st["Resource"] in (REGISTRY_ARNS, REGISTRY_ARNS[0], REGISTRY_ARNS[1]), (name, st.get("Sid"))
             else:
                 assert st["Resource"] == {"Fn::Sub": JOB_ARN_OF.get(name, JOB_ARN)}, (name, st.get("Sid"))
 
@@ -1287,7 +1340,7 @@ def test_only_the_gate_changes_the_registry_and_the_evaluator_only_reads_it(temp
         for st in function_statements(template, n)
         if set(as_list(st["Action"])) & (REGISTRY_WRITE - {"sagemaker:AddTags"})
     }
-    assert writers == {"GateFunction"}
+    assert writers == {"GateFunction", "RollbackFunction"}
     (gate,) = [
         st
         for st in function_statements(template, "GateFunction")
@@ -1306,10 +1359,27 @@ def test_only_the_gate_changes_the_registry_and_the_evaluator_only_reads_it(temp
     listers = {
         n for n in FUNCTIONS if statements_with(function_statements(template, n), "sagemaker:ListModelPackageGroups")
     }
-    assert listers == {"GateFunction", "DeployFunction"}
+    assert listers == {"GateFunction", "DeployFunction", "RollbackFunction"}
     # The deployer asks the registry whether a version is Approved (it trusts no event): read only.
-    (deployer,) = statements_with(function_statements(template, "DeployFunction"), "sagemaker:DescribeModelPackage")
-    assert set(deployer["Action"]) == REGISTRY_READ and deployer["Resource"] == REGISTRY_ARNS
+    # So does the rollback handler, looking for the last known good version.
+    for name in ("DeployFunction", "RollbackFunction"):
+        (reads,) = statements_with(function_statements(template, name), "sagemaker:DescribeModelPackage")
+        assert set(reads["Action"]) == REGISTRY_READ and reads["Resource"] == REGISTRY_ARNS, name
+    # The one change the rollback handler makes: a package's status (RolledBack), never a group's
+    # tags (the champion alias is the gate's) and never a new package.
+    rollback_writes = [
+        st
+        for st in function_statements(template, "RollbackFunction")
+        if set(as_list(st["Action"])) & (REGISTRY_WRITE - {"sagemaker:AddTags"})
+    ]
+    assert rollback_writes == [
+        {
+            "Sid": "MarkRolledBackPackages",
+            "Effect": "Allow",
+            "Action": "sagemaker:UpdateModelPackage",
+            "Resource": REGISTRY_ARNS[1],
+        }
+    ]
     # The groups are the adapter's (one per family, made on first use), not the stack's.
     assert not resources_of(template, "AWS::SageMaker::ModelPackageGroup")
 
@@ -1466,7 +1536,11 @@ def test_the_api_may_invoke_only_this_stages_endpoints_and_imported_models(templ
     assert set(models["Action"]) == {"bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"}
     assert models["Resource"] == {"Fn::Sub": BEDROCK_ARN + "imported-model/*"}
     invokers = {n for n in FUNCTIONS if statements_with(function_statements(template, n), "sagemaker:InvokeEndpoint")}
-    assert invokers == {"ApiFunction"}
+    assert invokers == {"ApiFunction", "CanaryFunction"}
+    # The canary asks what the API asks, of the same models.
+    canary = function_statements(template, "CanaryFunction")
+    assert by_sid(canary, "InvokeOwnEndpoints") == endpoints
+    assert by_sid(canary, "InvokeImportedModels") == models
     # The deployer never answers; the API never deploys.
     assert not statements_with(statements, "sagemaker:CreateEndpoint")
 
@@ -1509,6 +1583,7 @@ def test_search_data_access_splits_the_indexer_from_the_read_only_api(template: 
         text.replace("${Stage}", "dev")
         .replace("${IndexFunctionRole.Arn}", "index-role")
         .replace("${ApiFunctionRole.Arn}", "api-role")
+        .replace("${CanaryFunctionRole.Arn}", "canary-role")
     )
     entries = json.loads(text)
     assert all(len(e["Principal"]) == 1 for e in entries)
@@ -1534,15 +1609,17 @@ def test_search_data_access_splits_the_indexer_from_the_read_only_api(template: 
         },
         # Searches only: never a template, alias, mapping or index write.
         "api-role": {("index", ("index/docllm-dev/*",)): {"aoss:ReadDocument", "aoss:DescribeIndex"}},
+        # The canary answers through the same path: the same read-only grant.
+        "canary-role": {("index", ("index/docllm-dev/*",)): {"aoss:ReadDocument", "aoss:DescribeIndex"}},
     }
     callers = {n for n in FUNCTIONS if statements_with(function_statements(template, n), "aoss:APIAccessAll")}
-    assert callers == {"IndexFunction", "ApiFunction"}
+    assert callers == {"IndexFunction", "ApiFunction", "CanaryFunction"}
     for name in callers:
         (st,) = statements_with(function_statements(template, name), "aoss:APIAccessAll")
         assert st["Resource"] == {"Fn::GetAtt": ["SearchCollection", "Arn"]}
 
 
-@pytest.mark.parametrize("fn", ["IndexFunction", "ApiFunction"])
+@pytest.mark.parametrize("fn", ["IndexFunction", "ApiFunction", "CanaryFunction"])
 def test_search_clients_get_network_interface_permissions_only_in_vpc_mode(template: Tpl, fn: str) -> None:
     conditional = [p for p in props(template, f"{fn}Role")["Policies"] if "Fn::If" in p]
     (policy,) = conditional
@@ -1683,7 +1760,10 @@ def test_the_api_has_a_5xx_alarm_and_the_relay_an_iterator_age_alarm(template: T
 def test_every_alarm_notifies_the_alarm_topic_and_missing_data_is_quiet(template: Tpl) -> None:
     for name, alarm in resources_of(template, "AWS::CloudWatch::Alarm").items():
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
-        assert alarm["Properties"]["TreatMissingData"] == "notBreaching", name
+        # The canary's accuracy is the exception: a canary that stopped running is no evidence
+        # of a good model (missing data keeps the alarm's state, then INSUFFICIENT_DATA).
+        wanted = "missing" if name == "ServingCanaryAccuracyAlarm" else "notBreaching"
+        assert alarm["Properties"]["TreatMissingData"] == wanted, name
 
 
 def test_alarm_topic_policy_admits_this_stages_alarms_and_the_stage_failed_rule(template: Tpl) -> None:
@@ -1699,6 +1779,275 @@ def test_alarm_topic_policy_admits_this_stages_alarms_and_the_stage_failed_rule(
     assert (condition, no) == ("HasAlarmEmail", {"Ref": "AWS::NoValue"})
     assert rule["Principal"] == {"Service": "events.amazonaws.com"} and rule["Action"] == "sns:Publish"
     assert rule["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["StageFailedNotifyRule", "Arn"]}}}
+
+
+# -------------------------------------------------------------- monitoring
+# The alarms of issue 16: logical id, name, {metric: statistic}, metric-math expression (None for a
+# single metric), period, evaluation periods, datapoints to alarm, threshold, comparison, missing data.
+MONITORING_ALARMS: list[tuple[str, str, dict[str, str], str | None, int, int, int, Any, str, str]] = [
+    ("ServingLatencyAlarm", "serving-p99-latency", {"AskLatency": "p99"}, None,
+     10, 3, 2, {"Ref": "AskLatencyP99AlarmMs"}, "GreaterThanThreshold", "notBreaching"),
+    ("ServingServerErrorRateAlarm", "serving-5xx-rate", {"AskServerErrors": "Sum", "AskRequests": "Sum"},
+     "100 * errors / requests", 10, 3, 2, {"Ref": "AskServerErrorRateAlarmPercent"}, "GreaterThanThreshold",
+     "notBreaching"),
+    ("ServingUngroundedRateAlarm", "serving-ungrounded-rate", {"AskUngrounded": "Sum", "AskRequests": "Sum"},
+     "100 * ungrounded / requests", 10, 3, 2, {"Ref": "AskUngroundedRateAlarmPercent"}, "GreaterThanThreshold",
+     "notBreaching"),
+    ("ServingCanaryAccuracyAlarm", "serving-canary-accuracy", {"CanaryAccuracy": "Average"}, None,
+     300, 2, 2, {"Ref": "CanaryAccuracyAlarmPercent"}, "LessThanThreshold", "missing"),
+    ("DriftLowScoreAlarm", "drift-low-score", {"DriftLowScore": "Average"}, None,
+     300, 3, 3, 50, "GreaterThanThreshold", "notBreaching"),
+    ("DriftOovRateAlarm", "drift-oov-rate", {"DriftOovRate": "Average"}, None,
+     300, 3, 3, {"Ref": "DriftOovRateAlarmPercent"}, "GreaterThanThreshold", "notBreaching"),
+]  # fmt: skip
+THRESHOLD_DEFAULTS = {
+    "AskLatencyP99AlarmMs": 2500,
+    "AskServerErrorRateAlarmPercent": 5,
+    "AskUngroundedRateAlarmPercent": 90,
+    "CanaryAccuracyAlarmPercent": 10,
+    "DriftOovRateAlarmPercent": 20,
+}
+# The function whose code puts each metric: the answer path (and its drift signals) runs in
+# ApiFunction (POST /v1/ask); the canary's accuracy comes from CanaryFunction.
+EMITTER = {"CanaryAccuracy": "CanaryFunction"}
+SERVING_PREFIX = "docllm-${Stage}-serving-"
+ALARM_SAMPLES = [
+    "awsdocs/cloudwatch-alarm-state-change-single-metric.json",
+    "awsdocs/cloudwatch-alarm-state-change-metric-math.json",
+]
+
+
+def alarm_metrics(p: dict[str, Any]) -> dict[str, tuple[str, str, int, dict[str, Any]]]:
+    """``{metric name: (namespace, statistic, period, dimensions)}`` of a single-metric or metric-math alarm."""
+    if "Metrics" not in p:
+        stat = p.get("ExtendedStatistic") or p["Statistic"]
+        dims = {d["Name"]: d["Value"] for d in p["Dimensions"]}
+        return {p["MetricName"]: (p["Namespace"], stat, p["Period"], dims)}
+    found = {}
+    for q in p["Metrics"]:
+        if "MetricStat" in q:
+            m = q["MetricStat"]
+            dims = {d["Name"]: d["Value"] for d in m["Metric"]["Dimensions"]}
+            found[m["Metric"]["MetricName"]] = (m["Metric"]["Namespace"], m["Stat"], m["Period"], dims)
+    return found
+
+
+def emitted_dimension_sets(
+    fn_env: dict[str, Any],
+    metric: str,
+    target: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> tuple[set[str], list[dict[str, str]]]:
+    """The namespace and dimension sets the platform's metrics sink writes for ``metric`` (put with
+    the answer path's ``{"Target": target}``) in a function with environment ``fn_env`` on AWS."""
+    from docllm.bootstrap import Platform
+    from docllm.settings import Settings
+
+    # Literal values as the template sets them; intrinsics (table names, ARNs) as placeholders.
+    env = {k: v if isinstance(v, str) else f"resolved-{k}" for k, v in fn_env.items()}
+    env["DOCLLM_DEPLOY_TARGET"] = target
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    sink = Platform(Settings.from_env(env)).metrics
+    capsys.readouterr()
+    sink.put(metric, 1.0, dimensions={"Target": target})
+    sink.flush()
+    namespaces: set[str] = set()
+    sets: list[dict[str, str]] = []
+    for line in capsys.readouterr().out.splitlines():
+        emf = json.loads(line)
+        for directive in emf["_aws"]["CloudWatchMetrics"]:
+            if metric in {m["Name"] for m in directive["Metrics"]}:
+                namespaces.add(directive["Namespace"])
+                sets += [{name: emf[name] for name in dims} for dims in directive["Dimensions"]]
+    return namespaces, sets
+
+
+@pytest.mark.parametrize("row", MONITORING_ALARMS, ids=[r[0] for r in MONITORING_ALARMS])
+def test_monitoring_alarm_is_named_and_evaluated_as_designed(template: Tpl, row: tuple[Any, ...]) -> None:
+    logical, name, metrics, expression, period, evaluations, datapoints, threshold, comparison, missing = row
+    p = props(template, logical)
+    assert p["AlarmName"] == {"Fn::Sub": f"docllm-${{Stage}}-{name}"}
+    found = alarm_metrics(p)
+    assert {m: stat for m, (_, stat, _, _) in found.items()} == metrics
+    assert {per for (_, _, per, _) in found.values()} == {period}
+    if expression is None:
+        assert "Metrics" not in p
+    else:
+        (result,) = [q for q in p["Metrics"] if q.get("ReturnData", True)]
+        assert result["Expression"] == expression
+        # The expression's operands are exactly the metrics fetched (and not returned).
+        assert {q["Id"] for q in p["Metrics"] if "MetricStat" in q} == set(re.findall(r"[a-z]\w*", expression))
+    assert (p["EvaluationPeriods"], p["DatapointsToAlarm"]) == (evaluations, datapoints)
+    assert (p["Threshold"], p["ComparisonOperator"], p["TreatMissingData"]) == (threshold, comparison, missing)
+    # Both transitions reach the topic (the OK tells the on-call person it is over).
+    assert p["AlarmActions"] == p["OKActions"] == [{"Ref": "AlarmTopic"}]
+
+
+def test_monitoring_thresholds_are_parameters_with_the_designed_defaults(template: Tpl) -> None:
+    params = template["Parameters"]
+    for name, default in THRESHOLD_DEFAULTS.items():
+        assert params[name]["Type"] == "Number" and params[name]["Default"] == default, name
+    used = {json.dumps(r[7]) for r in MONITORING_ALARMS}
+    assert {json.dumps({"Ref": name}) for name in THRESHOLD_DEFAULTS} <= used
+
+
+@pytest.mark.parametrize(
+    ("alarm", "metric"),
+    [(r[0], m) for r in MONITORING_ALARMS for m in r[2]],
+    ids=[f"{r[0]}-{m}" for r in MONITORING_ALARMS for m in r[2]],
+)
+def test_alarm_dimensions_are_those_the_emitting_function_puts_on_the_metric(
+    template: Tpl, alarm: str, metric: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An alarm whose dimensions differ from the metric's by one name or value never sees a
+    # datapoint (INSUFFICIENT_DATA for ever, no rollback): compare with what the code emits, in
+    # the environment the template gives the emitting function.
+    namespace, _, _, dims = alarm_metrics(props(template, alarm))[metric]
+    fn = EMITTER.get(metric, "ApiFunction")
+    fn_env = env_of(template, fn)
+    # Target is the function's deploy target, which is the alarm's.
+    assert dims["Target"] == fn_env["DOCLLM_DEPLOY_TARGET"] == {"Ref": "DeployTarget"}
+    target = template["Parameters"]["DeployTarget"]["Default"]
+    namespaces, emitted = emitted_dimension_sets(fn_env, metric, target, monkeypatch, capsys)
+    assert namespaces == {namespace}
+    assert {**dims, "Target": target} in emitted, emitted
+
+
+@pytest.mark.parametrize("sample", ALARM_SAMPLES)
+def test_the_real_alarm_event_reaches_the_rollback_queue_only_for_this_stages_serving_alarms(
+    template: Tpl, real_events_dir: Path, sample: str
+) -> None:
+    (rule,) = [r for r in read_wiring(TEMPLATE).rules if r.name == "ServingAlarmStateRule"]
+    assert rule.bus == "default" and rule.targets == ("RollbackQueue",)  # CloudWatch's bus
+    event = json.loads((real_events_dir / sample).read_text(encoding="utf-8"))
+    assert event["detail"]["state"]["value"] == "ALARM"
+
+    def named(name: str, state: str = "ALARM") -> dict[str, Any]:
+        detail = {**event["detail"], "alarmName": name, "state": {**event["detail"]["state"], "value": state}}
+        return {**event, "detail": detail}
+
+    assert not matches(rule.pattern, event)  # someone else's alarm, as AWS sent it
+    stage = template["Parameters"]["Stage"]["Default"]
+    for logical, suffix, *_ in MONITORING_ALARMS:
+        name = f"docllm-{stage}-{suffix}"
+        serving = logical.startswith("Serving")
+        assert matches(rule.pattern, named(name)) is serving, name
+        assert matches(rule.pattern, named(name, "OK")) is serving, name  # the recovery, for the incident
+        assert not matches(rule.pattern, named(name, "INSUFFICIENT_DATA")), name
+        # The local platform's per-version instances of an alarm, <name>@<version>.
+        assert matches(rule.pattern, named(f"{name}@v2")) is serving, name
+        assert not matches(rule.pattern, named(name.replace(f"-{stage}-", "-prod-"))), name  # another stage's
+
+
+def test_only_the_serving_alarms_can_trigger_a_rollback(template: Tpl) -> None:
+    names = {
+        n: sub_text(a["Properties"]["AlarmName"]) for n, a in resources_of(template, "AWS::CloudWatch::Alarm").items()
+    }
+    serving = {n for n, name in names.items() if name.startswith(SERVING_PREFIX)}
+    assert serving == {r[0] for r in MONITORING_ALARMS if r[1].startswith("serving-")}
+    (rule,) = [r for r in ROUTES if r[5] == "ServingAlarmStateRule"]
+    assert rule[7]["detail"]["alarmName"] == [{"prefix": {"Fn::Sub": SERVING_PREFIX}}]
+
+
+def test_the_rollback_handler_redeploys_with_the_deployers_settings_and_notifies_the_topic(template: Tpl) -> None:
+    env, deployer = env_of(template, "RollbackFunction"), env_of(template, "DeployFunction")
+    shared = {k for k in deployer if k.startswith("DOCLLM_") and k != "DOCLLM_DEAD_LETTER_QUEUE"}
+    assert {k: env[k] for k in shared} == {k: deployer[k] for k in shared}
+    assert env["DOCLLM_ALARM_TOPIC_ARN"] == {"Ref": "AlarmTopic"}
+    statements = function_statements(template, "RollbackFunction")
+    assert by_sid(statements, "NotifyAlarmTopic") == {
+        "Sid": "NotifyAlarmTopic",
+        "Effect": "Allow",
+        "Action": "sns:Publish",
+        "Resource": {"Ref": "AlarmTopic"},
+    }
+    # An endpoint configuration it has to recreate obeys the deployer's instance-type condition.
+    sid = "CreateEndpointConfigsOnAllowedInstances"
+    assert by_sid(statements, sid) == by_sid(function_statements(template, "DeployFunction"), sid)
+
+
+def test_the_rollback_role_names_every_action_and_creates_no_model_or_endpoint(template: Tpl) -> None:
+    statements = function_statements(template, "RollbackFunction")
+    actions = {a for st in statements for a in as_list(st["Action"])}
+    assert not [a for a in actions if "*" in a]
+    assert all(st["Effect"] == "Allow" for st in statements)
+    # Points an existing endpoint back at a configuration; never a new model (no role to pass),
+    # endpoint, autoscaling, Bedrock import or registry package.
+    assert not actions & {
+        "sagemaker:CreateModel",
+        "sagemaker:CreateEndpoint",
+        "sagemaker:DeleteEndpoint",
+        "sagemaker:CreateModelPackage",
+        "sagemaker:DeleteModelPackage",
+        "iam:PassRole",
+        "bedrock:CreateModelImportJob",
+        "application-autoscaling:RegisterScalableTarget",
+    }
+    assert {"sagemaker:UpdateEndpoint", "sagemaker:DescribeEndpoint", "sagemaker:UpdateModelPackage"} <= actions
+
+
+def test_the_canary_runs_every_five_minutes_on_a_schedule_that_can_invoke_only_it(template: Tpl) -> None:
+    schedule = template["Resources"]["CanarySchedule"]
+    assert schedule["Type"] == "AWS::Scheduler::Schedule"
+    p = schedule["Properties"]
+    assert p["Name"] == {"Fn::Sub": "docllm-${Stage}-canary"}
+    assert p["ScheduleExpression"] == "rate(5 minutes)" and p["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    assert p["KmsKeyArn"] == KMS_KEY_ARN
+    target = p["Target"]
+    assert target["Arn"] == {"Fn::GetAtt": ["CanaryFunction", "Arn"]}
+    assert json.loads(target["Input"]) == {
+        "source": "docllm.schedule",
+        "detail-type": "Canary Run Requested",
+        "detail": {},
+    }
+    # ... which is what the canary's handler takes.
+    from docllm.service_layer.canary import CANARY_RUN_REQUESTED, SCHEDULE_SOURCE
+
+    assert (SCHEDULE_SOURCE, CANARY_RUN_REQUESTED) == ("docllm.schedule", "Canary Run Requested")
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["CanaryScheduleDLQ", "Arn"]}}
+    assert target["RoleArn"] == {"Fn::GetAtt": ["CanaryScheduleRole", "Arn"]}
+    # The scheduler's role: this stage's canary schedule assumes it, and it invokes that one function.
+    role = props(template, "CanaryScheduleRole")
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    source = sub_text(trust["Condition"]["ArnEquals"]["aws:SourceArn"])
+    assert source.endswith(":schedule/default/" + sub_text(p["Name"]))
+    grants = {(a, json.dumps(st["Resource"])) for st in role_statements(template, "CanaryScheduleRole")
+              for a in as_list(st["Action"])}  # fmt: skip
+    assert grants == {
+        ("lambda:InvokeFunction", json.dumps({"Fn::GetAtt": ["CanaryFunction", "Arn"]})),
+        ("sqs:SendMessage", json.dumps({"Fn::GetAtt": ["CanaryScheduleDLQ", "Arn"]})),
+        ("kms:Decrypt", json.dumps(KMS_KEY_ARN)),
+        ("kms:GenerateDataKey", json.dumps(KMS_KEY_ARN)),
+    }
+    canary = props(template, "CanaryFunction")
+    assert canary["CodeUri"] == "services/canary/" and canary["Handler"] == "app.handler"
+    # Only the schedule invokes it, a failed run is not retried, and a run ends before the next starts.
+    assert "Events" not in canary
+    assert canary["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
+    assert canary["Timeout"] < 300
+    assert env_of(template, "CanaryFunction")["DOCLLM_DEPLOY_TARGET"] == {"Ref": "DeployTarget"}
+
+
+def test_the_canary_writes_only_its_records_and_reads_only_its_question_sources(template: Tpl) -> None:
+    from docllm.monitoring.canary import CANARY_SET_KEY
+    from docllm.service_layer.canary import CANARY_RUNS_PK, CANARY_SETS_PK
+
+    statements = function_statements(template, "CanaryFunction")
+    writes = [st for st in statements if {"dynamodb:PutItem", "dynamodb:DeleteItem"} & set(as_list(st["Action"]))]
+    assert writes == [by_sid(statements, "RecordCanaryRuns")]
+    assert writes[0]["Condition"] == {
+        "ForAllValues:StringEquals": {"dynamodb:LeadingKeys": sorted([CANARY_RUNS_PK, CANARY_SETS_PK])}
+    }
+    # The operator's set (that one object), and the datasets the default set is built from.
+    reads = {sub_text(r) for st in statements_with(statements, "s3:GetObject") for r in as_list(st["Resource"])}
+    assert reads == {f"${{RawBucket.Arn}}/{CANARY_SET_KEY}", "${ArtifactBucket.Arn}/datasets/*"}
+    assert not [a for st in statements for a in as_list(st["Action"]) if a.startswith(("s3:Put", "s3:Delete"))]
+    # No events: a run is an observation, its metrics are its announcement.
+    assert not statements_with(statements, "events:PutEvents")
 
 
 # ------------------------------------------------------------- stage failed

@@ -11,11 +11,16 @@ MAX_QUESTION_CHARS = 2000
 NOT_COVERED = "The documentation does not cover this."
 """The answer of every abstention: a plain statement that claims nothing."""
 
-AbstainReason = Literal["no_relevant_documents", "empty_answer", "unsupported_claims", "no_citations"]
+AbstainReason = Literal[
+    "no_relevant_documents", "context_too_small", "empty_answer", "unsupported_claims", "no_citations"
+]
 """Why an answer abstained (docs/answers.md, "Abstention"):
 
 ``no_relevant_documents``
     retrieval found nothing above the relevance floor; nothing was generated;
+``context_too_small``
+    relevant passages were found but the model's context cannot hold even one of them beside the
+    answer's tokens (a model with a short context); nothing was generated;
 ``empty_answer``
     the model generated nothing but whitespace;
 ``unsupported_claims``
@@ -44,7 +49,9 @@ class AskRequest(BaseModel):
     model: str | None = Field(
         default=None, max_length=256, description="the model version expected; 409 when another is deployed"
     )
-    stream: bool = Field(default=False, description="server-sent events (not served by this API yet: 400)")
+    stream: bool = Field(
+        default=False, description="server-sent events: delta events, then the answer (docs/answers.md, Streaming)"
+    )
 
     @field_validator("question")
     @classmethod

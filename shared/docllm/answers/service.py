@@ -10,7 +10,9 @@ engine refuses even after one smaller retry → 400), an unknown service
 
 Streaming (:func:`stream_answer`) sends the model's text as it comes; grounding and citations can only
 be computed on the whole text, so the final event may abstain after the text was shown: a client
-must replace what it displayed with the final event's ``answer``.
+must replace what it displayed with the final event's ``answer``. Errors before the first event raise
+as without streaming; the route turns a failure after it into an ``error`` event
+(:meth:`AnswerEvent.failure`).
 """
 
 from __future__ import annotations
@@ -37,10 +39,23 @@ DEFAULT_PARAMS = GenerationParams(max_tokens=64)
 
 
 class AnswerEvent(BaseModel):
-    """One server-sent event of a streamed answer: ``delta`` events, then one ``answer`` event."""
+    """One server-sent event of a streamed answer: ``delta`` events, then one ``answer`` event — or,
+    when the platform fails after the stream began, one ``error`` event (``{message, status,
+    request_id}``: the status the request would have had) that ends it."""
 
-    event: Literal["delta", "answer"]
+    event: Literal["delta", "answer", "error"]
     data: dict[str, Any]
+
+    @classmethod
+    def failure(cls, message: str, status: int, request_id: str) -> AnswerEvent:
+        """The ``error`` event that ends a stream the platform could not finish.
+
+        Examples
+        --------
+        >>> AnswerEvent.failure("retry", 503, "r-1").sse()
+        'event: error\\ndata: {"message":"retry","status":503,"request_id":"r-1"}\\n\\n'
+        """
+        return cls(event="error", data={"message": message, "status": status, "request_id": request_id})
 
     def sse(self) -> str:
         """The event in ``text/event-stream`` framing."""
@@ -81,7 +96,7 @@ def answer_question(
     start = time.perf_counter()
     prepared = _prepare(question, search=search, engine=engine, k=k, service=service, model=model, params=params)
     if prepared.built is None:
-        return _abstain(question, prepared, "no_relevant_documents", start)
+        return _abstain(question, prepared, _not_generated(prepared), start)
     built, generation = _generate(question, prepared, engine)
     prepared = prepared.model_copy(update={"built": built})
     return _finish(
@@ -114,15 +129,26 @@ def stream_answer(
     prepared = _prepare(question, search=search, engine=engine, k=k, service=service, model=model, params=params)
     if prepared.built is None:
         yield AnswerEvent(
-            event="answer", data=_abstain(question, prepared, "no_relevant_documents", start).model_dump(mode="json")
+            event="answer", data=_abstain(question, prepared, _not_generated(prepared), start).model_dump(mode="json")
         )
         return
     parts: list[str] = []
-    for delta in engine.stream(prepared.built.prompt, prepared.params):
+    stream = engine.stream(prepared.built.prompt, prepared.params)
+    for delta in stream:
         parts.append(delta)
         yield AnswerEvent(event="delta", data={"text": delta})
-    answer = _finish(question, prepared, "".join(parts), finish_reason=None, start=start, model_version=None)
+    # Under a canary split the version that generated the text is the stream's, not info()'s (stable).
+    generated_by = getattr(stream, "model", None)
+    answer = _finish(
+        question, prepared, "".join(parts), finish_reason=None, start=start,
+        model_version=generated_by if isinstance(generated_by, str) else None,
+    )  # fmt: skip
     yield AnswerEvent(event="answer", data=answer.model_dump(mode="json"))
+
+
+def _not_generated(prepared: _Prepared) -> AbstainReason:
+    """Why nothing was generated: nothing relevant, or relevant passages the model's context cannot hold."""
+    return "context_too_small" if prepared.retrieval.covered else "no_relevant_documents"
 
 
 def _prepare(

@@ -16,6 +16,10 @@ a request id (API Gateway's ``requestContext.requestId``, else Lambda's
 ``POST /v1/ask`` (docs/answers.md) adds the engine's statuses: busy **429** with ``Retry-After``
 (also the per-caller rate limit), no model deployed or engine unreachable **503**, a model other than
 the deployed one **409**, a body over :data:`MAX_ASK_BODY` **413**. An answer that abstains is a 200.
+With ``stream: true`` the 200 is ``text/event-stream`` (``delta`` events, then the ``answer``): streamed
+as it comes where the front hands the handler a ``response_stream`` (the local API front), one buffered
+body behind API Gateway + Lambda. Every ``POST /v1/ask`` is measured, whatever answers it
+(:mod:`docllm.monitoring.ask_metrics`).
 
 Powertools keeps the request being resolved (``current_event``, ``lambda_context``) where the
 routes, middlewares and error handlers read it back through the resolver, so a resolver answers one
@@ -27,13 +31,15 @@ request is therefore given its resolver, never a module-level one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import itertools
 import math
 import os
 from collections import Counter
-from collections.abc import Mapping
-from typing import Annotated, Any, cast
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, Protocol, cast
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
@@ -49,10 +55,11 @@ from docllm import __version__
 from docllm.answers.exceptions import ModelMismatchError, RateLimitedError
 from docllm.answers.limits import DEFAULT_BURST, DEFAULT_RATE, RateLimiter
 from docllm.answers.models import Answer, AskRequest
-from docllm.answers.service import answer_question
+from docllm.answers.service import AnswerEvent, answer_question, stream_answer
 from docllm.bootstrap import build_platform
 from docllm.exceptions import InvalidRequestError
 from docllm.lambda_support import logger
+from docllm.monitoring.ask_metrics import AskObservation, TimedEngine, record_ask
 from docllm.records import DOCS_PK, DocumentRecord
 from docllm.search.api import MAX_QUERY_CHARS, SearchQuery, run_search
 from docllm.search.exceptions import UnknownServiceError
@@ -72,14 +79,26 @@ class RequestScopedResolver(APIGatewayHttpResolver):
     A Powertools ``Router`` (``include_router``) reads the class attributes: this API includes none.
     """
 
+    #: What the ``POST /v1/ask`` being resolved did (None for any other request): its metrics.
+    ask_observation: AskObservation | None = None
+
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         if isinstance(event, BaseProxyEvent):  # Powertools accepts a wrapped event too
             event = event.raw_event
         self.current_event = cast(APIGatewayProxyEventV2, self._to_proxy_event(dict(event)))
         self.lambda_context = context
+        # Every POST /v1/ask is measured, whatever answers it: the route, a validation error, a fault.
+        asking = self.current_event.path == ASK_PATH and self.current_event.http_method.upper() == "POST"
+        self.ask_observation = AskObservation() if asking else None
+        status = 500
         try:
-            return self._build_response(self._resolve())
+            response = self._build_response(self._resolve())
+            status = int(response.get("statusCode", 200))
+            return response
         finally:
+            if self.ask_observation is not None:
+                _record_ask(self.ask_observation, status)
+            self.ask_observation = None
             self.clear_context()
 
 
@@ -124,8 +143,13 @@ def _powertools_answer(e: Exception) -> Response[Any]:
 
 def request_id(app: APIGatewayHttpResolver) -> str:
     """API Gateway's request id (what the caller sees as ``apigw-requestid``), else Lambda's."""
-    context = app.current_event.raw_event.get("requestContext") or {}
-    return str(context.get("requestId") or getattr(app.lambda_context, "aws_request_id", None) or "unknown")
+    return event_request_id(app.current_event, app.lambda_context)
+
+
+def event_request_id(event: BaseProxyEvent, context: Any) -> str:
+    """:func:`request_id` of ``event`` invoked with ``context``."""
+    request_context = event.raw_event.get("requestContext") or {}
+    return str(request_context.get("requestId") or getattr(context, "aws_request_id", None) or "unknown")
 
 
 def _server_fault(app: APIGatewayHttpResolver, e: Exception) -> Response[dict[str, str]]:
@@ -204,6 +228,8 @@ def search(
     return result.model_dump(mode="json", exclude=None if query.group_by else {"group_by", "documents"})
 
 
+ASK_PATH = "/v1/ask"
+SSE = "text/event-stream"
 MAX_ASK_BODY = 16 * 1024
 """Bytes a ``POST /v1/ask`` body may have: a 2,000-character question fits with room for escapes."""
 ENGINE_RETRY_AFTER_S = 1
@@ -237,7 +263,7 @@ def caller_key(event: APIGatewayProxyEventV2) -> str:
 
 
 def _body_too_large(event: APIGatewayProxyEventV2) -> Response[dict[str, Any]] | None:
-    if event.path != "/v1/ask":
+    if event.path != ASK_PATH:
         return None
     raw = event.body or ""
     size = len(raw) * 3 // 4 if event.is_base64_encoded else len(raw.encode("utf-8"))
@@ -248,10 +274,18 @@ def _body_too_large(event: APIGatewayProxyEventV2) -> Response[dict[str, Any]] |
 
 ASK_RESPONSES: dict[int, OpenAPIResponse] = {
     200: {
-        "description": "an answer with citations, or an abstention (abstained: true, reason)",
-        "content": {"application/json": {"model": Answer}},
+        "description": (
+            "an answer with citations, or an abstention (abstained: true, reason); with stream: true, "
+            "server-sent events: `delta` events ({text}), then one `answer` event (the Answer; a client "
+            "replaces the text it showed with it), or an `error` event ({message, status, request_id}) when the "
+            "engine fails mid-stream"
+        ),
+        "content": {
+            "application/json": {"model": Answer},
+            SSE: {"schema": {"type": "string", "description": "text/event-stream: delta… then answer (or error)"}},
+        },
     },
-    400: {"description": "invalid body, unknown service, streaming asked for, prompt too long"},
+    400: {"description": "invalid body, unknown service, prompt too long"},
     409: {"description": "model names a version other than the deployed one"},
     413: {"description": f"body over {MAX_ASK_BODY} bytes"},
     429: {"description": "rate limit or engine queue full; see Retry-After"},
@@ -259,25 +293,124 @@ ASK_RESPONSES: dict[int, OpenAPIResponse] = {
 }
 
 
-def answer_ask(event: APIGatewayProxyEventV2, request: AskRequest) -> Response[dict[str, Any]]:
-    """``POST /v1/ask`` for the request ``event`` carries (its size and its caller) and its parsed body."""
+class ResponseStream(Protocol):
+    """What a front that streams hands the handler as ``context.response_stream`` (the local API front,
+    ``runtime/http.py``; Lambda behind API Gateway's HTTP API has none, and the route buffers).
+
+    ``write`` raises :class:`ConnectionError` once the client has gone away."""
+
+    def start(self, status: int, headers: list[tuple[str, str]]) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+
+def answer_ask(
+    event: APIGatewayProxyEventV2,
+    request: AskRequest,
+    *,
+    observation: AskObservation | None = None,
+    stream_to: ResponseStream | None = None,
+) -> Response[Any]:
+    """``POST /v1/ask`` for the request ``event`` carries (its size and its caller) and its parsed body.
+
+    ``observation`` collects what the request did, for its metrics. With ``stream: true`` the answer is
+    server-sent events: written to ``stream_to`` as they come when the front streams, else returned
+    whole as one ``text/event-stream`` body (what API Gateway + Lambda can do: docs/answers.md).
+    """
     if (too_large := _body_too_large(event)) is not None:
         return too_large
-    if request.stream:
-        # The API front answers whole responses only (API Gateway → Lambda buffers; so does the local
-        # front): streaming needs a response-streaming front first (docs/answers.md).
-        raise InvalidRequestError("stream: streaming is not supported by this API yet; send stream: false")
+    observation = observation if observation is not None else AskObservation()
+    observation.question = request.question
     ask_limiter().take(caller_key(event))
     p = build_platform()
-    answer: Answer = answer_question(
-        request.question,
-        search=p.search_reader,
-        engine=p.inference,
-        k=request.k,
-        service=request.service,
-        model=request.model,
-    )
-    return _json(200, answer.model_dump(mode="json"))
+    options: dict[str, Any] = {
+        "search": p.search_reader,
+        "engine": TimedEngine(p.inference, observation),
+        "k": request.k,
+        "service": request.service,
+        "model": request.model,
+    }
+    try:
+        if not request.stream:
+            observation.answer = answer_question(request.question, **options)
+            return _json(200, observation.answer.model_dump(mode="json"))
+        events = stream_answer(request.question, **options)
+        # Errors before the first event answer as they do without streaming (429, 503, 409…).
+        first = next(events)
+    except Exception as e:
+        observation.note_error(e)
+        raise
+    if stream_to is None:
+        return _buffered_events(first, events, observation)
+    return _streamed_events(first, events, observation, stream_to, event_request_id(event, None))
+
+
+def _sse_headers() -> dict[str, str]:
+    return {"Cache-Control": "no-cache"}
+
+
+def _note_answer(event: AnswerEvent, observation: AskObservation) -> None:
+    if event.event == "answer":
+        observation.answer = Answer.model_validate(event.data)
+
+
+def _buffered_events(first: AnswerEvent, events: Iterator[AnswerEvent], observation: AskObservation) -> Response[Any]:
+    """The whole event stream as one body. Nothing is sent yet, so an engine failing mid-way answers
+    with its status (the exception propagates to the error handlers), not with an ``error`` event."""
+    parts: list[str] = []
+    try:
+        for event in itertools.chain([first], events):
+            _note_answer(event, observation)
+            parts.append(event.sse())
+    except Exception as e:
+        observation.note_error(e)
+        raise
+    return Response(status_code=200, content_type=SSE, body="".join(parts), headers=_sse_headers())
+
+
+def _streamed_events(
+    first: AnswerEvent,
+    events: Iterator[AnswerEvent],
+    observation: AskObservation,
+    stream: ResponseStream,
+    rid: str,
+) -> Response[Any]:
+    """Write the events as they come. Once the head is sent, a failure can only be told in the stream:
+    an ``error`` event, and the stream ends (the failure is logged under the request id)."""
+    stream.start(200, [("Content-Type", SSE), *_sse_headers().items()])
+    try:
+        for event in itertools.chain([first], events):
+            _note_answer(event, observation)
+            stream.write(event.sse().encode("utf-8"))
+    except ConnectionError:
+        observation.disconnected = True  # closing ``events`` (below) closes the engine's stream: it stops
+    except Exception as e:
+        observation.note_error(e)
+        observation.stream_failed = True
+        logger.error(
+            "the answer stream failed", exc_info=e, extra={"request_id": rid, "error": f"{type(e).__name__}: {e}"}
+        )
+        status = 429 if isinstance(e, EngineBusyError) else 503 if isinstance(e, _ENGINE_ERRORS) else 500
+        message = "the model serving answers failed mid-answer: retry" if status != 500 else "Internal Server Error"
+        with contextlib.suppress(ConnectionError):
+            stream.write(AnswerEvent.failure(message, status, rid).sse().encode("utf-8"))
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+    return Response(status_code=200, content_type=SSE, body="")
+
+
+_ENGINE_ERRORS = (EngineUnavailableError, NoModelDeployedError)
+
+
+def _record_ask(observation: AskObservation, status: int) -> None:
+    try:
+        p = build_platform()
+    except Exception as e:  # the request has failed on it already (a 500); no sink to tell
+        logger.warning("no platform to record /v1/ask metrics on", extra={"error": f"{type(e).__name__}: {e}"})
+        return
+    record_ask(p, observation, status)
 
 
 def documents(
@@ -328,10 +461,16 @@ def create_app() -> APIGatewayHttpResolver:
 
     # ``ask`` and ``openapi`` read their resolver; Powertools derives a route's parameters (and the
     # OpenAPI document) from the function's own signature, so they are functions here, not partials.
-    @app.post("/v1/ask", summary="Answer a question from the documentation, with citations", responses=ASK_RESPONSES)
-    def ask(request: Annotated[AskRequest, Body(description="the question and options")]) -> Response[dict[str, Any]]:
-        """Answer a question from the documentation, with citations, or abstain when it does not cover it."""
-        return answer_ask(app.current_event, request)
+    @app.post(ASK_PATH, summary="Answer a question from the documentation, with citations", responses=ASK_RESPONSES)
+    def ask(request: Annotated[AskRequest, Body(description="the question and options")]) -> Response[Any]:
+        """Answer a question from the documentation, with citations, or abstain when it does not cover it;
+        ``stream: true`` sends the answer as server-sent events."""
+        return answer_ask(
+            app.current_event,
+            request,
+            observation=app.ask_observation,
+            stream_to=getattr(app.lambda_context, "response_stream", None),
+        )
 
     app.get("/v1/documents")(documents)
     app.get("/v1/status")(status)

@@ -292,6 +292,27 @@ def float_range(lo: float, hi: float | None = None, *, lo_open: bool = False) ->
     return parse
 
 
+def percentage(value: str) -> float:
+    """An argparse type: a share of traffic, ``10%`` or ``10``, more than 0 and less than 100."""
+    f = _float(value.strip().removesuffix("%"))
+    if not 0 < f < 100:
+        raise ArgumentTypeError(f"{value!r} is out of range: more than 0% and less than 100%")
+    return f
+
+
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(value: str) -> float:
+    """An argparse type: a positive duration in seconds, written ``300``, ``300s``, ``5m`` or ``1h``."""
+    text = value.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:]) if text else None
+    f = _float(text[:-1] if unit is not None else text) * (unit or 1.0)
+    if f <= 0:
+        raise ArgumentTypeError(f"invalid duration {value!r}: must be positive (e.g. 300s, 5m, 1h)")
+    return f
+
+
 def _bounds(lo: int, hi: int | None) -> str:
     return f"{lo}-{hi}" if hi is not None else f">= {lo}"
 

@@ -29,10 +29,12 @@ from docllm.cli.common import (
     CliError,
     check_data_dir,
     data_dir,
+    duration,
     family_name,
     family_names,
     float_range,
     int_range,
+    percentage,
     port,
     print_error,
     service_csv,
@@ -401,6 +403,11 @@ COMMANDS: tuple[Command, ...] = (
             arg("question", help="the question, in plain words"),
             arg("--k", type=int_range(1, 20), default=5, help="documents to retrieve, 1-20 (default: %(default)s)"),
             arg("--service", type=service_name, help=f"only this service's documents; {SERVICE_HELP}"),
+            arg(
+                "--stream",
+                action="store_true",
+                help="show the model's text as it comes, then the checked answer (with --json: the answer only)",
+            ),
             JSON,
         ),
     ),
@@ -417,6 +424,20 @@ COMMANDS: tuple[Command, ...] = (
                 help="where (default: %(default)s)",
             ),
             arg(
+                "--canary",
+                type=percentage,
+                default=None,
+                help="local target: a canary rollout, the new version takes this share of the traffic "
+                "(e.g. 10%%) beside the serving one while it bakes (default with --bake: 10%%)",
+            ),
+            arg(
+                "--bake",
+                type=duration,
+                default=None,
+                help="the canary's bake period (e.g. 300s, 5m; default with --canary: 5m): promoted "
+                "afterwards if its alarms stayed quiet",
+            ),
+            arg(
                 "--timeout",
                 type=float_range(0, lo_open=True),
                 default=300,
@@ -426,6 +447,12 @@ COMMANDS: tuple[Command, ...] = (
         ),
     ),
     Command(("endpoints",), "serve_cmds:cmd_endpoints", "what serves on each target, and every deployment", (JSON,)),
+    Command(
+        ("alarms",),
+        "monitor_cmds:cmd_alarms",
+        "the template's alarms as the local platform evaluates them (per version too): state, since when, why",
+        (JSON,),
+    ),
     Command(
         ("eval", "retrieval"),
         "docs_cmds:cmd_eval_retrieval",
@@ -441,6 +468,26 @@ COMMANDS: tuple[Command, ...] = (
         ),
     ),
 )
+
+
+def _plugged_commands(module: str) -> tuple[Command, ...]:
+    """The verbs ``docllm.cli.<module>`` lists as plain data in its ``COMMANDS`` (path, "module:function",
+    help, ((flags...), argparse kwargs)...); none while that module does not exist."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(f"docllm.cli.{module}")
+    except ModuleNotFoundError as e:
+        if e.name != f"docllm.cli.{module}":
+            raise  # the module exists and something it imports is missing: say so
+        return ()
+    return tuple(
+        Command(path, func, help_text, tuple(arg(*flags, **kwargs) for flags, kwargs in args))
+        for path, func, help_text, args in mod.COMMANDS
+    )
+
+
+COMMANDS = (*COMMANDS, *_plugged_commands("incident_cmds"), *_plugged_commands("canary_cmds"))
 
 
 class UsageError(Exception):

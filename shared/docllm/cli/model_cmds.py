@@ -41,10 +41,22 @@ def _model(p: Platform, version: str) -> dict[str, Any]:
 
 
 def _status(p: Platform, version: str) -> str:
+    """The status people see: the registry's, or RolledBack for a version an alarm rolled back."""
     try:
-        return p.registry.get(version).status
+        return p.registry.get(version).display_status
     except NotFoundError:
         return "Unregistered"
+
+
+def _rolled_back(p: Platform, version: str) -> dict[str, str] | None:
+    """The alarm and incident that rolled ``version`` back, if one did."""
+    try:
+        package = p.registry.get(version)
+    except NotFoundError:
+        return None
+    if not package.rolled_back:
+        return None
+    return {"alarm": package.rolled_back_alarm or "", "incident_id": package.rollback_incident or ""}
 
 
 def _fmt(value: Any) -> str:
@@ -69,6 +81,7 @@ def cmd_models(args: Namespace) -> int:
             {
                 **m,
                 "status": _status(p, m["version"]),
+                "rolled_back": _rolled_back(p, m["version"]),
                 "aliases": names,
                 "evaluation": {k: evaluation.get(k) for k in ("evaluation_id", "metrics", "report_uri", "html_uri")}
                 if evaluation
@@ -125,6 +138,7 @@ def cmd_model_show(args: Namespace) -> int:
     shown: dict[str, Any] = {
         "model": m,
         "registry": package,
+        "status": _status(p, args.version),
         "aliases": sorted(a for a, v in p.registry.aliases(m.get("family", "")).items() if v == args.version),
         "evaluations": sorted(evaluations, key=lambda e: e.get("completed_at", "")),
         "decisions": [d.model_dump(mode="json") for d in decisions(p, args.version)],
@@ -134,6 +148,17 @@ def cmd_model_show(args: Namespace) -> int:
         return 0
     out.print(line("model ", lit(args.version, "bold"), "  family ", lit(m.get("family", ""))))
     out.print(line("status ", lit(_status(p, args.version), "bold"), "  aliases ", lit(",".join(shown["aliases"]))))
+    rolled_back = _rolled_back(p, args.version)
+    if rolled_back is not None:
+        out.print(
+            line(
+                "rolled back: alarm ",
+                lit(rolled_back["alarm"], "bold"),
+                "  incident ",
+                lit(rolled_back["incident_id"]),
+                " (docllm incident show)",
+            )
+        )
     out.print(line("dataset ", lit(m.get("dataset_version", "")), "  tokenizer ", lit(m.get("tokenizer_version", ""))))
     out.print(line("export ", lit(m.get("export_uri", ""))))
     for e in shown["evaluations"]:

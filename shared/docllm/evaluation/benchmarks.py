@@ -19,7 +19,8 @@ raises, a malformed ``regex_replace`` pattern, a value of an unexpected type) be
 
 Which files are benchmarks: every YAML task (except YAMLs another YAML ``include`` s) and every
 ``.jsonl`` file that no YAML uses as a data file or include. ``.md`` and ``.txt`` files are notes
-and ignored; any other file that no YAML uses is an error.
+and ignored, and so are :data:`RESERVED` files (the scheduled canary's questions share the prefix,
+the one the ingest stage never reads); any other file that no YAML uses is an error.
 
 This module is pure (no model): :func:`parse_benchmarks` turns files into items, the evaluation
 job generates, then :func:`score_generation` / :func:`score_loglikelihood` and :func:`aggregate`
@@ -93,6 +94,9 @@ _GENERATION_KWARGS = frozenset({"until", "max_gen_toks", "do_sample", "temperatu
 _METRIC_KEYS = frozenset({"metric", "aggregation", "higher_is_better", "ignore_case", "ignore_punctuation"})
 _NOOP_FILTERS = frozenset({"take_first", "remove_whitespace"})
 _NOTES = (".md", ".txt")
+RESERVED = frozenset({"canary.jsonl"})
+"""Files under ``benchmarks/`` that are not benchmarks: the scheduled canary's question set
+(:data:`docllm.monitoring.canary.CANARY_SET_KEY`, its own format), uploaded with ``docllm canary set``."""
 
 
 class BenchmarkError(PermanentError):
@@ -203,7 +207,7 @@ def parse_benchmarks(files: Mapping[str, bytes]) -> tuple[list[Benchmark], list[
             except BenchmarkError as e:
                 e.related = tuple(sorted(used.get(key, ())))
                 out.append((key, e))
-        elif key in used_by_any or key.lower().endswith(_NOTES):
+        elif key in used_by_any or key in RESERVED or key.lower().endswith(_NOTES):
             continue
         elif key.lower().endswith(".jsonl"):
             try:
@@ -245,6 +249,8 @@ def validate_benchmark_file(name: str, body: bytes, siblings: Mapping[str, bytes
     ...     print(e)
     faq.jsonl:1 (expected): missing: every item needs a string
     """
+    if name in RESERVED:
+        raise BenchmarkError(name, "reserved for the scheduled canary's questions: upload it with docllm canary set")
     files = {**siblings, name: body}
     # parse_benchmarks turns every failure of a file into its BenchmarkError; the guard is for a
     # failure outside any one file, so that `docllm benchmarks add` still prints a clear error.

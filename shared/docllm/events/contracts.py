@@ -320,6 +320,16 @@ class DeploymentRequested(EventDetail):
 
     model_version: str
     target: DeployTargetName
+    canary_percent: float | None = Field(
+        default=None,
+        gt=0,
+        lt=100,
+        description="a canary rollout: the share of traffic (percent) the new version takes while it bakes; "
+        "None: it takes all traffic at once",
+    )
+    bake_s: float | None = Field(
+        default=None, gt=0, description="seconds the canary bakes before it is promoted (with canary_percent)"
+    )
     request_id: str = RequestId
 
 
@@ -335,6 +345,105 @@ class ModelDeployed(EventDetail):
     endpoint: str = Field(description="URL (local), endpoint name (sagemaker) or imported model ARN (bedrock)")
     previous_version: str | None = None
     deployment_id: str
+    request_id: str | None = FollowsRequest
+
+
+class CanaryStarted(EventDetail):
+    """A version takes a share of a target's traffic beside the stable one while it bakes (local target);
+    "Model Deployed" follows when it is promoted, "Canary Aborted" when it is dropped."""
+
+    SOURCE: ClassVar[str] = "docllm.deploy"
+    DETAIL_TYPE: ClassVar[str] = "Canary Started"
+
+    model_version: str
+    family: str
+    target: DeployTargetName
+    endpoint: str = Field(description="the canary engine's URL")
+    stable_version: str = Field(description="the version that keeps the rest of the traffic")
+    canary_percent: float = Field(gt=0, lt=100, description="the share of requests the canary takes, percent")
+    bake_until: str = Field(description="when the bake period ends (ISO 8601, UTC); promoted then if quiet")
+    deployment_id: str
+    request_id: str | None = FollowsRequest
+
+
+class CanaryAborted(EventDetail):
+    """A canary was dropped before promotion: the stable version takes all traffic again."""
+
+    SOURCE: ClassVar[str] = "docllm.deploy"
+    DETAIL_TYPE: ClassVar[str] = "Canary Aborted"
+
+    model_version: str = Field(description="the canary's version")
+    family: str
+    target: DeployTargetName
+    stable_version: str = Field(description="the version that serves all traffic now")
+    reason: str
+    deployment_id: str
+    request_id: str | None = FollowsRequest
+
+
+# --- rollback and incidents --------------------------------------------------
+
+IncidentSeverity = Literal["info", "warning", "page"]
+
+
+class ModelRolledBack(EventDetail):
+    """An alarm on a serving version rolled it back: the restored version serves (verified), and the
+    registry holds the bad one as RolledBack (Rejected, with the alarm as its reason)."""
+
+    SOURCE: ClassVar[str] = "docllm.rollback"
+    DETAIL_TYPE: ClassVar[str] = "Model Rolled Back"
+
+    model_version: str = Field(description="the version rolled back (the bad one)")
+    restored_version: str = Field(description="the version that serves in its place")
+    family: str
+    target: DeployTargetName
+    alarm_name: str = Field(description="the alarm that opened the incident")
+    incident_id: str
+    action: Literal["redeploy", "abort_canary"] = Field(
+        default="redeploy",
+        description="redeploy: the restored version was deployed again; abort_canary: the "
+        "bad version was a canary, dropped while the stable version kept serving",
+    )
+    verified: bool = Field(default=True, description="the target was seen serving the restored version")
+
+
+class IncidentOpened(EventDetail):
+    """An alarm on a serving version opened an incident (``docllm incidents``)."""
+
+    SOURCE: ClassVar[str] = "docllm.rollback"
+    DETAIL_TYPE: ClassVar[str] = "Incident Opened"
+
+    incident_id: str
+    target: DeployTargetName
+    family: str | None = None
+    bad_version: str
+    restored_version: str | None = Field(default=None, description="None: nothing to roll back to, it keeps serving")
+    severity: IncidentSeverity
+    alarm_name: str
+    summary: str = Field(description="one line for a person")
+
+
+class IncidentCloseRequested(EventDetail):
+    """A person closes an incident with its cause (``docllm incident close ID --cause ...``)."""
+
+    SOURCE: ClassVar[str] = "docllm.rollback"
+    DETAIL_TYPE: ClassVar[str] = "Incident Close Requested"
+
+    incident_id: str
+    cause: str = Field(min_length=1, max_length=4000, description="the root cause, as found")
+    closed_by: str = Field(min_length=1, description="who closes it (the local user, as the CLI names them)")
+    request_id: str = RequestId
+
+
+class IncidentClosed(EventDetail):
+    """An incident was closed with its cause."""
+
+    SOURCE: ClassVar[str] = "docllm.rollback"
+    DETAIL_TYPE: ClassVar[str] = "Incident Closed"
+
+    incident_id: str
+    cause: str
+    closed_by: str
     request_id: str | None = FollowsRequest
 
 
@@ -369,6 +478,12 @@ CONTRACTS: tuple[type[EventDetail], ...] = (
     ModelRejected,
     DeploymentRequested,
     ModelDeployed,
+    CanaryStarted,
+    CanaryAborted,
+    ModelRolledBack,
+    IncidentOpened,
+    IncidentCloseRequested,
+    IncidentClosed,
     StageFailed,
 )
 

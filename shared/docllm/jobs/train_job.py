@@ -10,8 +10,9 @@ Hyperparameters (all strings):
     ``model_version``   id of this model (default: the job's host name and time)
     ``output_uri``      s3:// prefix to publish ``hf/`` and ``result.json`` to (empty: keep local)
     ``dataset_version``, ``tokenizer_version``  recorded in the result and the model card
-Channels: ``shards`` (``train/``, ``validation/`` each with ``index.json`` + ``shard-*.bin``) and
-``tokenizer`` (``tokenizer.model``/``tokenizer.json``/...).
+Channels: ``shards`` (``train/``, ``validation/`` each with ``index.json`` + ``shard-*.bin``),
+``tokenizer`` (``tokenizer.model``/``tokenizer.json``/...) and, when ``train_config`` has ``distill``,
+``teacher`` (the teacher's export or checkpoint directory, ``distill.teacher_uri``).
 
 Smoke run on a laptop (after laying out /tmp/sm as SageMaker would)::
 
@@ -37,9 +38,10 @@ from docllm.model.config import ModelConfig
 from docllm.training.config import TrainConfig
 from docllm.training.exceptions import TrainingConfigError
 from docllm.training.families import ModelFamily, load_families
-from docllm.training.result import TrainingJobResult
+from docllm.training.result import TeacherRecord, TrainingJobResult
 
 if TYPE_CHECKING:
+    from docllm.training.distill import Teacher
     from docllm.training.loop import TokenStream
 
 # Exit status of a process stopped by SIGTERM (128 + 15): the checkpoint is saved, a restart resumes.
@@ -123,6 +125,40 @@ def _channel(env: JobEnvironment, name: str) -> Path:
     return path
 
 
+def load_checked_teacher(env: JobEnvironment, tokenizer_dir: Path, student: ModelConfig) -> Teacher:
+    """The ``teacher`` channel's model, refused (an input error) unless it shares the student's tokenizer."""
+    from docllm.model.exceptions import ModelError
+    from docllm.training.distill import check_same_tokenizer, check_teacher, load_teacher
+    from docllm.training.exceptions import CheckpointError
+
+    teacher_dir = _channel(env, "teacher")
+    try:
+        teacher = load_teacher(teacher_dir)
+        check_teacher(teacher.model.config, student)
+        check_same_tokenizer(teacher_dir, tokenizer_dir)
+    except TrainingConfigError as e:
+        raise JobInputError(f"train_config.{e}") from e
+    except (ModelError, CheckpointError) as e:
+        raise JobInputError(f"train_config.distill.teacher_uri: cannot load the teacher: {e}") from e
+    return teacher
+
+
+def teacher_record(train_cfg: TrainConfig, teacher: Teacher | None) -> TeacherRecord | None:
+    """What the result (and from it the manifest) says about the teacher."""
+    if teacher is None or train_cfg.distill is None:
+        return None
+    d = train_cfg.distill
+    return TeacherRecord(
+        model_version=d.teacher_version,
+        uri=d.teacher_uri,
+        manifest_sha256=d.teacher_manifest_sha256,
+        weights_file=teacher.weights_file,
+        weights_sha256=teacher.weights_sha256,
+        n_params=teacher.model.num_params(),
+        model_config_=teacher.model.config.model_dump(),
+    )
+
+
 def main(env: JobEnvironment) -> None:
     import torch  # heavy: only the job pays for it
 
@@ -136,6 +172,7 @@ def main(env: JobEnvironment) -> None:
         raise JobInputError(f"shards channel has no train/ split: {sorted(p.name for p in shards.iterdir())}")
     tok = read_tokenizer_info(tok_dir)
     family, model_cfg, train_cfg = resolve_configs(env, tok.vocab_size)
+    teacher = load_checked_teacher(env, tok_dir, model_cfg) if train_cfg.distill is not None else None
     info = init_distributed(train_cfg.device)
     stop = StopFlag()
     if threading.current_thread() is threading.main_thread():
@@ -170,6 +207,7 @@ def main(env: JobEnvironment) -> None:
         metrics=metrics,
         metric_dimensions=dims,
         dist_info=info,
+        teacher=teacher.model if teacher is not None else None,
     )
     res = outcome.result
     if res.interrupted:
@@ -192,6 +230,9 @@ def main(env: JobEnvironment) -> None:
         "unigram baseline": f"{unigram:.4f}" if unigram is not None else "n/a",
         "training tokens": f"{res.tokens_seen:,}",
     }
+    taught = teacher_record(train_cfg, teacher)
+    if taught is not None:
+        card["distilled from"] = taught.model_version or taught.uri
     export_hf(outcome.model.to(torch.float32).cpu(), env.model_dir / "hf", tokenizer_dir=tok_dir, card=card)
     # The loss curves of the evaluation report (and the record of how training went), beside the export.
     write_history(env.model_dir / "history.jsonl", outcome.history)
@@ -217,6 +258,7 @@ def main(env: JobEnvironment) -> None:
         model_config_=model_cfg.model_dump(),
         train_config=train_cfg.model_dump(),
         provenance=job_provenance(),
+        teacher=taught,
     )
     (env.model_dir / "result.json").write_text(result.model_dump_json(indent=2, by_alias=True), encoding="utf-8")
     output_uri = env.hp("output_uri", "")

@@ -75,6 +75,20 @@ class EvaluationRef(BaseModel):
     job: str | None = None
 
 
+class TeacherRef(BaseModel):
+    """The teacher of a distilled model, as its training job recorded it (``result.json`` ``teacher``)."""
+
+    model_version: str | None = Field(default=None, description="the teacher's model version")
+    uri: str = Field(description="s3:// prefix the teacher was read from (export or checkpoint directory)")
+    weights_file: str = Field(description="the weights file under ``uri``")
+    weights_sha256: str = _sha256()
+    manifest_sha256: str | None = Field(default=None, description="sha256 of the teacher's own manifest")
+
+    @property
+    def weights_uri(self) -> str:
+        return f"{self.uri.rstrip('/')}/{self.weights_file}"
+
+
 class ManifestInputs(BaseModel):
     """Everything a manifest states, gathered from the records of the stages."""
 
@@ -102,5 +116,6 @@ class ManifestInputs(BaseModel):
     evaluation: EvaluationRef | None = None
     decision: DecisionRecord
     builder_id: str = Field(description="who issued it: the deployment (backend and stage)")
+    teacher: TeacherRef | None = Field(default=None, description="distilled models: the teacher it learnt from")
 
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())

@@ -10,7 +10,8 @@ export with their sha256 digests; the predicate says how they were built, in SLS
     the split rule, the artefact prefixes and the chain position; ``resolvedDependencies`` every
     input with its digest: each source document pinned to its object version, the dataset
     manifest, every tokenizer file, every shard file, the code (git commit) and the environment
-    (image digest, or the local lock hash).
+    (image digest, or the local lock hash); for a distilled model, the teacher's weights file
+    with the teacher's model version and manifest digest.
 ``runDetails``
     the builder (the deployment), the training job as invocation with its start and end, and as
     byproducts the evaluation report, the job names, the metrics and the gate's decision.
@@ -31,7 +32,7 @@ from pydantic import ValidationError
 from docllm.manifest.canonical import canonical_json, sha256_hex
 from docllm.manifest.chain import ChainLink
 from docllm.manifest.exceptions import ManifestError
-from docllm.manifest.inputs import Artefact, JobProvenance, ManifestInputs
+from docllm.manifest.inputs import Artefact, JobProvenance, ManifestInputs, TeacherRef
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -48,6 +49,7 @@ KIND_TOKENIZER = "tokenizer"
 KIND_SHARD = "shard"
 KIND_CODE = "code"
 KIND_ENVIRONMENT = "environment"
+KIND_TEACHER = "teacher-model"
 
 
 def descriptor(
@@ -116,6 +118,18 @@ def _environment(role: str, prov: JobProvenance) -> dict[str, Any] | None:
     )
 
 
+def _teacher(t: TeacherRef) -> dict[str, Any]:
+    # The weights file the job read, by digest; the teacher's own manifest (its inputs, its chain)
+    # by version and digest, so a reader can follow the distillation back to the teacher's data.
+    annotations = {"kind": KIND_TEACHER, "modelVersion": t.model_version, "manifestSha256": t.manifest_sha256}
+    return descriptor(
+        name=f"teacher:{t.model_version or 'unversioned'}",
+        uri=t.weights_uri,
+        digest={"sha256": t.weights_sha256},
+        annotations={k: v for k, v in annotations.items() if v is not None},
+    )
+
+
 def build_statement(inputs: ManifestInputs, link: ChainLink) -> dict[str, Any]:
     """The in-toto statement of a model version at chain position ``link``.
 
@@ -139,6 +153,8 @@ def build_statement(inputs: ManifestInputs, link: ChainLink) -> dict[str, Any]:
     deps.append(_artefact(inputs.dataset_manifest, KIND_DATASET, version=inputs.dataset_version))
     deps += [_artefact(a, KIND_TOKENIZER, version=inputs.tokenizer_version) for a in inputs.tokenizer_files]
     deps += [_artefact(a, KIND_SHARD) for a in inputs.shard_files]
+    if inputs.teacher is not None:
+        deps.append(_teacher(inputs.teacher))
     for role, prov in sorted(inputs.provenance.items()):
         deps += [d for d in (_code(role, prov), _environment(role, prov)) if d is not None]
 

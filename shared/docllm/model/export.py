@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -289,29 +290,45 @@ def hf_config(cfg: ModelConfig, tok: TokenizerInfo | None = None) -> dict[str, A
     }
 
 
-def _model_card(cfg: ModelConfig, n_params: int, card: dict[str, Any]) -> str:
+def model_card(
+    card: dict[str, Any], *, default_name: str, about: Sequence[str], facts: Sequence[str] = (), use: Sequence[str]
+) -> str:
+    """A Hugging Face model card (``README.md``) of a text-generation model: front matter, a title
+    (``card["name"]`` or ``default_name``), ``about``, ``facts`` and the rest of ``card`` as a list, ``use``."""
     lines = [
         "---",
         "library_name: transformers",
         "pipeline_tag: text-generation",
         "---",
         "",
-        f"# {card.get('name', 'docllm model')}",
+        f"# {card.get('name', default_name)}",
         "",
-        "A small decoder-only language model trained by docllm on an organisation's documentation.",
+        *about,
         "",
-        f"- architecture: `{cfg.hf_architecture}` (docllm variant `{cfg.variant}`)",
-        f"- parameters: {n_params:,}; layers {cfg.n_layer}, width {cfg.n_embd}, heads {cfg.n_head}",
-        f"- context length: {cfg.block_size}; vocabulary (padded): {cfg.vocab_size}",
-    ]
-    lines += [f"- {k}: {v}" for k, v in card.items() if k != "name"]
-    lines += [
+        *facts,
+        *[f"- {k}: {v}" for k, v in card.items() if k != "name"],
         "",
-        "Intended use: answering questions about the documentation it was trained on, with retrieval.",
-        "It is small and will state wrong things confidently; cite sources and check answers.",
+        *use,
         "",
     ]
     return "\n".join(lines)
+
+
+def _model_card(cfg: ModelConfig, n_params: int, card: dict[str, Any]) -> str:
+    return model_card(
+        card,
+        default_name="docllm model",
+        about=["A small decoder-only language model trained by docllm on an organisation's documentation."],
+        facts=[
+            f"- architecture: `{cfg.hf_architecture}` (docllm variant `{cfg.variant}`)",
+            f"- parameters: {n_params:,}; layers {cfg.n_layer}, width {cfg.n_embd}, heads {cfg.n_head}",
+            f"- context length: {cfg.block_size}; vocabulary (padded): {cfg.vocab_size}",
+        ],
+        use=[
+            "Intended use: answering questions about the documentation it was trained on, with retrieval.",
+            "It is small and will state wrong things confidently; cite sources and check answers.",
+        ],
+    )
 
 
 def export_hf(

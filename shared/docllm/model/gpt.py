@@ -36,7 +36,7 @@ from torch import nn
 
 from docllm.model.attention import causal_attention
 from docllm.model.config import ModelConfig
-from docllm.model.loss import linear_cross_entropy
+from docllm.model.loss import Distillation, linear_cross_entropy
 
 
 class KVCache:
@@ -205,13 +205,27 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         *,
         cache: KVCache | None = None,
+        distill: Distillation | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``(logits (B, T, V), None)`` for token ids ``idx`` (B, T); ``(None, loss)`` with ``targets``.
 
         The loss is the mean cross-entropy, computed without materialising fp32
         logits (:func:`~docllm.model.loss.linear_cross_entropy`). Targets equal to -1 are ignored.
+        With ``distill`` (the teacher's hidden states for the same tokens), the loss is the
+        distillation loss instead (:func:`~docllm.model.loss.linear_distillation_loss`).
         With ``cache``, ``idx`` continues the cached sequence.
         """
+        x = self.hidden_states(idx, cache=cache)
+        if targets is not None:
+            # Training and validation need only the loss: no (B, T, V) fp32 logits (see model/loss.py).
+            h, t = x.view(-1, x.size(-1)), targets.reshape(-1)
+            if distill is None:
+                return None, linear_cross_entropy(h, self.lm_head.weight, t)
+            return None, distill.loss(h, self.lm_head.weight, t)
+        return self.lm_head(x), None  # (B, T, V)
+
+    def hidden_states(self, idx: torch.Tensor, *, cache: KVCache | None = None) -> torch.Tensor:
+        """The final hidden states (B, T, C), after the last norm: what the LM head multiplies."""
         T = idx.size(1)
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
@@ -228,12 +242,7 @@ class GPT(nn.Module):
             x = block(x, rope, cache)
         if cache is not None:
             cache.pos += T
-        x = self.transformer["ln_f"](x)
-        if targets is not None:
-            # Training and validation need only the loss: no (B, T, V) fp32 logits (see model/loss.py).
-            loss = linear_cross_entropy(x.view(-1, x.size(-1)), self.lm_head.weight, targets.reshape(-1))
-            return None, loss
-        return self.lm_head(x), None  # (B, T, V)
+        return cast(torch.Tensor, self.transformer["ln_f"](x))  # (B, T, C)
 
     @torch.no_grad()
     def generate(

@@ -74,7 +74,18 @@ class ModelRegistry(ABC):
         Idempotent: the same status and description again change nothing and announce nothing new
         (the local registry re-announces a change whose announcement was lost, see its module).
         :class:`~docllm.exceptions.NotFoundError` for an unknown version; :class:`RegistryError`
-        for an unknown status or an empty description."""
+        for an unknown status or an empty description. A change clears a rollback marker
+        (:meth:`mark_rolled_back`): a person's later decision replaces the rollback's."""
+
+    @abstractmethod
+    def mark_rolled_back(self, model_version: str, *, alarm: str, incident_id: str, description: str) -> ModelPackage:
+        """Set ``model_version`` ``Rejected`` with ``description`` and the rollback marker (the alarm and
+        its incident: :data:`~docllm.registry.metadata.ROLLED_BACK_ALARM`), and announce the change.
+
+        The package then reads :attr:`~docllm.registry.models.ModelPackage.rolled_back` (``docllm models``
+        shows ``RolledBack``) until a later :meth:`set_status` changes its status or description, which
+        clears the marker. Idempotent like :meth:`set_status`; :class:`~docllm.exceptions.NotFoundError`
+        for an unknown version."""
 
     @abstractmethod
     def aliases(self, family: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ metric (``docllm:metric:<name>``, ``repr`` of the float, which reads back exactl
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any, Final
 
@@ -31,6 +32,12 @@ METRIC_PREFIX: Final = "docllm:metric:"
 MODEL_VERSION: Final = "docllm:model_version"
 FAMILY: Final = "docllm:family"
 STAGE: Final = "docllm:stage"
+#: The rollback marker (value: the alarm's name) and its incident: a rolled-back version is
+#: ``Rejected`` with these two keys (see :data:`docllm.registry.models.ROLLED_BACK`).
+ROLLED_BACK_ALARM: Final = "docllm:rolled-back"
+ROLLBACK_INCIDENT: Final = "docllm:rolled-back-incident"
+ROLLBACK_KEYS: Final = (ROLLED_BACK_ALARM, ROLLBACK_INCIDENT)
+_META_UNSAFE = re.compile(r"[^\w.:/=+\-@ ]+")
 
 #: PackageSpec field -> CustomerMetadataProperties key, for the optional and required ids.
 _ID_KEYS: Final = {
@@ -95,10 +102,32 @@ def spec_fields_from(customer: dict[str, str], metadata: dict[str, str], metrics
     fields["commit"] = metadata.get("CommitId")
     fields["repository"] = metadata.get("Repository")
     fields["training_job"] = fields["training_job"] or metadata.get("GeneratedBy")
+    fields["rolled_back_alarm"], fields["rollback_incident"] = rollback_from(customer)
     stats = (metrics.get("ModelQuality") or {}).get("Statistics") or {}
     fields["report_uri"] = stats.get("S3Uri", "")
     fields["report_sha256"] = str(stats.get("ContentDigest", "")).split(":", 1)[-1].lower()
     return fields
+
+
+def rollback_metadata(alarm: str, incident_id: str) -> dict[str, str]:
+    """The marker keys of a rolled-back version; values made storable (characters SageMaker refuses
+    in a metadata value become ``_``, at most 256 characters).
+
+    >>> rollback_metadata("docllm-dev-serving-5xx-rate@m2", "0123abcd")["docllm:rolled-back"]
+    'docllm-dev-serving-5xx-rate@m2'
+    >>> rollback_metadata("cpu (high), 5m", "i")["docllm:rolled-back"]
+    'cpu _high_ 5m'
+    """
+    return {ROLLED_BACK_ALARM: _meta_value(alarm), ROLLBACK_INCIDENT: _meta_value(incident_id)}
+
+
+def rollback_from(customer: dict[str, str]) -> tuple[str | None, str | None]:
+    """``(alarm, incident)`` of the rollback marker in ``CustomerMetadataProperties`` (``None`` when unmarked)."""
+    return customer.get(ROLLED_BACK_ALARM) or None, customer.get(ROLLBACK_INCIDENT) or None
+
+
+def _meta_value(text: str) -> str:
+    return (_META_UNSAFE.sub("_", text).strip() or "_")[:256]
 
 
 def client_token(stage: str, model_version: str) -> str:

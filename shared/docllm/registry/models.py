@@ -25,6 +25,11 @@ from docllm.exceptions import PermanentError
 ApprovalStatus = Literal["PendingManualApproval", "Approved", "Rejected"]
 APPROVAL_STATUSES: Final[tuple[ApprovalStatus, ...]] = ("PendingManualApproval", "Approved", "Rejected")
 
+#: What ``docllm models`` shows for a version an alarm rolled back. Not an approval status: SageMaker's
+#: ``ModelApprovalStatus`` has only the three above, so a rolled-back version is ``Rejected`` with a
+#: marker both registries store (``CustomerMetadataProperties`` ``docllm:rolled-back`` = the alarm).
+ROLLED_BACK: Final = "RolledBack"
+
 Alias = Literal["champion", "previous_champion"]
 CHAMPION: Final = "champion"
 PREVIOUS_CHAMPION: Final = "previous_champion"
@@ -159,6 +164,24 @@ class ModelPackage(BaseModel):
         "IAM identity ARN, else a domain id); None on the local registry, where only docllm changes packages",
     )
 
+    rolled_back_alarm: str | None = Field(
+        default=None,
+        description="the alarm whose incident rolled this version back (set with status Rejected; any later "
+        "status change clears it)",
+    )
+    rollback_incident: str | None = Field(default=None, description="the incident of that rollback")
+
     @property
     def approved(self) -> bool:
         return self.status == "Approved"
+
+    @property
+    def rolled_back(self) -> bool:
+        """Rejected by an automatic rollback (SageMaker has no such approval status: see
+        :data:`ROLLED_BACK`)."""
+        return self.status == "Rejected" and self.rolled_back_alarm is not None
+
+    @property
+    def display_status(self) -> str:
+        """The status people see: the approval status, or ``RolledBack`` for a rolled-back version."""
+        return ROLLED_BACK if self.rolled_back else self.status

@@ -20,6 +20,15 @@ connection was measured first: with 64 kept-alive connections the threads spent 
 time queuing for the GIL, p99 ~1 s at 200 req/s; a few workers behind one loop do not.)
 HTTP/1.1 framing is h11's, not ours.
 
+Streaming. Lambda behind API Gateway's HTTP API answers whole responses; this front also lets a
+handler stream, as Lambda response streaming would: the context an invocation gets carries a
+``response_stream`` (:class:`StreamBody`). A handler that calls its ``start(status, headers)`` has its
+head sent at once and each ``write(data)`` sent as a chunk (``Transfer-Encoding: chunked``); the
+body ends when the invocation returns. A handler that never calls it is answered from its proxy
+result as always. While a body streams, the connection is watched: once the client has closed it,
+the next ``write`` raises :class:`ClientDisconnectedError` (a ``ConnectionError``), so the handler
+stops — ``POST /v1/ask`` closes the engine's stream, which cancels the generation.
+
 Edges, as one 404 shape and honest statuses: a path no route has (``/v1/status/`` included: a
 trailing slash is another path, as on API Gateway) is ``404 {"message": "Not Found"}``; a path
 some route has, asked with another method, ``405`` with ``Allow``. A request whose ``Host`` is not
@@ -34,6 +43,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import dataclasses
 import errno
 import hmac
 import inspect
@@ -94,11 +104,83 @@ class Request:
     source_ip: str
 
 
+class ClientDisconnectedError(ConnectionError):
+    """The client closed the connection its response was streaming to."""
+
+
+class StreamBody:
+    """The body of a streamed reply, written by the invocation's worker thread and sent by the loop.
+
+    The worker side (what a handler sees as ``context.response_stream``): :meth:`start`, :meth:`write`,
+    :meth:`close`, :attr:`disconnected`. The loop side: :attr:`head` (a future of the status and
+    headers), :meth:`next_chunk` (None at the end) and :meth:`abandon` (the client has gone).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.head: asyncio.Future[tuple[int, list[tuple[str, str]]]] = loop.create_future()
+        self._chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._gone = threading.Event()
+        self.started = False
+        self._closed = False
+        self.request_id = ""
+
+    # -- the worker's side ---------------------------------------------------------------------
+    @property
+    def disconnected(self) -> bool:
+        return self._gone.is_set()
+
+    def start(self, status: int, headers: list[tuple[str, str]]) -> None:
+        """Send the head now (once); the body follows through :meth:`write`."""
+        if self.started:
+            raise RuntimeError("the response has started already")
+        self.started = True
+        head = [(str(k), str(v)) for k, v in headers]
+        if self.request_id:
+            head.append(("apigw-requestid", self.request_id))
+        self._call(self._set_head, (int(status), head))
+
+    def write(self, data: bytes) -> None:
+        """Send ``data`` as the next chunk of the body (raises ClientDisconnectedError once the client left)."""
+        if not self.started:
+            raise RuntimeError("start() the response before writing its body")
+        if self._gone.is_set():
+            raise ClientDisconnectedError("the client closed the connection")
+        if data:
+            self._call(self._chunks.put_nowait, bytes(data))
+
+    def close(self) -> None:
+        """End the body (the invocation returned); a stream never started has nothing to end."""
+        if self.started and not self._closed:
+            self._closed = True
+            self._call(self._chunks.put_nowait, None)
+
+    def _call(self, fn: Callable[..., Any], arg: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, arg)
+        except RuntimeError:  # the loop is closed: the server shut down under the stream
+            self._gone.set()
+
+    def _set_head(self, head: tuple[int, list[tuple[str, str]]]) -> None:
+        if not self.head.done():
+            self.head.set_result(head)
+
+    # -- the loop's side -----------------------------------------------------------------------
+    async def next_chunk(self) -> bytes | None:
+        return await self._chunks.get()
+
+    def abandon(self) -> None:
+        """The client has gone: the worker's next write raises."""
+        self._gone.set()
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    stream: StreamBody | None = None
+    """A streamed body (``body`` is then empty): the head is sent, then each chunk as it comes."""
 
     @classmethod
     def json(cls, status: int, payload: dict[str, Any]) -> Reply:
@@ -188,6 +270,8 @@ class Invocation:
 
     route: HttpRoute
     request: Request
+    stream: StreamBody | None = None
+    """Where the handler may stream its response (given as ``context.response_stream``), if anywhere."""
 
 
 def triage(fn: FunctionSpec, key: str | None, request: Request) -> Reply | Invocation:
@@ -225,10 +309,20 @@ def invoke(fn: FunctionSpec, handler: Callable[[dict[str, Any], Any], Any], invo
     event = proxy_event(route.method, route.path, request)
     request_id = str(event["requestContext"]["requestId"])
     context = LocalContext(fn.name, fn.timeout_s)
+    stream = invocation.stream
+    if stream is not None:
+        stream.request_id = request_id
+        context.response_stream = stream  # type: ignore[attr-defined]  # only where this front can stream
     try:
         # Worker threads log at the same time: this request's records name this invocation.
         with invocation_log_keys(context, correlation_id=request_id):
-            result = handler(event, context)
+            try:
+                result = handler(event, context)
+            finally:
+                if stream is not None:
+                    stream.close()  # a streamed body ends with its invocation, however that ended
+        if stream is not None and stream.started:
+            return Reply(200, [], b"")  # the head and body went out through the stream; nothing else will
         raw = result.get("body") or ""
         data = base64.b64decode(raw) if result.get("isBase64Encoded") else str(raw).encode("utf-8")
         out = [(k, str(v)) for k, v in (result.get("headers") or {}).items()]
@@ -405,7 +499,10 @@ class ApiServer:
                             request.method.decode("ascii"), request.target.decode("latin-1"), headers, body, peer[0]
                         )
                     )
-                await self._send(conn, writer, reply, head=request.method == b"HEAD")
+                if reply.stream is not None:
+                    await self._send_stream(conn, reader, writer, reply)
+                else:
+                    await self._send(conn, writer, reply, head=request.method == b"HEAD")
                 if task is not None:
                     self._answering.discard(task)
                 if self._closing or refused or conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
@@ -429,11 +526,21 @@ class ApiServer:
         decided = self._triage(request)
         if isinstance(decided, Reply):
             return decided
-        future = self.workers.submit(decided)
+        stream = StreamBody(self._loop)
+        future = self.workers.submit(dataclasses.replace(decided, stream=stream))
         if future is None:
             return busy_reply()
         try:
-            return await asyncio.wrap_future(future)
+            pending = asyncio.wrap_future(future)
+            # The reply, or the head of a streamed one, whichever comes first.
+            waiting: set[asyncio.Future[Any]] = {pending, stream.head}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if stream.head.done():
+                pending.add_done_callback(_log_stream_failure)
+                status, headers = stream.head.result()
+                return Reply(status, headers, b"", stream=stream)
+            stream.head.cancel()
+            return pending.result()
         except Exception as e:  # the worker could not make its handler: as a crashed integration
             request_id = str(uuid.uuid4())
             log.error("%s %s (request %s): no handler to invoke: %s", request.method, request.target, request_id, e)
@@ -448,6 +555,37 @@ class ApiServer:
             writer.write(conn.send(h11.Data(data=reply.body)))
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
+
+    @staticmethod
+    async def _send_stream(
+        conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: Reply
+    ) -> None:
+        """The head, then each chunk as the invocation writes it (chunked: no Content-Length), while
+        watching for the client closing its end; then abandon the stream, which stops the handler."""
+        body = reply.stream
+        assert body is not None
+        watch = asyncio.ensure_future(_closed_by_client(conn, reader))
+        try:
+            writer.write(conn.send(h11.Response(status_code=reply.status, headers=reply.headers)))
+            await writer.drain()
+            while True:
+                chunk_task = asyncio.ensure_future(body.next_chunk())
+                await asyncio.wait({chunk_task, watch}, return_when=asyncio.FIRST_COMPLETED)
+                if not chunk_task.done():
+                    chunk_task.cancel()
+                    raise ClientDisconnectedError("the client closed the connection mid-stream")
+                chunk = chunk_task.result()
+                if chunk is None:
+                    break
+                writer.write(conn.send(h11.Data(data=chunk)))
+                await writer.drain()
+            writer.write(conn.send(h11.EndOfMessage()))
+            await writer.drain()
+        except BaseException:
+            body.abandon()
+            raise
+        finally:
+            watch.cancel()
 
     async def _read_request(
         self, conn: h11.Connection, reader: asyncio.StreamReader
@@ -500,6 +638,25 @@ class ApiServer:
 
     def server_close(self) -> None:
         """Closed by :meth:`shutdown`; kept for the ``socketserver`` interface callers use."""
+
+
+async def _closed_by_client(conn: h11.Connection, reader: asyncio.StreamReader) -> None:
+    """Return once the client has closed its end (EOF). Bytes it sends meanwhile (a pipelined next
+    request) are handed to h11, which keeps them for the next cycle; past MAX_BODY it stops reading."""
+    received = 0
+    while received <= MAX_BODY:
+        data = await reader.read(65536)
+        if not data:
+            return
+        received += len(data)
+        conn.receive_data(data)
+    await asyncio.Event().wait()  # a client that floods the connection is left to the write path
+
+
+def _log_stream_failure(reply: asyncio.Future[Reply]) -> None:
+    """A streamed invocation's own result was never sent; only its failure is worth a line."""
+    if not reply.cancelled() and (e := reply.exception()) is not None:
+        log.error("a streamed invocation failed after its head was sent: %s", e, exc_info=e)
 
 
 def handler_factory(handler: Handler) -> Callable[[], Handler]:

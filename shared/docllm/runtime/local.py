@@ -7,6 +7,15 @@ receives batches shaped exactly like Lambda's SQS events and calls the same
 failures, visibility timeouts, retries with backoff and the DLQ. An HTTP
 server on 127.0.0.1 plays API Gateway for the API function.
 
+Two more threads play the AWS services that act on their own: ``alarm-evaluator`` plays
+CloudWatch (the template's alarms evaluated on the local metrics every ``DOCLLM_ALARM_TICK_S``
+seconds, 1 by default, where CloudWatch evaluates a high-resolution alarm every 10 s: only the
+delay differs, a datapoint counts once its period has closed; each state change goes on the local
+default bus as "CloudWatch Alarm State Change", see :mod:`docllm.monitoring.evaluator`), and one
+``schedule-<name>`` thread per EventBridge Scheduler schedule of the template plays Scheduler
+(``rate(…)``, ``cron(…)``, ``at(…)``; the target function is invoked with the schedule's ``Input``
+as its event; ``DOCLLM_SCHEDULE_SCALE`` shrinks rate periods, for tests).
+
 One runtime per data directory: it holds an exclusive ``flock`` on ``<data dir>/runtime.lock``
 for its whole life (the OS releases it when the process dies, however it dies), and "is it
 running" asks that lock, not whether some pid is alive. Everything under the data directory is
@@ -37,7 +46,8 @@ from docllm.bootstrap import Platform, build_platform, find_template, reset_plat
 from docllm.exceptions import ConfigurationError, PlatformNotRunningError
 from docllm.faults import FaultInjector, unwrap
 from docllm.ports.queue import Message
-from docllm.runtime.template import FunctionSpec, SqsSource, read_wiring
+from docllm.runtime.schedules import Schedule
+from docllm.runtime.template import FunctionSpec, ScheduleSpec, SqsSource, read_wiring
 from docllm.settings import Settings
 
 Handler = Callable[[dict[str, Any], Any], Any]
@@ -46,6 +56,8 @@ LOCK_FILE = "runtime.lock"
 API_KEY_FILE = "api-key"
 #: How long a start retries the lock: a reader (``read_runtime_file``) holds it for microseconds.
 LOCK_RETRY_S = 1.0
+#: Seconds between two evaluations of the alarms (``DOCLLM_ALARM_TICK_S``).
+ALARM_TICK_S = 1.0
 
 
 @dataclass
@@ -151,6 +163,7 @@ class LocalRuntime:
         self.handlers: dict[str, Handler] = {}
         self._lock_fd: int | None = None
         self._umask: int | None = None
+        self.alarm_evaluator: Any = None  # docllm.monitoring.evaluator.LocalAlarmEvaluator, once started
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
@@ -189,6 +202,7 @@ class LocalRuntime:
         if warm_up is not None:
             threading.Thread(target=warm_up, name="search-warm-up", daemon=True).start()
         self._threads.append(threading.Thread(target=self._outbox_relay, name="outbox-relay", daemon=True))
+        self._threads.extend(self._monitoring_threads(p))
         for t in self._threads:
             t.start()
         # The deployed model serves again, as a SageMaker endpoint outlives a redeploy of the functions.
@@ -196,6 +210,9 @@ class LocalRuntime:
         self._write_runtime_file()
 
     def _restore_engine(self, p: Platform) -> None:
+        from docllm.service_layer.deploy import supervise
+
+        supervise(p)  # a canary that was baking when the platform stopped is concluded when its bake ends
         try:
             restored = p.engines.restore()
         except Exception as e:  # the platform runs without its model; `docllm deploy` starts one again
@@ -391,6 +408,92 @@ class LocalRuntime:
         while not self._stop.wait(0.5):
             self._relay_outbox(min_age_s=RELAY_GRACE_S)
 
+    # -- CloudWatch alarms and EventBridge Scheduler ---------------------------------------
+    def _monitoring_threads(self, p: Platform) -> list[threading.Thread]:
+        """The alarm evaluator's thread and one thread per schedule; a definition the local platform
+        cannot run (an unsupported alarm, a malformed schedule) fails the start, naming it."""
+        from docllm.monitoring.definitions import local_alarms
+        from docllm.monitoring.evaluator import LocalAlarmEvaluator
+        from docllm.runtime.schedules import parse_schedule
+
+        threads: list[threading.Thread] = []
+        definitions = local_alarms(p)
+        if definitions.alarms:
+            tick_s = _positive_env("DOCLLM_ALARM_TICK_S", ALARM_TICK_S)
+            self.alarm_evaluator = LocalAlarmEvaluator(p, definitions.alarms)
+            # The first evaluation before anything else runs: new alarms announce their first state now
+            # (INSUFFICIENT_DATA -> OK, as CloudWatch does for a new alarm), not amid the first requests.
+            self._tick_alarms()
+            threads.append(
+                threading.Thread(target=self._alarm_loop, args=(tick_s,), name="alarm-evaluator", daemon=True)
+            )
+        scale = _positive_env("DOCLLM_SCHEDULE_SCALE", 1.0)
+        for spec in self.wiring.schedules:
+            schedule = parse_schedule(spec.expression, spec.timezone)
+            try:
+                event = json.loads(spec.input) if spec.input else {}
+            except ValueError as e:
+                raise ConfigurationError(f"schedule {spec.name}: its Input is not JSON: {e}") from e
+            threads.append(
+                threading.Thread(
+                    target=self._schedule_loop,
+                    args=(spec, schedule, event, scale),
+                    name=f"schedule-{spec.name}",
+                    daemon=True,
+                )
+            )
+        return threads
+
+    def _alarm_loop(self, tick_s: float) -> None:
+        while not self._stop.wait(tick_s):
+            self._tick_alarms()
+
+    def _tick_alarms(self) -> None:
+        try:
+            for t in self.alarm_evaluator.tick():
+                self._log(f"alarm {t.alarm}: {t.previous.value} -> {t.current.value}: {t.current.reason}")
+        except Exception as e:  # the next tick tries again; alarms never stop the platform
+            self._log(f"alarm evaluator: {type(e).__name__}: {e}")
+
+    def _schedule_loop(self, spec: ScheduleSpec, schedule: Schedule, event: dict[str, Any], scale: float) -> None:
+        started = now = time.time()
+        while True:
+            due = schedule.next_after(now, started=started, scale=scale)
+            if due is None or self._stop.wait(max(0.0, due - time.time())):
+                return
+            self._fire_schedule(spec, event, scale if schedule.rate_s is not None else 1.0)
+            now = max(due, time.time())
+
+    def _fire_schedule(self, spec: ScheduleSpec, event: dict[str, Any], scale: float) -> None:
+        """One firing: the target function invoked with the schedule's input (retried as the schedule's
+        ``RetryPolicy`` says, with a backoff), or the input sent to the target queue."""
+        from docllm.lambda_support import invocation_log_keys
+
+        assert self.platform is not None
+        fn = self.wiring.functions.get(spec.target)
+        if fn is None:
+            self.platform.local_queue.send(spec.target, json.dumps(event))
+            return
+        handler = self.handlers[fn.name]
+        fired = time.monotonic()
+        for attempt in range(spec.max_retries + 1):
+            context = LocalContext(fn.name, fn.timeout_s)
+            with self._busy_lock:
+                self._busy += 1
+            try:
+                with invocation_log_keys(context):
+                    handler(json.loads(json.dumps(event)), context)  # a fresh copy: handlers may change it
+                return
+            except Exception as e:
+                self._log(f"schedule {spec.name}: {fn.name} failed (attempt {attempt + 1}): {type(e).__name__}: {e}")
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
+            delay = min(60.0, 2.0**attempt) * scale
+            if time.monotonic() - fired + delay > spec.max_event_age_s * scale or self._stop.wait(delay):
+                break
+        self._log(f"schedule {spec.name}: gave up on this firing of {fn.name}")
+
     # -- the event source mapping ---------------------------------------------------
     def _worker(self, fn: FunctionSpec, src: SqsSource) -> None:
         from docllm.lambda_support import LAST_FAILURES
@@ -449,6 +552,19 @@ class LocalRuntime:
                 self._log(f"{fn.name}: message {m.message_id[:8]} failed (attempt {m.receive_count}): {reason}")
             else:
                 queue.delete(src.queue, m.receipt)
+
+
+def _positive_env(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigurationError(f"{name} must be a positive number of seconds (or factor), got {text!r}")
+    return value
 
 
 def lock_holder(data_dir: Path) -> int | None:

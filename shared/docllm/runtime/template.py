@@ -1,15 +1,20 @@
 """Read ``template.yaml`` into the wiring the local runtime runs.
 
 This is how there is one wiring, not two: the runtime never lists queues,
-rules or functions of its own. Intrinsic functions are resolved the way the
+rules, schedules or functions of its own. Intrinsic functions are resolved the way the
 local platform names things: ``Ref`` of a resource is its logical id (the
 local bucket, table, queue and bus names), ``Ref`` of a parameter is its
-default, ``GetAtt X.Arn`` is a local ARN whose last segment is the logical id.
+default (or the local override: :data:`LOCAL_PARAMETERS`), ``GetAtt X.Arn`` is a
+local ARN whose last segment is the logical id, ``GetAtt X.QueueName`` (and
+``.TopicName``) is the logical id.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,32 @@ from docllm.exceptions import ConfigurationError
 
 ACCOUNT = "000000000000"
 REGION = "local"
+#: Parameters the local platform always resolves to its own value: it deploys to the local engine.
+LOCAL_PARAMETERS: dict[str, str] = {"DeployTarget": "local"}
+#: ``KEY=VALUE`` pairs (spaces or commas between them) that override the template's parameter defaults
+#: on the local platform, as ``sam deploy --parameter-overrides`` does on AWS (an alarm's threshold).
+ENV_PARAMETER_OVERRIDES = "DOCLLM_PARAMETER_OVERRIDES"
+
+
+def local_parameters(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The parameters the local platform resolves the template with: the overrides of
+    ``DOCLLM_PARAMETER_OVERRIDES``, then :data:`LOCAL_PARAMETERS` (which no override changes).
+
+    >>> local_parameters({"DOCLLM_PARAMETER_OVERRIDES": "AskLatencyP99AlarmMs=4000 Stage=x"})
+    {'AskLatencyP99AlarmMs': '4000', 'Stage': 'x', 'DeployTarget': 'local'}
+    """
+    raw = (os.environ if environ is None else environ).get(ENV_PARAMETER_OVERRIDES, "")
+    overrides: dict[str, str] = {}
+    for item in raw.replace(",", " ").split():
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigurationError(f"{ENV_PARAMETER_OVERRIDES}: {item!r} is not KEY=VALUE")
+        overrides[key] = value
+    return {**overrides, **LOCAL_PARAMETERS}
+
+
+#: ``GetAtt`` attributes that name a resource: locally, its logical id.
+_NAME_ATTRIBUTES = ("QueueName", "TopicName")
 _SHORT_TAGS = (
     "Base64",
     "Cidr",
@@ -134,6 +165,24 @@ class BucketSpec:
     eventbridge: bool
 
 
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """An EventBridge Scheduler schedule (``AWS::Scheduler::Schedule`` or a SAM ``ScheduleV2`` event).
+
+    ``target`` is a function (invoked with ``input`` parsed as its event) or a queue (``input``
+    sent as the message body), by logical id.
+    """
+
+    name: str
+    expression: str
+    target: str
+    input: str | None
+    timezone: str = "UTC"
+    #: ``RetryPolicy`` (Scheduler's defaults: 185 retries, events up to a day old).
+    max_retries: int = 185
+    max_event_age_s: int = 86400
+
+
 @dataclass
 class Wiring:
     queues: dict[str, QueueSpec] = field(default_factory=dict)
@@ -142,6 +191,7 @@ class Wiring:
     buckets: dict[str, BucketSpec] = field(default_factory=dict)
     buses: set[str] = field(default_factory=lambda: {"default"})
     dlqs: set[str] = field(default_factory=set)
+    schedules: list[ScheduleSpec] = field(default_factory=list)
 
     def rules_for(self, bus: str) -> list[RuleSpec]:
         return [r for r in self.rules if r.bus == bus]
@@ -154,9 +204,11 @@ class Wiring:
 
 
 class _Resolver:
-    def __init__(self, template: dict[str, Any]) -> None:
+    def __init__(self, template: dict[str, Any], parameters: Mapping[str, str] | None = None) -> None:
         self.resources: dict[str, Any] = template.get("Resources", {})
         self.params = {k: v.get("Default", "") for k, v in (template.get("Parameters") or {}).items()}
+        # Overrides apply to the template's own parameters only: an unknown name stays an error of !Ref.
+        self.params.update({k: v for k, v in (parameters or {}).items() if k in self.params})
         self.conditions: dict[str, Any] = template.get("Conditions") or {}
         self.pseudo = {
             "AWS::AccountId": ACCOUNT,
@@ -183,6 +235,8 @@ class _Resolver:
         service = rtype.split("::")[1].lower() if "::" in rtype else "local"
         if attr == "Arn":
             return f"arn:aws:{service}:{REGION}:{ACCOUNT}:{logical}"
+        if attr in _NAME_ATTRIBUTES:
+            return logical
         return f"local-{logical}-{attr}"
 
     def condition(self, name: str) -> bool:
@@ -251,17 +305,39 @@ def _logical_from_arn(arn: str) -> str:
     return arn.rsplit(":", 1)[-1]
 
 
-def read_wiring(path: Path | str) -> Wiring:
-    """Parse the routing parts of ``template.yaml``.
+def read_resources(
+    path: Path | str, resource_type: str, *, parameters: Mapping[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The resolved ``Properties`` of every resource of ``resource_type`` the template creates
+    (those whose ``Condition`` is false are left out, as CloudFormation leaves them out), by logical id.
+
+    ``parameters`` override the template's defaults (the local platform passes
+    :data:`LOCAL_PARAMETERS` and its stage).
+    """
+    template = load_template(Path(path))
+    r = _Resolver(template, {**local_parameters(), **(parameters or {})})
+    out: dict[str, dict[str, Any]] = {}
+    for logical, res in r.resources.items():
+        if res.get("Type") != resource_type:
+            continue
+        if "Condition" in res and not r.condition(res["Condition"]):
+            continue
+        out[logical] = r.resolve(res.get("Properties") or {})
+    return out
+
+
+def read_wiring(path: Path | str, *, parameters: Mapping[str, str] | None = None) -> Wiring:
+    """Parse the routing parts of ``template.yaml`` (with :data:`LOCAL_PARAMETERS` and ``parameters``).
 
     Raises
     ------
     ConfigurationError
-        When a rule targets something that is not a queue, or a function reads
-        from a queue the template does not define.
+        When a rule targets something that is not a queue, a function reads
+        from a queue the template does not define, or a schedule targets
+        something that is neither a function nor a queue.
     """
     template = load_template(Path(path))
-    r = _Resolver(template)
+    r = _Resolver(template, {**local_parameters(), **(parameters or {})})
     globals_fn = (template.get("Globals") or {}).get("Function") or {}
     global_env = {
         k: _env_str(r.resolve(v)) for k, v in ((globals_fn.get("Environment") or {}).get("Variables") or {}).items()
@@ -305,6 +381,21 @@ def read_wiring(path: Path | str) -> Wiring:
                     raise ConfigurationError(f"rule {logical}: the local runtime routes to SQS queues only ({arn})")
                 targets.append(_logical_from_arn(arn))
             w.rules.append(RuleSpec(logical, str(bus), r.resolve(props["EventPattern"]), tuple(targets)))
+        elif rtype == "AWS::Scheduler::Schedule":
+            resolved = r.resolve(props)
+            if str(resolved.get("State", "ENABLED")) != "ENABLED":
+                continue
+            target = resolved.get("Target") or {}
+            w.schedules.append(
+                ScheduleSpec(
+                    name=logical,
+                    expression=str(resolved["ScheduleExpression"]),
+                    target=_logical_from_arn(str(target.get("Arn", ""))),
+                    input=_input_str(target.get("Input")),
+                    timezone=str(resolved.get("ScheduleExpressionTimezone") or "UTC"),
+                    **_retry_policy(target.get("RetryPolicy")),
+                )
+            )
         elif rtype == "AWS::Serverless::Function":
             env = dict(global_env)
             env.update(
@@ -314,7 +405,7 @@ def read_wiring(path: Path | str) -> Wiring:
                 }
             )
             sqs, routes = [], []
-            for ev in (props.get("Events") or {}).values():
+            for ev_name, ev in (props.get("Events") or {}).items():
                 ev_props = r.resolve(ev.get("Properties") or {})
                 if ev.get("Type") == "SQS":
                     sqs.append(
@@ -326,6 +417,19 @@ def read_wiring(path: Path | str) -> Wiring:
                     )
                 elif ev.get("Type") in ("HttpApi", "Api"):
                     routes.append(HttpRoute(str(ev_props.get("Method", "ANY")).upper(), str(ev_props.get("Path", "/"))))
+                # SAM's ScheduleV2 is a Scheduler schedule. (Its "Schedule" events, EventBridge rules, are not
+                # run locally: the one the template has, the outbox sweep, is the runtime's relay thread.)
+                elif ev.get("Type") == "ScheduleV2" and ev_props.get("State", "ENABLED") == "ENABLED":
+                    w.schedules.append(
+                        ScheduleSpec(
+                            name=f"{logical}{ev_name}",
+                            expression=str(ev_props["ScheduleExpression"]),
+                            target=logical,
+                            input=_input_str(ev_props.get("Input")),
+                            timezone=str(ev_props.get("ScheduleExpressionTimezone") or "UTC"),
+                            **_retry_policy(ev_props.get("RetryPolicy")),
+                        )
+                    )
             w.functions[logical] = FunctionSpec(
                 name=logical,
                 code_uri=str(r.resolve(props.get("CodeUri", ""))),
@@ -345,7 +449,30 @@ def read_wiring(path: Path | str) -> Wiring:
         for src in fn.sqs_sources:
             if src.queue not in w.queues:
                 raise ConfigurationError(f"function {fn.name}: queue {src.queue!r} is not in the template")
+    for schedule in w.schedules:
+        if schedule.target not in w.functions and schedule.target not in w.queues:
+            raise ConfigurationError(
+                f"schedule {schedule.name}: the local runtime invokes functions and sends to queues only "
+                f"({schedule.target!r} is neither)"
+            )
     return w
+
+
+def _retry_policy(policy: Any) -> dict[str, int]:
+    policy = policy or {}
+    out: dict[str, int] = {}
+    if policy.get("MaximumRetryAttempts") is not None:
+        out["max_retries"] = int(policy["MaximumRetryAttempts"])
+    if policy.get("MaximumEventAgeInSeconds") is not None:
+        out["max_event_age_s"] = int(policy["MaximumEventAgeInSeconds"])
+    return out
+
+
+def _input_str(value: Any) -> str | None:
+    """A target's ``Input``: the JSON text (a mapping in the template is written as JSON)."""
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _env_str(value: Any) -> str:

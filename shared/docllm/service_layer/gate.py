@@ -357,6 +357,10 @@ def _apply(p: Platform, decision: DecisionRecord) -> dict[str, Any]:
         # A rejected model is nobody's rollback target.
         p.registry.set_alias(family, "previous_champion", None)
         previous = None
+    elif decision.status == "Rejected" and previous is not None and previous == champion:
+        # A retry after a crash between the two alias writes of a rejected champion: finish the second.
+        p.registry.set_alias(family, "previous_champion", None)
+        previous = None
     decision.champion, decision.previous_champion = champion, previous
     decision.applied = True
     decision.manifest_uri, decision.manifest_sha256 = issued.uri, issued.sha256

@@ -48,12 +48,14 @@ from docllm.manifest.inputs import (
     InputDocument,
     JobProvenance,
     ManifestInputs,
+    TeacherRef,
 )
 from docllm.manifest.report import Mismatch, VerificationReport
 from docllm.manifest.statement import (
     KIND_DATASET,
     KIND_DOCUMENT,
     KIND_SHARD,
+    KIND_TEACHER,
     KIND_TOKENIZER,
     build_statement,
     chain_link_of,
@@ -268,6 +270,7 @@ def gather(p: Platform, model_version: str, decision: DecisionRecord | dict[str,
         evaluation=ev_ref,
         decision=decided,
         builder_id=f"urn:docllm:builder:{p.settings.backend}:{p.settings.stage}",
+        teacher=TeacherRef.model_validate(trained.teacher.model_dump()) if trained.teacher else None,
     )
 
 
@@ -643,7 +646,7 @@ def _check_artefacts(p: Platform, statement: dict[str, Any], found: list[Mismatc
         if kind == KIND_DOCUMENT:
             documents.append(d)
             _check_document(p, d, found, checked)
-        elif kind in (KIND_DATASET, KIND_TOKENIZER, KIND_SHARD):
+        elif kind in (KIND_DATASET, KIND_TOKENIZER, KIND_SHARD, KIND_TEACHER):
             body = _check_digest(p, d, kind, found, checked, keep=kind == KIND_DATASET)
             if kind == KIND_DATASET:
                 dataset_manifest = body

@@ -25,6 +25,10 @@ SIGTERM (or SIGINT) drains: the listening socket closes (new connections are ref
 deployer that already points clients at a new engine loses nothing), requests in flight —
 streams included — run to completion for up to ``--drain-timeout`` seconds, then the process
 exits 0. ``docllm up`` swaps versions this way without failing a request.
+
+``--fault errors|slow:SECONDS|ungrounded`` makes every completion fail (500), wait, or answer an
+invented sentence: a testing aid for benchmarks and tests (:mod:`docllm.serving.faults`), off by
+default; ``/health`` and ``/v1/models`` stay healthy and name the fault.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from docllm.serving.exceptions import (
     GenerationTimeoutError,
     PromptTooLongError,
 )
+from docllm.serving.faults import UNGROUNDED_TEXT, EngineFault, parse_fault
 from docllm.serving.metrics import Registry
 from docllm.serving.openai_api import (
     ChatCompletionRequest,
@@ -80,8 +85,9 @@ ROUTES = ("/health", "/v1/models", "/v1/completions", "/v1/chat/completions", "/
 class ServerState:
     """What the handlers share: the engine once loaded, the drain flag, requests in flight, metrics."""
 
-    def __init__(self, model_name: str) -> None:
+    def __init__(self, model_name: str, fault: EngineFault | None = None) -> None:
         self.model_name = model_name
+        self.fault = fault
         self.created = int(time.time())
         self.engine: LocalEngine | None = None
         self.draining = False
@@ -208,7 +214,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         elif path == "/health":
             status = "draining" if state.draining else "ok" if state.engine else "loading"
-            self._send_json(200 if status == "ok" else 503, {"status": status, "model": state.model_name})
+            health: dict[str, Any] = {"status": status, "model": state.model_name}
+            if state.fault is not None:
+                health["fault"] = state.fault.spec
+            self._send_json(200 if status == "ok" else 503, health)
         elif path == "/v1/models" or path.startswith("/v1/models/"):
             card = {
                 "id": state.model_name,
@@ -217,6 +226,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "owned_by": "docllm",
                 "max_model_len": state.engine.context_length if state.engine else None,
             }
+            if state.fault is not None:
+                card["fault"] = state.fault.spec
             if path == "/v1/models":
                 self._send_json(200, {"object": "list", "data": [card]})
             elif path.removeprefix("/v1/models/") == state.model_name:
@@ -261,8 +272,15 @@ class _Handler(BaseHTTPRequestHandler):
         if request.model != state.model_name:
             self._model_not_found(request.model)
             return
+        fault = state.fault
+        if fault is not None and fault.kind == "errors":
+            message = f"injected engine fault ({fault.spec}): this engine fails every completion"
+            self._error(500, message, code="injected_fault")
+            return
         state.enter()
         try:
+            if fault is not None and fault.kind == "slow":
+                time.sleep(fault.seconds)
             self._generate(engine, request)
         finally:
             state.leave()
@@ -322,6 +340,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._complete(handle, rid, chat=chat)
 
+    def _ungrounded(self) -> bool:
+        return self.state.fault is not None and self.state.fault.kind == "ungrounded"
+
     def _complete(self, handle: RequestHandle, rid: str, *, chat: bool) -> None:
         try:
             for _ in handle.deltas(poll_s=DISCONNECT_POLL_S, abandon=self._client_gone):
@@ -340,7 +361,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = build(
             rid,
             handle.model,
-            handle.text,
+            UNGROUNDED_TEXT if self._ungrounded() else handle.text,
             finish=done.finish_reason,
             prompt_tokens=done.prompt_tokens,
             completion_tokens=done.completion_tokens,
@@ -357,13 +378,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if chat:
                 self._event(chat_chunk(rid, model, {"role": "assistant", "content": ""}, None))
+            # The ungrounded fault sends the invented sentence a word per generated delta, the rest at the end.
+            ungrounded = self._ungrounded()
+            pending = [w if i == 0 else " " + w for i, w in enumerate(UNGROUNDED_TEXT.split(" "))] if ungrounded else []
+
+            def send(delta: str) -> None:
+                self._event(
+                    chat_chunk(rid, model, {"content": delta}, None)
+                    if chat
+                    else completion_chunk(rid, model, delta, None)
+                )
+
             try:
                 for delta in handle.deltas(poll_s=DISCONNECT_POLL_S, abandon=self._client_gone):
-                    self._event(
-                        chat_chunk(rid, model, {"content": delta}, None)
-                        if chat
-                        else completion_chunk(rid, model, delta, None)
-                    )
+                    if not ungrounded:
+                        send(delta)
+                    elif len(pending) > 1:
+                        send(pending.pop(0))
+                if ungrounded and handle.finished is not None:
+                    send("".join(pending))
             except (GenerationTimeoutError, EngineUnavailableError) as e:
                 # Headers are sent: the error travels as an event, which the openai client raises.
                 status = 504 if isinstance(e, GenerationTimeoutError) else 503
@@ -418,6 +451,7 @@ class ServeArgs(BaseModel):
     drain_timeout: float = 30.0
     dtype: str = "float32"
     device: str = "cpu"
+    fault: str | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> ServeArgs:
@@ -433,6 +467,12 @@ def parse_args(argv: list[str] | None = None) -> ServeArgs:
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds SIGTERM waits for requests in flight")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="weights and cache dtype")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument(
+        "--fault",
+        default=None,
+        help="TESTING AID: errors (every completion answers 500), slow:SECONDS (each waits), "
+        "ungrounded (each answers an invented sentence); see docllm.serving.faults",
+    )
     ns = p.parse_args(argv)
     return ServeArgs.model_validate(vars(ns))
 
@@ -446,7 +486,10 @@ def serve(args: ServeArgs, *, ready: Callable[[str], None] | None = None) -> int
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    state = ServerState(args.model_name)
+    fault = parse_fault(args.fault) if args.fault else None
+    if fault is not None:
+        log.warning("FAULT INJECTION: every completion of %s is faulty (%s)", args.model_name, fault.spec)
+    state = ServerState(args.model_name, fault)
     httpd = EngineHTTPServer((args.host, args.port), state)
     threading.Thread(target=httpd.serve_forever, name="docllm-http", daemon=True).start()
     try:

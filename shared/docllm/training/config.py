@@ -21,6 +21,37 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from docllm.training.exceptions import TrainingConfigError
 
 
+class DistillConfig(BaseModel):
+    """Logit distillation from a teacher model (the ``distill`` method; docs/training.md, "Distillation").
+
+    The student's loss becomes ``(1 - alpha)·CE + alpha·T²·KL(teacher_T ‖ student_T)`` over the
+    counted positions (:func:`docllm.model.loss.linear_distillation_loss`); validation stays the
+    plain held-out cross-entropy, so students and teachers are compared on the same measure.
+    The teacher must share the student's tokenizer.
+
+    Example
+    -------
+    >>> DistillConfig(teacher_uri="s3://art/models/tiny-s3/v1/hf/", temperature=2.0).alpha
+    0.5
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    teacher_uri: str = Field(min_length=1)
+    """s3:// prefix of the teacher's Hugging Face export (``.../hf/``) or checkpoint directory; the job
+    reads it as its ``teacher`` channel."""
+    teacher_version: str | None = None
+    """The teacher's model version (from its model record), recorded in the result and the manifest."""
+    teacher_manifest_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """sha256 of the teacher's signed compliance manifest, when it has one; recorded likewise."""
+    temperature: float = Field(default=2.0, gt=0)
+    """Softmax temperature of both distributions in the distillation term."""
+    alpha: float = Field(default=0.5, ge=0, le=1)
+    """Weight of the distillation term; the LM cross-entropy gets 1 - alpha (0: plain training)."""
+    teacher_dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """dtype the teacher is held and run in; auto: the training's autocast dtype (bf16 or fp32)."""
+
+
 class TrainConfig(BaseModel):
     """How to train; the model's shape is a separate :class:`docllm.model.config.ModelConfig`."""
 
@@ -80,6 +111,8 @@ class TrainConfig(BaseModel):
     """Seed of every random generator (init, dropout)."""
     progress: bool | None = None
     """Progress bar: None shows one when stderr is a terminal."""
+    distill: DistillConfig | None = None
+    """Train from a teacher's logits as well as the tokens (the ``distill`` method); None: plain training."""
 
     @model_validator(mode="after")
     def _needs_budget(self) -> Self:

@@ -16,6 +16,7 @@ import json
 from typing import Any
 
 from docllm.ports.jobs import JobSpec
+from docllm.training.exceptions import TrainingConfigError
 from docllm.training.families import ModelFamily
 
 ENTRY_POINT = "docllm.jobs.train_job"
@@ -39,7 +40,8 @@ def train_job_spec(
 
     Artefacts go to ``s3://{artifact_bucket}/models/{family}/{model_version}/`` (the job
     publishes ``hf/`` and ``result.json`` there), checkpoints to ``.../checkpoints/``.
-    KMS and VPC settings are added by the SageMaker adapter.
+    KMS and VPC settings are added by the SageMaker adapter. A training config with ``distill``
+    adds the ``teacher`` channel (its ``teacher_uri``), which the job loads the teacher from.
     """
     version = model_version or job_name
     prefix = f"s3://{artifact_bucket}/models/{family.name}/{version}"
@@ -54,13 +56,18 @@ def train_job_spec(
     }
     if model_overrides:
         hyperparameters["model_config"] = json.dumps(model_overrides)
+    channels = {"shards": shards_uri, "tokenizer": tokenizer_uri}
+    if train_cfg.distill is not None:
+        if not train_cfg.distill.teacher_uri.startswith("s3://"):
+            raise TrainingConfigError("distill.teacher_uri", "must be an s3:// prefix (the job's teacher channel)")
+        channels["teacher"] = train_cfg.distill.teacher_uri
     runtime = family.max_runtime_s
     return JobSpec(
         name=job_name,
         image="train",
         entry_point=ENTRY_POINT,
         hyperparameters=hyperparameters,
-        channels={"shards": shards_uri, "tokenizer": tokenizer_uri},
+        channels=channels,
         output_uri=f"{prefix}/sagemaker/",
         checkpoint_uri=f"{prefix}/checkpoints/",
         instance_type=family.instance_type,

@@ -4,7 +4,8 @@ AdamW (fused kernel on CUDA and CPU), linear warmup then cosine decay, gradient 
 global-norm clipping, bf16 autocast (fp16 with a GradScaler), optional TF32 and
 ``torch.compile``, periodic validation, a budget in steps, tokens, epochs or
 minutes, deterministic seeding, DDP or FSDP2 under torchrun, periodic and final
-checkpoints with exact resume, and a clean stop on SIGTERM (spot interruption).
+checkpoints with exact resume, a clean stop on SIGTERM (spot interruption), and
+logit distillation from a frozen teacher (``cfg.distill`` with ``teacher=``).
 
 The data are token streams (:class:`TokenStream`, implemented by
 ``docllm.dataset.shards.PackedSequenceReader``): each item is one sequence of
@@ -44,6 +45,7 @@ import torch.distributed as dist
 
 from docllm.model.config import ModelConfig
 from docllm.model.gpt import GPT
+from docllm.model.loss import Distillation
 from docllm.ports.metrics import MetricsSink
 from docllm.training.checkpoint import (
     find_checkpoint,
@@ -53,6 +55,7 @@ from docllm.training.checkpoint import (
     set_rng_state,
 )
 from docllm.training.config import TrainConfig
+from docllm.training.distill import check_teacher, teacher_dtype
 from docllm.training.distributed import DistInfo, all_reduce_mean, any_rank, init_distributed, wrap_model
 from docllm.training.exceptions import CheckpointError, TrainingConfigError, TrainingError
 
@@ -77,8 +80,9 @@ class TokenStream(Protocol):
 
 
 @dataclass(frozen=True)
-class LogRecord:
-    """One logged point: a training loss every ``log_interval`` steps or a validation loss."""
+class LogPoint:
+    """One point of a training history (``history.jsonl``, which the evaluation report plots): a
+    training loss every ``log_interval`` steps or a validation loss. The LoRA job logs these."""
 
     step: int
     kind: Literal["train", "val"]
@@ -86,6 +90,12 @@ class LogRecord:
     lr: float
     tokens_seen: int
     elapsed_s: float
+
+
+@dataclass(frozen=True)
+class LogRecord(LogPoint):
+    """A :class:`LogPoint` of the pretraining loop, with its throughput."""
+
     tokens_per_s: float | None = None
     mfu: float | None = None
 
@@ -279,13 +289,21 @@ def train(
     callbacks: Sequence[Callback] = (),
     stop: StopFlag | None = None,
     dist_info: DistInfo | None = None,
+    teacher: GPT | None = None,
 ) -> TrainOutcome:
     """Train a :class:`GPT` from scratch, or resume from ``checkpoint_dir/ckpt.pt`` when present.
 
     Returns the trained model (rank 0), the result and the logged history. When
     ``stop`` is set (SIGTERM), saves a checkpoint and returns with
-    ``result.interrupted`` true.
+    ``result.interrupted`` true. With ``cfg.distill``, ``teacher`` (a model sharing the
+    student's tokenizer, see :mod:`docllm.training.distill`) supplies the soft targets:
+    it is moved to the device and cast to its run dtype in place, frozen, and every rank runs
+    it on its own micro-batches; validation stays plain cross-entropy.
     """
+    if (cfg.distill is None) != (teacher is None):
+        raise TrainingConfigError("distill", "distillation needs both train_config.distill and a teacher model")
+    if teacher is not None:
+        check_teacher(teacher.config, model_config)
     info = dist_info or init_distributed(cfg.device)
     device = info.device
     is_main = info.is_main
@@ -305,6 +323,9 @@ def train(
     optimizer = _optimizer(model, cfg, device, sharded=fsdp)
     amp_dtype = _autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    if teacher is not None and cfg.distill is not None:
+        dtype = teacher_dtype(cfg.distill.teacher_dtype, amp_dtype)
+        teacher = teacher.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
     # -- resume
     state = _State()
@@ -368,6 +389,15 @@ def train(
         if amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+    def teach(x: torch.Tensor) -> Distillation:
+        """The teacher's final hidden states for ``x``, in its own dtype; its logits are formed in the loss."""
+        assert teacher is not None and cfg.distill is not None
+        with torch.inference_mode(), torch.autocast(device.type, enabled=False):
+            hidden = teacher.hidden_states(x)  # (B, T, C_t)
+        return Distillation(
+            hidden.view(-1, hidden.size(-1)), teacher.lm_head.weight, cfg.distill.temperature, cfg.distill.alpha
+        )
 
     val_start = val_data.state_dict() if val_data is not None else None
 
@@ -467,8 +497,13 @@ def train(
             elif fsdp:
                 raw.set_requires_gradient_sync(True)  # type: ignore[operator]
             with sync:
-                with autocast():
-                    _, loss = model(x, y)
+                if teacher is None:
+                    with autocast():
+                        _, loss = model(x, y)
+                else:
+                    soft = teach(x)
+                    with autocast():
+                        _, loss = model(x, y, distill=soft)
                 assert loss is not None
                 loss = loss / cfg.grad_accum_steps
                 scaler.scale(loss).backward()

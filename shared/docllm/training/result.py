@@ -13,6 +13,20 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class TeacherRecord(BaseModel):
+    """The teacher a distilled model was trained from: what its manifest names among the inputs."""
+
+    model_version: str | None = Field(description="the teacher's model version, when the launcher named it")
+    uri: str = Field(description="s3:// prefix the teacher was read from (its export or checkpoint directory)")
+    manifest_sha256: str | None = Field(default=None, description="sha256 of the teacher's compliance manifest")
+    weights_file: str = Field(description="the weights file under ``uri``: model.safetensors or ckpt.pt")
+    weights_sha256: str = Field(description="sha256 of that file, as the job read it")
+    n_params: int
+    model_config_: dict[str, Any] = Field(alias="model_config")
+
+    model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
+
+
 class TrainingJobResult(BaseModel):
     model_version: str
     family: str | None
@@ -38,5 +52,6 @@ class TrainingJobResult(BaseModel):
     provenance: dict[str, Any] = Field(
         default_factory=dict, description="code (repository, commit, dirty) and environment (image or lock hash)"
     )
+    teacher: TeacherRecord | None = Field(default=None, description="distillation only: the teacher")
 
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())

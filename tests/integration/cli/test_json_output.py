@@ -51,6 +51,9 @@ def success_cases(devset: Path) -> dict[str, list[str]]:
         "benchmarks list": ["benchmarks", "list"],
         "endpoints": ["endpoints"],
         "eval retrieval": ["eval", "retrieval", str(devset)],
+        "alarms": ["alarms"],
+        "incidents": ["incidents"],
+        "canary runs": ["canary", "runs"],
     }
 
 
@@ -86,6 +89,14 @@ FAILURES: dict[str, tuple[list[str], int]] = {
     "ask": (["ask", "how do I enable versioning?"], EXIT_FAILED),  # nothing deployed: 503, said plainly
     "deploy": (["deploy", "no-such-model"], EXIT_NOT_FOUND),
     "endpoints": (["endpoints", "--bogus"], EXIT_USAGE),
+    "alarms": (["alarms", "--bogus"], EXIT_USAGE),
+    "incidents": (["incidents", "--bogus"], EXIT_USAGE),
+    "incident show": (["incident", "show", "no-such-incident"], EXIT_NOT_FOUND),
+    "incident close": (["incident", "close", "no-such-incident", "--cause", "c"], EXIT_NOT_FOUND),
+    "canary run": (["canary", "run"], EXIT_NOT_FOUND),
+    "canary runs": (["canary", "runs", "--limit", "0"], EXIT_USAGE),
+    "canary set": (["canary", "set", "/no/such.jsonl"], EXIT_NOT_FOUND),
+    "canary unset": (["canary", "unset"], EXIT_NOT_FOUND),
 }
 
 PIPELINE_GAPS: set[str] = set()  # every verb raises CliError on failure now
@@ -110,6 +121,11 @@ def test_the_tables_cover_every_verb_with_json():
         "manifest show",
         "ask",  # needs a deployed model: tests/e2e/test_model_gate_flow.py
         "deploy",
+        "incident show",  # needs an incident: tests/integration/runtime/test_kill_points_rollback.py
+        "incident close",
+        "canary run",  # needs a deployed model: tests/unit/service_layer/test_canary_commands.py
+        "canary set",
+        "canary unset",
     } == set(WITH_JSON)
 
 
@@ -154,6 +170,9 @@ def test_a_platform_that_is_not_running_is_a_json_error(tmp_path, capsys, verb):
         "manifest show": ["m"],
         "ask": ["q"],
         "deploy": ["m"],
+        "incident show": ["i"],
+        "incident close": ["i", "--cause", "c"],
+        "canary set": ["f"],
     }
     capsys.readouterr()
     code = main(["--data-dir", str(tmp_path / "none"), *verb.split(), *required.get(verb, []), "--json"])

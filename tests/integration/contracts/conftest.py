@@ -16,8 +16,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from docllm.events.envelope import BusEvent
+from docllm.ports.bus import EventBus
 from docllm.ports.objects import ObjectStore
 from docllm.ports.queue import Queue
+from docllm.ports.registry import ModelRegistry
 from docllm.ports.state import StateStore
 from tests.support.aws import create_state_table
 
@@ -27,6 +30,17 @@ TABLE = "contract-state"
 QUEUE = "work"
 MAX_RECEIVES = 3
 VISIBILITY_S = 30
+STAGE = "test"
+
+
+class RecordingBus(EventBus):
+    """The local registry's bus: keeps what it announces."""
+
+    def __init__(self) -> None:
+        self.events: list[BusEvent] = []
+
+    def publish(self, events: object) -> None:
+        self.events.extend(events)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -93,3 +107,15 @@ def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Queue:
         },
     )
     return SqsQueue(client=client, backoff_base_s=0)
+
+
+@pytest.fixture(params=["local", "aws"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> ModelRegistry:
+    if request.param == "local":
+        from docllm.adapters.local.registry import LocalModelRegistry
+
+        return LocalModelRegistry(tmp_path / "registry.db", default_bus=RecordingBus(), stage=STAGE)
+    request.getfixturevalue("moto_account")
+    from docllm.adapters.aws.sagemaker_registry import SageMakerModelRegistry
+
+    return SageMakerModelRegistry(stage=STAGE, client=boto3.client("sagemaker", region_name=REGION))

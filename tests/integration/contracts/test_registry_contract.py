@@ -6,39 +6,11 @@ What moto lacks or gets wrong is covered by tests/integration/aws/test_sagemaker
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import boto3
 import pytest
 
-from docllm.events.envelope import BusEvent
 from docllm.exceptions import NotFoundError
-from docllm.ports.bus import EventBus
 from docllm.ports.registry import ModelRegistry
 from docllm.registry.models import NotApprovedError, PackageSpec, RegistryError
-from tests.integration.contracts.conftest import REGION
-
-STAGE = "test"
-
-
-class _Bus(EventBus):
-    def __init__(self) -> None:
-        self.events: list[BusEvent] = []
-
-    def publish(self, events: object) -> None:
-        self.events.extend(events)  # type: ignore[arg-type]
-
-
-@pytest.fixture(params=["local", "aws"])
-def registry(request: pytest.FixtureRequest, tmp_path: Path) -> ModelRegistry:
-    if request.param == "local":
-        from docllm.adapters.local.registry import LocalModelRegistry
-
-        return LocalModelRegistry(tmp_path / "registry.db", default_bus=_Bus(), stage=STAGE)
-    request.getfixturevalue("moto_account")
-    from docllm.adapters.aws.sagemaker_registry import SageMakerModelRegistry
-
-    return SageMakerModelRegistry(stage=STAGE, client=boto3.client("sagemaker", region_name=REGION))
 
 
 def spec(version: str, family: str = "tiny-s3", **changes: object) -> PackageSpec:

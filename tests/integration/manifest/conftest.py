@@ -19,6 +19,7 @@ import pytest
 from docllm.adapters.local.objects import LocalObjectStore
 from docllm.bootstrap import Platform
 from docllm.dataset.versions import DATASETS_PK, DatasetDocument, DatasetManifest, DatasetStats, summarize
+from docllm.events.contracts import EvaluationCompleted
 from docllm.faults import unwrap
 from docllm.manifest.inputs import DecisionRecord
 from docllm.records import JOBS_PK, JobRecord
@@ -213,6 +214,29 @@ def seed_model(s: Seeded, n: int) -> str:
     )
     s.model_versions.append(version)
     return version
+
+
+#: Metrics of an evaluation the gate approves (every rule of ``gates.yaml`` passes).
+PASSING_METRICS = {"heldout_loss": 3.1, "unigram_val_loss": 6.0, "perplexity": 22.2, "qa_token_f1": 0.2}
+
+
+def evaluation_completed(
+    p: Platform, model_version: str, request_id: str, metrics: dict[str, float] = PASSING_METRICS
+) -> EvaluationCompleted:
+    """ "Evaluation Completed" for the evaluation :func:`seed_model` recorded for ``model_version``."""
+    evaluation = next(
+        item for _, item in p.state.query(manifests.EVALUATIONS_PK) if item["model_version"] == model_version
+    )
+    return EvaluationCompleted(
+        model_version=model_version,
+        family=FAMILY,
+        evaluation_id=evaluation["evaluation_id"],
+        report_uri=evaluation["report_uri"],
+        report_sha256=evaluation["report_sha256"],
+        html_uri=evaluation["html_uri"],
+        metrics=metrics,
+        request_id=request_id,
+    )
 
 
 def decision(model_version: str, decision_id: str, status: str = "Approved", **extra: Any) -> DecisionRecord:

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from docllm.bootstrap import Platform, reset_platforms
-from docllm.events.contracts import EvaluationCompleted, to_bus
+from docllm.events.contracts import to_bus
 from docllm.faults import FaultInjector, parse_faults
 from docllm.runtime.local import LocalRuntime
 from docllm.service_layer.gate import decisions
 from docllm.service_layer.outbox import pending
-from tests.integration.manifest.conftest import FAMILY, seed_inputs, seed_model
+from tests.integration.manifest.conftest import FAMILY, evaluation_completed, seed_inputs, seed_model
 from tests.support.kill_points import drain_queue, kill_at_every_point, runtime
 
 QUEUE = "GateQueue"
@@ -58,17 +58,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     assert p is not None
     seeded = seed_inputs(p)
     version = seed_model(seeded, 1)
-    evaluation = next(item for _, item in p.state.query("evaluations") if item["model_version"] == version)
-    completed = EvaluationCompleted(
-        model_version=version,
-        family=FAMILY,
-        evaluation_id=evaluation["evaluation_id"],
-        report_uri=evaluation["report_uri"],
-        report_sha256=evaluation["report_sha256"],
-        html_uri=evaluation["html_uri"],
-        metrics={"heldout_loss": 3.1, "unigram_val_loss": 6.0, "perplexity": 22.2, "qa_token_f1": 0.2},
-        request_id="req-gate",
-    )
+    completed = evaluation_completed(p, version, "req-gate")
     p.bus.publish([to_bus(completed)])
     reset_platforms()
     reference = base.parent / "reference"
@@ -80,7 +70,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     expected = snapshot(rt.platform)
     reset_platforms()
     assert expected["status"] == "Approved" and expected["aliases"] == {"champion": version}
-    assert expected["decisions"] == [(evaluation["evaluation_id"], "Approved", True)]
+    assert expected["decisions"] == [(completed.evaluation_id, "Approved", True)]
     assert len(expected["manifests"]) == 1 and expected["chain"] == ["00000001"]
     assert expected["announced"] == [version] and expected["outbox"] == 0 and expected["dead"] == []
     return base, expected, counter.side_effects

@@ -26,17 +26,8 @@ BOS: ``add_bos_token: false``) and decodes the same text.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sentencepiece as spm
@@ -48,16 +39,14 @@ from docllm.model.gpt import GPT
 from docllm.ports.inference import GenerationParams
 from docllm.serving.engine import LocalEngine
 from docllm.tokenizer.hf_export import export_hf as export_tokenizer
+from tests.support.vllm import get_json, post_json, skip_without_vllm, vllm_server
 from tests.unit.tokenizer.conftest import train_on_texts
 from tests.unit.tokenizer.corpus import texts
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[3]
-VLLM = REPO / ".tools" / "vllm" / "bin" / "vllm"
 MODEL = "parity-v1"
 MAX_TOKENS = 16
-START_TIMEOUT_S = 600  # a loaded 2-core machine can take several minutes to compile the model
 PROMPTS = [
     "Amazon S3 stores objects in buckets",
     "To enable versioning on a bucket, open the console and",
@@ -92,65 +81,16 @@ def build_export(root: Path) -> Path:
     return export_hf(model, root / "export", tokenizer_dir=tok_dir, card={"name": "vLLM parity check"})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str, timeout: float = 5) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-def _post(url: str, body: dict[str, Any]) -> Any:
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(req, timeout=120) as resp:
-        return json.loads(resp.read())
-
-
 @pytest.fixture(scope="module")
 def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not VLLM.exists():
-        pytest.skip("vLLM's CPU build is not installed in .tools/vllm (run scripts/vllm-setup.sh)")
+    skip_without_vllm()
     return build_export(tmp_path_factory.mktemp("vllm-parity"))
 
 
 @pytest.fixture(scope="module")
 def vllm_url(export: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
-    log = (tmp_path_factory.mktemp("vllm-log") / "vllm.log").open("w")
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
-    proc = subprocess.Popen(
-        [str(VLLM), "serve", str(export), "--served-model-name", MODEL, "--host", "127.0.0.1",
-         "--port", str(port), "--max-model-len", "256", "--dtype", "float32", "--seed", "0"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM exited with {proc.returncode} while starting; see {log.name}")
-            try:
-                if _get(url + "/v1/models")["data"]:
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM did not serve /v1/models within {START_TIMEOUT_S} s; see {log.name}")
-            time.sleep(2)
+    with vllm_server(export, MODEL, tmp_path_factory.mktemp("vllm-log") / "vllm.log") as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -188,12 +128,12 @@ def _vllm(url: str, prompt: list[int] | str) -> tuple[list[int], str]:
         "temperature": 0.0,
         "return_token_ids": True,  # vLLM extension: the choice carries its token_ids
     }
-    choice = _post(url + "/v1/completions", body)["choices"][0]
+    choice = post_json(url + "/v1/completions", body)["choices"][0]
     return list(choice["token_ids"]), choice["text"]
 
 
 def test_vllm_serves_our_export_under_its_name(vllm_url: str, export: Path) -> None:
-    cards = _get(vllm_url + "/v1/models")["data"]
+    cards = get_json(vllm_url + "/v1/models")["data"]
     assert [c["id"] for c in cards] == [MODEL]
     assert cards[0]["max_model_len"] == 256
 

@@ -74,23 +74,26 @@ def _layout(root: Path, hyperparameters: dict[str, str]) -> dict[str, str]:
 TINY = json.dumps({"preset": "tiny", "n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 16})
 
 
+#: A short CPU run that learns more than word frequencies; the distillation tests run it shorter.
+TRAIN = {
+    "max_steps": 30,
+    "micro_batch_size": 4,
+    "warmup_steps": 2,
+    "learning_rate": 0.005,
+    "eval_interval": 10,
+    "eval_batches": 2,
+    "device": "cpu",
+    "precision": "fp32",
+    "progress": False,
+}
+
+
 def test_job_trains_exports_and_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    train_cfg = {
-        "max_steps": 30,
-        "micro_batch_size": 4,
-        "warmup_steps": 2,
-        "learning_rate": 0.005,
-        "eval_interval": 10,
-        "eval_batches": 2,
-        "device": "cpu",
-        "precision": "fp32",
-        "progress": False,
-    }
     environ = _layout(
         tmp_path,
         {
             "model_config": TINY,
-            "train_config": json.dumps(train_cfg),
+            "train_config": json.dumps(TRAIN),
             "model_version": "m-1",
             "output_uri": "s3://bucket/models/m-1/",
         },
@@ -152,3 +155,67 @@ def test_sigterm_saves_a_checkpoint_and_exits_as_interrupted(tmp_path: Path) -> 
     assert saved["step"] >= 1
     assert (tmp_path / "output" / "failure").read_text().startswith("Interrupted")
     assert not (tmp_path / "model" / "result.json").exists()
+
+
+# --- distillation: the teacher channel -------------------------------------------------------------
+
+TEACHER_URI = "s3://bucket/models/teacher-1/hf/"
+DISTILL_TRAIN = {
+    **TRAIN,
+    "max_steps": 20,
+    "distill": {"teacher_uri": TEACHER_URI, "teacher_version": "teacher-1", "teacher_manifest_sha256": "ab" * 32},
+}
+
+
+def _with_teacher(root: Path, *, vocab: int = 40, same_tokenizer: bool = True) -> dict[str, str]:
+    """The job's layout plus a ``teacher`` channel holding a (random) teacher's export."""
+    import torch
+
+    from docllm.model.config import ModelConfig
+    from docllm.model.export import export_hf
+    from docllm.model.gpt import GPT
+
+    environ = _layout(
+        root, {"model_config": TINY, "train_config": json.dumps(DISTILL_TRAIN), "model_version": "student-1"}
+    )
+    torch.manual_seed(0)
+    teacher = GPT(ModelConfig.preset("tiny", vocab_size=vocab, n_layer=2, n_embd=48, n_head=2, block_size=16))
+    tok = root / "input" / "data" / "tokenizer"
+    out = export_hf(teacher, root / "input" / "data" / "teacher", tokenizer_dir=tok if same_tokenizer else None)
+    if not same_tokenizer:
+        (out / "tokenizer.model").write_bytes(b"another tokenizer of the same size")
+    return {**environ, "SM_CHANNELS": '["shards", "teacher", "tokenizer"]'}
+
+
+def test_a_distill_job_trains_from_its_teacher_and_records_it(tmp_path: Path) -> None:
+    import hashlib
+
+    env = JobEnvironment.from_env(_with_teacher(tmp_path))
+    main(env)
+    result = TrainingJobResult.model_validate_json((env.model_dir / "result.json").read_text())
+    assert result.steps == 20 and result.train_config["distill"]["teacher_uri"] == TEACHER_URI
+    teacher = result.teacher
+    assert teacher is not None
+    weights = (tmp_path / "input" / "data" / "teacher" / "model.safetensors").read_bytes()
+    assert (teacher.model_version, teacher.uri, teacher.manifest_sha256) == ("teacher-1", TEACHER_URI, "ab" * 32)
+    assert (teacher.weights_file, teacher.weights_sha256) == ("model.safetensors", hashlib.sha256(weights).hexdigest())
+    assert teacher.model_config_["n_layer"] == 2 and teacher.n_params > result.n_params
+    assert "distilled from: teacher-1" in (env.model_dir / "hf" / "README.md").read_text()
+
+
+def test_a_teacher_with_another_tokenizer_is_an_input_error(tmp_path: Path) -> None:
+    env = JobEnvironment.from_env(_with_teacher(tmp_path, same_tokenizer=False))
+    with pytest.raises(JobInputError, match=r"tokenizer\.model differs"):
+        main(env)
+
+
+def test_a_teacher_with_another_vocabulary_is_an_input_error(tmp_path: Path) -> None:
+    env = JobEnvironment.from_env(_with_teacher(tmp_path, vocab=200, same_tokenizer=False))
+    with pytest.raises(JobInputError, match="vocabulary has 256 rows and the student's 64"):
+        main(env)
+
+
+def test_a_distill_job_without_its_teacher_channel_is_an_input_error(tmp_path: Path) -> None:
+    environ = {**_with_teacher(tmp_path), "SM_CHANNELS": '["shards", "tokenizer"]'}
+    with pytest.raises(JobInputError, match="channel 'teacher' is missing"):
+        main(JobEnvironment.from_env(environ))

@@ -82,7 +82,7 @@ def test_a_question_too_long_for_any_prompt_is_a_prompt_too_long_error(tmp_path:
 def test_a_context_too_small_for_any_passage_abstains(tmp_path: Path) -> None:
     engine = FakeEngine(GOOD, context_length=80)  # 80 - 64 answer tokens - 8: the question alone
     answer = answer_question(QUESTION, search=small_index(tmp_path), engine=engine)
-    assert answer.abstained and answer.reason == "no_relevant_documents" and engine.prompts == []
+    assert answer.abstained and answer.reason == "context_too_small" and engine.prompts == []
 
 
 def test_another_model_than_the_deployed_one_is_refused(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """``POST /v1/ask``: validated input, answers and abstentions as 200, engine trouble as 429/503,
-a wrong model as 409, oversized bodies as 413, a per-caller rate limit (issue 15)."""
+a wrong model as 409, oversized bodies as 413, a per-caller rate limit (issue 15); ``stream: true``
+behind Lambda is the event stream in one body (issue 16)."""
 
 from __future__ import annotations
 
@@ -12,34 +13,14 @@ import pytest
 from docllm.api import routes
 from docllm.runtime.http import Request, proxy_event
 from docllm.serving.exceptions import EngineBusyError, EngineUnavailableError, NoModelDeployedError
-from tests.unit.answers.fakes import FakeEngine, small_index
+from tests.unit.answers.fakes import FakeEngine
+from tests.unit.api.fakes import GOOD, QUESTION, Failing, Platform, ask_lambda, isolate_ask
 from tests.unit.api.test_error_responses import HANDLER, Context
-
-QUESTION = "How do I enable versioning on a bucket?"
-GOOD = "Open the Amazon S3 console, choose the bucket, choose Properties, and under Bucket Versioning choose Edit."
-
-
-class Platform:
-    def __init__(self, tmp_path: Path, engine: Any) -> None:
-        self.search_reader = small_index(tmp_path)
-        self.inference = engine
-
-
-class Failing(FakeEngine):
-    def __init__(self, error: Exception) -> None:
-        super().__init__()
-        self.error = error
-
-    def info(self):  # type: ignore[no-untyped-def]
-        raise self.error
 
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
-    monkeypatch.delenv("DOCLLM_ASK_RATE", raising=False)
-    monkeypatch.delenv("DOCLLM_ASK_BURST", raising=False)
-    routes.ask_limiter.cache_clear()
+    isolate_ask(monkeypatch)
 
 
 def use(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, engine: Any = None) -> FakeEngine:
@@ -49,11 +30,7 @@ def use(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, engine: Any = None) -> 
 
 
 def post(body: Any, *, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], dict[str, Any]]:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = Request(
-        "POST", "/v1/ask", {"host": "api", "content-type": "application/json", **(headers or {})}, raw, "127.0.0.1"
-    )
-    result = HANDLER(proxy_event("POST", "/v1/ask", request), Context())
+    result = ask_lambda(body, headers=headers)
     return result["statusCode"], result.get("headers") or {}, json.loads(result["body"])
 
 
@@ -114,10 +91,37 @@ def test_an_unknown_service_is_400(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert status == 400 and "nope" in body["message"]
 
 
-def test_streaming_is_refused_until_the_front_can_stream(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_streamed_answer_behind_lambda_is_the_whole_event_stream_in_one_body(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     use(monkeypatch, tmp_path)
-    status, _, body = post({"question": QUESTION, "stream": True})
-    assert status == 400 and "stream" in body["message"]
+    result = ask_lambda({"question": QUESTION, "stream": True})  # a Lambda context: no response stream
+    assert result["statusCode"] == 200
+    assert result["headers"]["Content-Type"] == "text/event-stream"
+    events = sse_events(result["body"].encode().splitlines(keepends=True))
+    deltas = [data["text"] for event, data in events if event == "delta"]
+    final = [data for event, data in events if event == "answer"]
+    assert "".join(deltas) == GOOD and len(final) == 1 and events[-1][0] == "answer"
+    assert final[0]["answer"] == GOOD and final[0]["citations"][0]["doc_key"] == "s3/Versioning.md"
+
+
+def test_an_engine_failing_a_buffered_stream_answers_its_status(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    class Breaks(FakeEngine):
+        def stream(self, prompt, params):  # type: ignore[no-untyped-def]
+            yield "Open the"
+            raise EngineUnavailableError("the engine's stream broke")
+
+    use(monkeypatch, tmp_path, Breaks(GOOD))
+    status, headers, body = post({"question": QUESTION, "stream": True})
+    assert status == 503 and "not available" in body["message"] and "Retry-After" in headers
+
+
+def sse_events(lines: list[bytes]) -> list[tuple[str, dict[str, Any]]]:
+    from docllm.cli.serve_cmds import sse_events as parse
+
+    return list(parse(lines))
 
 
 @pytest.mark.parametrize("body", [{"question": QUESTION, "pad": " " * 20_000}, {"question": "\\ud83d\\ude00" * 2000}])

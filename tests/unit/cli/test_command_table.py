@@ -30,6 +30,9 @@ def test_every_command_in_the_table_parses_and_resolves(cmd):
         ("manifest", "show"): ["m"],
         ("ask",): ["how?"],
         ("deploy",): ["m"],
+        ("incident", "show"): ["i"],
+        ("incident", "close"): ["i", "--cause", "c"],
+        ("canary", "set"): ["f"],
     }
     argv = [*cmd.path, *required.get(cmd.path, [])]
     args = build_parser().parse_args(argv)

@@ -363,3 +363,12 @@ def test_regex_replace_still_works_for_a_good_pattern() -> None:
     body = VALID.replace(b"doc_to_target: answer", b"doc_to_target: \"{{ answer | regex_replace(' +', '') }}\"")
     (bench,), errors = parse_benchmarks({"t.yaml": body, "d.jsonl": QA_ROWS})
     assert errors == [] and bench.items[0].expected == "5TB"
+
+
+def test_the_canary_question_set_beside_the_benchmarks_is_not_a_benchmark() -> None:
+    canary = b'{"question": "What is a good recipe for banana bread?", "expect": "abstain"}'
+    faq = b'{"prompt": "Max object size:", "expected": "5 TB"}'
+    benches, errors = parse_benchmarks({"canary.jsonl": canary, "faq.jsonl": faq})
+    assert [b.name for b in benches] == ["faq"] and errors == []
+    with pytest.raises(BenchmarkError, match="docllm canary set"):
+        validate_benchmark_file("canary.jsonl", canary, {})

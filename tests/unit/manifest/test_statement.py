@@ -17,10 +17,12 @@ from docllm.manifest.inputs import (
     InputDocument,
     JobProvenance,
     ManifestInputs,
+    TeacherRef,
 )
 from docllm.manifest.statement import (
     BUILD_TYPE,
     DESCRIPTOR_FIELDS,
+    KIND_TEACHER,
     PREDICATE_TYPE,
     STATEMENT_TYPE,
     build_statement,
@@ -185,3 +187,26 @@ def test_shape_problems_name_what_is_wrong() -> None:
     assert "unknown fields ['extra']" in problems
     assert any(p.startswith("subject[0]: needs one of") for p in problems)
     assert shape_problems([]) == ["not a JSON object"]
+
+
+def test_a_distilled_model_names_its_teacher_among_the_dependencies() -> None:
+    teacher = TeacherRef(
+        model_version="tiny-s3-0",
+        uri="s3://art/models/tiny-s3/tiny-s3-0/hf/",
+        weights_file="model.safetensors",
+        weights_sha256=H,
+        manifest_sha256="cd" * 32,
+    )
+    st = build_statement(inputs(teacher=teacher), LINK)
+    assert shape_problems(st) == []
+    deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert [d for d in deps if d["annotations"]["kind"] == KIND_TEACHER] == [
+        {
+            "name": "teacher:tiny-s3-0",
+            "uri": "s3://art/models/tiny-s3/tiny-s3-0/hf/model.safetensors",
+            "digest": {"sha256": H},
+            "annotations": {"kind": KIND_TEACHER, "modelVersion": "tiny-s3-0", "manifestSha256": "cd" * 32},
+        }
+    ]
+    plain = build_statement(inputs(), LINK)["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert not [d for d in plain if d["annotations"]["kind"] == KIND_TEACHER]

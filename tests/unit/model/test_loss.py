@@ -86,3 +86,13 @@ def test_fp16_with_a_loss_scaler_sized_upstream_gradient_stays_finite() -> None:
     assert torch.isfinite(gh).all() and torch.isfinite(gw).all()
     torch.testing.assert_close(gw, rw, rtol=2e-2, atol=2e-2 * float(rw.abs().max()))
     torch.testing.assert_close(gh, rh, rtol=2e-2, atol=2e-2 * float(rh.abs().max()))
+
+
+def test_a_gpu_takes_large_chunks_and_the_result_does_not_depend_on_the_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    from docllm.model import loss
+
+    assert loss._rows(torch.device("cpu")) == ROWS
+    assert loss._rows(torch.device("cuda")) == loss.ACCELERATOR_ROWS >= 512
+    # What a GPU computes with its chunk, checked here with a CPU patched to the same chunk.
+    monkeypatch.setattr(loss, "ROWS", 40)
+    _assert_matches_plain(*_inputs(n=3 * 40 + 7, seed=6))

@@ -56,3 +56,28 @@ def test_an_unknown_operator_is_an_error_not_a_silent_mismatch():
 def test_scalar_pattern_values_are_rejected():
     with pytest.raises(PatternError):
         matches({"source": "aws.s3"}, EVENT)
+
+
+def test_the_serving_alarm_rule_matches_a_prefix_on_the_alarm_name_and_the_nested_state_value(real_events_dir):
+    """The default-bus rule of the template, against the real sample renamed into the stage's names."""
+    import json
+
+    from docllm.runtime.template import read_wiring
+    from tests.conftest import REPO
+
+    (rule,) = [
+        r
+        for r in read_wiring(REPO / "template.yaml").rules
+        if r.bus == "default" and "aws.cloudwatch" in r.pattern.get("source", [])
+    ]
+    sample = json.loads((real_events_dir / "awsdocs" / "cloudwatch-alarm-state-change-single-metric.json").read_text())
+    assert not matches(rule.pattern, sample)  # "ServerCpuTooHigh": not one of the stage's serving alarms
+
+    def renamed(name: str, state: str) -> dict:
+        return {**sample, "detail": {**sample["detail"], "alarmName": name, "state": {"value": state}}}
+
+    assert matches(rule.pattern, renamed("docllm-dev-serving-5xx-rate", "ALARM"))
+    assert matches(rule.pattern, renamed("docllm-dev-serving-5xx-rate@tiny-s3-v2", "OK"))
+    assert not matches(rule.pattern, renamed("docllm-dev-serving-5xx-rate", "INSUFFICIENT_DATA"))
+    assert not matches(rule.pattern, renamed("docllm-dev-drift-oov-rate", "ALARM"))
+    assert not matches(rule.pattern, renamed("docllm-prod-serving-5xx-rate", "ALARM"))  # another stage's

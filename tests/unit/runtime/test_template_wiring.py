@@ -126,8 +126,14 @@ def test_the_templates_aws_deploy_target_never_applies_to_the_local_runtime(monk
     env: dict[str, str] = {}
     for fn in WIRING.functions.values():
         env.update(fn.environment)
-    assert env["DOCLLM_DEPLOY_TARGET"] == "sagemaker"
-    assert local_environment(env, Path("/nonexistent"))["DOCLLM_DEPLOY_TARGET"] == "local"
+    assert env["DOCLLM_DEPLOY_TARGET"] == "local"  # the local wiring resolves DeployTarget to local
+    # and whatever the functions' environment says, the runtime's environment forces it again.
+    aws = read_wiring(REPO / "template.yaml", parameters={"DeployTarget": "sagemaker"})
+    aws_env: dict[str, str] = {}
+    for fn in aws.functions.values():
+        aws_env.update(fn.environment)
+    assert aws_env["DOCLLM_DEPLOY_TARGET"] == "sagemaker"
+    assert local_environment(aws_env, Path("/nonexistent"))["DOCLLM_DEPLOY_TARGET"] == "local"
 
 
 def test_a_rule_targeting_an_undeclared_queue_is_a_configuration_error(tmp_path: Path):

@@ -34,8 +34,36 @@ def _context_length(family: str) -> int:
 class CloudDeployer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._sagemaker: Any = None
 
-    def deploy(self, target: str, *, model_version: str, model: dict[str, Any]) -> dict[str, Any]:
+    def _sagemaker_deployer(self) -> Any:
+        if self._sagemaker is None:
+            from docllm.adapters.aws.sagemaker_deploy import SageMakerDeployer
+
+            self._sagemaker = SageMakerDeployer()
+        return self._sagemaker
+
+    def serving(self, target: str, *, model: dict[str, Any]) -> Any:
+        """What ``target`` serves for ``model``'s family now (a ``sagemaker_deploy.EndpointServing``,
+        ``None`` when there is no endpoint). Only SageMaker endpoints can be asked: a Bedrock import
+        has no live configuration to read."""
+        if target != "sagemaker":
+            raise ConfigurationError(f"what serves on {target!r} cannot be read back (only sagemaker's)")
+        from docllm.deploy.names import endpoint_name
+
+        return self._sagemaker_deployer().serving(endpoint_name(self.settings.stage, model["family"]))
+
+    def serving_version(self, target: str, *, model: dict[str, Any]) -> str | None:
+        """The one model version ``target`` serves for ``model``'s family once settled, else ``None``
+        (DescribeEndpoint → EndpointConfig → Model → its ``docllm:model-version`` tag)."""
+        serving = self.serving(target, model=model)
+        return serving.version if serving is not None else None
+
+    def deploy(
+        self, target: str, *, model_version: str, model: dict[str, Any], guardrails: bool = True
+    ) -> dict[str, Any]:
+        """Start serving ``model_version`` on ``target``. ``guardrails=False`` (a rollback) leaves the
+        endpoint alarms out of the update's ``AutoRollbackConfiguration``."""
         from docllm.deploy.spec import DeploymentSpec
 
         s = self.settings
@@ -52,7 +80,7 @@ class CloudDeployer:
             security_group_ids=s.security_group_ids,
             max_model_len=_context_length(model["family"]),
             data_capture_uri=f"s3://{s.artifact_bucket}/endpoint-capture/" if target == "sagemaker" else None,
-            alarm_names=s.endpoint_alarms,
+            alarm_names=s.endpoint_alarms if guardrails else [],
         )
         if target == "sagemaker":
             from docllm.adapters.aws.sagemaker_deploy import SageMakerDeployer

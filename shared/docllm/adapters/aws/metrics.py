@@ -8,7 +8,7 @@ No CloudWatch API call is made, so no client and no IAM permission on
 
 from __future__ import annotations
 
-from aws_lambda_powertools.metrics import Metrics, MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricResolution, Metrics, MetricUnit, single_metric
 from aws_lambda_powertools.metrics.exceptions import (
     MetricResolutionError,
     MetricUnitError,
@@ -16,14 +16,17 @@ from aws_lambda_powertools.metrics.exceptions import (
     SchemaValidationError,
 )
 
-from docllm.exceptions import PermanentError
-from docllm.ports.metrics import MetricsSink
+from docllm.ports.metrics import (
+    HIGH_RESOLUTION,
+    STANDARD_RESOLUTION,
+    InvalidMetricError,
+    MetricsSink,
+    check_resolution,
+)
 
 _POWERTOOLS_ERRORS = (MetricUnitError, MetricValueError, MetricResolutionError, SchemaValidationError)
 
-
-class InvalidMetricError(PermanentError):
-    """A metric Powertools refuses (unknown unit, non-numeric value, too many dimensions)."""
+__all__ = ["InvalidMetricError", "PowertoolsMetrics"]
 
 
 class PowertoolsMetrics(MetricsSink):
@@ -60,21 +63,32 @@ class PowertoolsMetrics(MetricsSink):
         self._metrics = metrics if metrics is not None else Metrics(namespace=namespace, service=service)
         self._buffered = 0
 
-    def put(self, name: str, value: float, *, unit: str = "Count", dimensions: dict[str, str] | None = None) -> None:
+    def put(
+        self,
+        name: str,
+        value: float,
+        *,
+        unit: str = "Count",
+        dimensions: dict[str, str] | None = None,
+        resolution: int = STANDARD_RESOLUTION,
+    ) -> None:
         try:
             metric_unit = MetricUnit(unit)
         except ValueError as e:
             allowed = ", ".join(u.value for u in MetricUnit)
             raise InvalidMetricError(f"metric {name!r}: unknown unit {unit!r}; one of {allowed}") from e
+        check_resolution(name, resolution)
+        metric_resolution = MetricResolution.High if resolution == HIGH_RESOLUTION else MetricResolution.Standard
         try:
             if not dimensions:
-                self._metrics.add_metric(name=name, unit=metric_unit, value=value)
+                self._metrics.add_metric(name=name, unit=metric_unit, value=value, resolution=metric_resolution)
                 self._buffered += 1
                 return
             with single_metric(
                 name=name,
                 unit=metric_unit,
                 value=value,
+                resolution=metric_resolution,
                 namespace=self.namespace,
                 default_dimensions={"service": self.service},
             ) as metric:

@@ -9,6 +9,7 @@ botocore's service model in the tests).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,30 @@ BROKEN_STATUSES = frozenset({"Failed", "UpdateRollbackFailed", "OutOfService"})
 
 #: Per-version resource kind → (name parameter, operation suffix); client methods are create_/describe_<kind>.
 _KINDS = {"model": ("ModelName", "Model"), "endpoint_config": ("EndpointConfigName", "EndpointConfig")}
+
+
+@dataclass(frozen=True)
+class EndpointServing:
+    """What a SageMaker endpoint serves, as DescribeEndpoint and its configuration say."""
+
+    endpoint: str
+    status: str
+    config: str | None
+    versions: tuple[str, ...] = ()
+    updating_to: str | None = None
+    failure_reason: str | None = None
+
+    @property
+    def version(self) -> str | None:
+        """The one version served, once the endpoint is InService with no update pending."""
+        if self.status != "InService" or self.updating_to or len(self.versions) != 1:
+            return None
+        return self.versions[0]
+
+    @property
+    def settled(self) -> bool:
+        """No change in progress: what it serves now is what it will keep serving."""
+        return self.status not in BUSY_STATUSES and not self.updating_to
 
 
 class EndpointBusyError(TransientError):
@@ -183,6 +208,64 @@ class SageMakerDeployer:
         if found is None:
             raise NotFoundError(f"no SageMaker endpoint {endpoint!r}")
         return str(found["EndpointStatus"])
+
+    # --- what serves
+
+    def serving(self, endpoint: str) -> EndpointServing | None:
+        """What ``endpoint`` serves now: its status and the model versions of its *live* configuration.
+
+        DescribeEndpoint names the live EndpointConfig (during a blue/green update the new one is in
+        ``PendingDeploymentSummary`` until the traffic has shifted), DescribeEndpointConfig its variants'
+        Models, and each Model's ``docllm:model-version`` tag the version (ListTags). ``None`` when there
+        is no such endpoint.
+        """
+        found = self._describe_endpoint(endpoint)
+        if found is None:
+            return None
+        config = found.get("EndpointConfigName")
+        pending = (found.get("PendingDeploymentSummary") or {}).get("EndpointConfigName")
+        versions = self._config_versions(config) if config else ()
+        return EndpointServing(
+            endpoint=endpoint,
+            status=str(found["EndpointStatus"]),
+            config=config,
+            versions=versions,
+            updating_to=pending,
+            failure_reason=found.get("FailureReason"),
+        )
+
+    def serving_version(self, endpoint: str) -> str | None:
+        """The one model version ``endpoint`` serves once ``InService``; ``None`` while it is changing,
+        when it serves several (variants), or when there is no endpoint."""
+        serving = self.serving(endpoint)
+        return serving.version if serving is not None else None
+
+    def _config_versions(self, config_name: str) -> tuple[str, ...]:
+        try:
+            with aws_errors(f"SageMaker DescribeEndpointConfig {config_name}", overrides=_DESCRIBE_OVERRIDES):
+                config = self.client.describe_endpoint_config(EndpointConfigName=config_name)
+        except AwsNotFoundError:
+            return ()
+        versions: list[str] = []
+        for variant in config.get("ProductionVariants", []):
+            model = variant.get("ModelName")
+            version = self._model_version(model) if model else None
+            if version is None:
+                # A model docllm did not tag (made by hand): the config's own tag is the next best witness.
+                version = self._config_version(config_name)
+            if version is not None and version not in versions:
+                versions.append(version)
+        return tuple(versions)
+
+    def _model_version(self, model_name: str) -> str | None:
+        try:
+            with aws_errors(f"SageMaker DescribeModel {model_name}", overrides=_DESCRIBE_OVERRIDES):
+                arn = self.client.describe_model(ModelName=model_name)["ModelArn"]
+            with aws_errors(f"SageMaker ListTags {model_name}"):
+                tags = self.client.list_tags(ResourceArn=arn).get("Tags", [])
+        except AwsNotFoundError:
+            return None
+        return next((t["Value"] for t in tags if t["Key"] == "docllm:model-version"), None)
 
     # --- helpers
 

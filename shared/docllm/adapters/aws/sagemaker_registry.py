@@ -7,7 +7,9 @@ tagged with both), one versioned model package per model version:
 - ``MetadataProperties`` holds the commit, repository and training job;
 - ``CustomerMetadataProperties`` holds the model version, family, stage, dataset,
   tokenizer, evaluation and export ids and the headline metrics (see
-  :mod:`docllm.registry.metadata`);
+  :mod:`docllm.registry.metadata`), and on a rolled-back version the alarm and incident
+  that rolled it back (``docllm:rolled-back``: ``ModelApprovalStatus`` is ``Rejected``,
+  the only status SageMaker has for it);
 - ``ModelMetrics.ModelQuality.Statistics`` points at the evaluation report with its
   ``sha256:`` content digest;
 - no ``InferenceSpecification``: the package is a registry entry; the deployer adds
@@ -46,11 +48,15 @@ from docllm.ports.registry import ModelRegistry
 from docllm.registry.metadata import (
     FAMILY,
     MODEL_VERSION,
+    ROLLBACK_INCIDENT,
+    ROLLBACK_KEYS,
+    ROLLED_BACK_ALARM,
     STAGE,
     client_token,
     customer_metadata,
     metadata_properties,
     model_metrics,
+    rollback_metadata,
     spec_fields_from,
 )
 from docllm.registry.models import (
@@ -161,14 +167,44 @@ class SageMakerModelRegistry(ModelRegistry):
         spec = PackageSpec.model_validate(
             {k: v for k, v in package.model_dump().items() if k in PackageSpec.model_fields}
         )
+        request: dict[str, Any] = {
+            "ModelPackageArn": package.package_arn,
+            "ModelApprovalStatus": status,
+            "ApprovalDescription": text,
+            # The metadata again, unchanged: SageMaker merges it (a no-op), and moto, which
+            # replaces the map on every update, keeps the ids the registry finds packages by.
+            "CustomerMetadataProperties": customer_metadata(spec, stage=self.stage),
+        }
+        if package.rolled_back_alarm is not None:
+            # A decision after a rollback replaces it: the marker goes (SageMaker would keep merged keys).
+            request["CustomerMetadataPropertiesToRemove"] = list(ROLLBACK_KEYS)
         with aws_errors(f"SageMaker UpdateModelPackage {model_version}"):
+            self.client.update_model_package(**request)
+        updated = self._describe(package.package_arn)
+        assert updated is not None
+        return updated
+
+    def mark_rolled_back(self, model_version: str, *, alarm: str, incident_id: str, description: str) -> ModelPackage:
+        text = self._checked_status("Rejected", description)
+        package = self.get(model_version)
+        marker = rollback_metadata(alarm, incident_id)
+        if (package.status, package.approval_description, package.rolled_back_alarm, package.rollback_incident) == (
+            "Rejected",
+            text,
+            marker[ROLLED_BACK_ALARM],
+            marker[ROLLBACK_INCIDENT],
+        ):
+            return package
+        spec = PackageSpec.model_validate(
+            {k: v for k, v in package.model_dump().items() if k in PackageSpec.model_fields}
+        )
+        with aws_errors(f"SageMaker UpdateModelPackage {model_version} (rolled back)"):
+            # ModelApprovalStatus knows no "RolledBack": Rejected, marked in the customer metadata.
             self.client.update_model_package(
                 ModelPackageArn=package.package_arn,
-                ModelApprovalStatus=status,
+                ModelApprovalStatus="Rejected",
                 ApprovalDescription=text,
-                # The metadata again, unchanged: SageMaker merges it (a no-op), and moto, which
-                # replaces the map on every update, keeps the ids the registry finds packages by.
-                CustomerMetadataProperties=customer_metadata(spec, stage=self.stage),
+                CustomerMetadataProperties={**customer_metadata(spec, stage=self.stage), **marker},
             )
         updated = self._describe(package.package_arn)
         assert updated is not None

@@ -7,15 +7,21 @@ answer path): ``GET /v1/models`` for :meth:`LocalEngineClient.info`, ``POST /v1/
 ended by ``data: [DONE]``) for :meth:`~LocalEngineClient.stream`.
 
 Which engine answers is read from the state store on **every request** (pk ``endpoints``, sk
-``local`` → ``{"url", "model_version", ...}``, written by the deployer), never cached: a version
-swap records the new engine and then tells the old one to drain, so the request after the swap
-already goes to the new one.
+``local`` → ``{"url", "model_version", ..., "canary"}``, written by the deployer), never cached: a
+version swap records the new engine and then tells the old one to drain, so the request after the
+swap already goes to the new one. During a canary rollout the record also names a ``canary``
+(``{"url", "model_version", "weight", ...}``): each request goes to it with probability ``weight``
+(a fraction, 0 to 1), else to the stable engine, and the answer names the version that generated
+it (:attr:`Generation.model`; a stream's iterator carries it as ``.model``), so per-version metrics
+and the canary's alarms see the right version.
 
 A swap can still race a request: it reads the old record, then the old engine stops accepting
 before the request connects. A refused or reset connection is therefore retried **once**, after
-reading the record again; so is a 503 when the record has meanwhile moved to another URL (an
-engine that is draining). Nothing else is retried here: a timeout may mean the engine is still
-working on the request, and sending it again would only double the load.
+reading the record again, on the *stable* engine recorded then (a canary that was just aborted or
+promoted is gone from the record or is the stable one by then); so is a 503 when the record has
+meanwhile moved to another URL (an engine that is draining). Nothing else is retried here: a
+timeout may mean the engine is still working on the request, and sending it again would only
+double the load.
 
 The OpenAI wire helpers below (:func:`completion_body`, :func:`parse_completion`,
 :class:`SseDecoder`, :func:`sse_deltas`) are shared with the SageMaker adapter, whose vLLM
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import random
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
@@ -44,6 +51,7 @@ from docllm.serving.exceptions import (
 __all__ = [
     "ENDPOINTS_PK",
     "LOCAL_SK",
+    "DeltaStream",
     "LocalEngineClient",
     "SseDecoder",
     "completion_body",
@@ -250,6 +258,45 @@ class _Retry(Exception):
         self.status = status
 
 
+class DeltaStream(Iterator[str]):
+    """The text deltas of one streamed completion, and :attr:`model`, the version generating them."""
+
+    def __init__(self, deltas: Iterator[str], model: str) -> None:
+        self._deltas = deltas
+        self.model = model
+
+    def __next__(self) -> str:
+        return next(self._deltas)
+
+    def close(self) -> None:
+        """Stop early: the connection drops, which the engine takes as a cancellation."""
+        close = getattr(self._deltas, "close", None)
+        if close is not None:
+            close()
+
+
+def route(record: dict[str, Any], draw: float) -> dict[str, Any]:
+    """The engine one request goes to: the canary when ``draw`` (uniform in [0, 1)) falls under its
+    weight, else the stable engine; as a record of its own (``url``, ``model_version``).
+
+    Examples
+    --------
+    >>> record = {"url": "http://a", "model_version": "v1",
+    ...           "canary": {"url": "http://b", "model_version": "v2", "weight": 0.1}}
+    >>> route(record, 0.05)["model_version"], route(record, 0.5)["model_version"]
+    ('v2', 'v1')
+    """
+    canary = record.get("canary")
+    if isinstance(canary, dict) and canary.get("url") and draw < float(canary.get("weight") or 0.0):
+        return {**canary, "canary": None, "role": "canary"}
+    return stable(record)
+
+
+def stable(record: dict[str, Any]) -> dict[str, Any]:
+    """The stable engine of an endpoint record, without its canary."""
+    return {**record, "canary": None, "role": "stable"}
+
+
 class LocalEngineClient(InferenceEngine):
     """The engine recorded for the local target, over HTTP.
 
@@ -259,6 +306,8 @@ class LocalEngineClient(InferenceEngine):
         The platform's state store; ``endpoints/local`` is read on every request.
     timeout_s:
         Socket timeout of one request (connect, and each read of the response or the stream).
+    rng:
+        Draws each request's share of a canary split (a seeded one makes routing repeatable in tests).
 
     Examples
     --------
@@ -266,9 +315,10 @@ class LocalEngineClient(InferenceEngine):
     >>> client.generate("Versioning keeps", GenerationParams(max_tokens=8)).text  # doctest: +SKIP
     """
 
-    def __init__(self, state: StateStore, *, timeout_s: float = 120) -> None:
+    def __init__(self, state: StateStore, *, timeout_s: float = 120, rng: random.Random | None = None) -> None:
         self._state = state
         self.timeout_s = timeout_s
+        self._rng = rng or random.Random()
         # No proxy for the engine: an HTTP(S)_PROXY of the environment must not carry loopback traffic.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -280,10 +330,12 @@ class LocalEngineClient(InferenceEngine):
         return record
 
     def info(self) -> ModelInfo:
+        """The stable version's (a canary takes a share of generations, not the endpoint's identity)."""
+
         def once(record: dict[str, Any]) -> ModelInfo:
             return _model_info(_read_json(self._send(record, "GET", "/v1/models")), record)
 
-        return self._with_retry(once)
+        return self._with_retry(once, routed=False)
 
     def generate(self, prompt: str, params: GenerationParams) -> Generation:
         def once(record: dict[str, Any]) -> Generation:
@@ -300,8 +352,15 @@ class LocalEngineClient(InferenceEngine):
             body = completion_body(prompt, params, model=record.get("model_version"), stream=True)
             return self._send(record, "POST", "/v1/completions", body)
 
-        resp = self._with_retry(once)
-        return self._deltas(resp)
+        served: list[str] = []
+
+        def once_noting(record: dict[str, Any]) -> http.client.HTTPResponse:
+            resp = once(record)
+            served.append(str(record.get("model_version") or ""))
+            return resp
+
+        resp = self._with_retry(once_noting)
+        return DeltaStream(self._deltas(resp), served[-1])
 
     def _deltas(self, resp: http.client.HTTPResponse) -> Iterator[str]:
         # Closing the response (consumer done, or the generator closed early) drops the connection,
@@ -313,11 +372,12 @@ class LocalEngineClient(InferenceEngine):
                 raise EngineUnavailableError(f"the engine's stream broke: {e}") from e
 
     # -- transport ------------------------------------------------------------------------------
-    def _with_retry(self, call: Callable[[dict[str, Any]], T]) -> T:
+    def _with_retry(self, call: Callable[[dict[str, Any]], T], *, routed: bool = True) -> T:
+        record = self.endpoint()
         try:
-            return call(self.endpoint())
+            return call(route(record, self._rng.random()) if routed else stable(record))
         except _Retry as first:
-            again = self.endpoint()
+            again = stable(self.endpoint())
             if first.status == 503 and again.get("url") == first.url:
                 # A 503 from the engine still recorded: starting or overloaded, not being swapped out.
                 raise first.error from first.__cause__

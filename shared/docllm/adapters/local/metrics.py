@@ -1,14 +1,27 @@
-"""MetricsSink on SQLite: what CloudWatch would receive, kept for ``docllm status``."""
+"""MetricsSink on SQLite: what CloudWatch would receive, kept for ``docllm status`` and the local alarms.
+
+Every value is stored with its exact dimension set, ``service`` included as Powertools adds it on
+AWS (``{"service": <service>, **dimensions}``: a ``service`` of the caller's own wins), its unit and
+its resolution, so that the local alarm evaluator reads the same metric an alarm names on AWS:
+CloudWatch treats each dimension set as a metric of its own and never aggregates across them, and
+neither does :meth:`SqliteMetrics.datapoints`.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from docllm.adapters.local.sqlite import SqliteFile
-from docllm.ports.metrics import MetricPoint, MetricsSink
+from docllm.ports.metrics import (
+    STANDARD_RESOLUTION,
+    MetricPoint,
+    MetricsSink,
+    check_resolution,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS metrics (
@@ -16,39 +29,117 @@ CREATE TABLE IF NOT EXISTS metrics (
 );
 CREATE INDEX IF NOT EXISTS metrics_name_ts ON metrics (name, ts_ms);
 """
+#: Columns added after the first release: a data directory of an older docllm gains them on open.
+_ADDED_COLUMNS = {
+    "resolution": f"INTEGER NOT NULL DEFAULT {STANDARD_RESOLUTION}",
+    "namespace": "TEXT NOT NULL DEFAULT ''",
+}
+
+
+def dimension_key(dimensions: Mapping[str, str]) -> str:
+    """The stored form of a dimension set: equal sets, equal keys (exact matching is string equality)."""
+    return json.dumps(sorted((str(k), str(v)) for k, v in dimensions.items()))
 
 
 class SqliteMetrics(MetricsSink):
-    def __init__(self, path: Path) -> None:
+    """Metrics of the local platform in ``metrics.db``.
+
+    Parameters
+    ----------
+    path:
+        The SQLite file.
+    namespace:
+        The CloudWatch namespace these metrics stand for (the platform's, ``"docllm"``).
+    service:
+        The ``service`` dimension added to every metric, as ``PowertoolsMetrics`` does on AWS.
+
+    Examples
+    --------
+    >>> sink = SqliteMetrics(tmp / "metrics.db")  # doctest: +SKIP
+    >>> sink.put("AskRequests", 1, dimensions={"Target": "local"}, resolution=1)  # doctest: +SKIP
+    >>> sink.flush()  # doctest: +SKIP
+    >>> sink.datapoints("AskRequests", {"Target": "local", "service": "docllm"}, 0, 2**62)  # doctest: +SKIP
+    """
+
+    def __init__(self, path: Path, *, namespace: str = "docllm", service: str = "docllm") -> None:
         self._db = SqliteFile(path, _SCHEMA)
-        self._pending: list[tuple[int, str, float, str, str]] = []
+        self._migrate()
+        self.namespace = namespace
+        self.service = service
+        self._pending: list[tuple[int, str, float, str, str, int, str]] = []
         self._lock = threading.Lock()
 
-    def put(self, name: str, value: float, *, unit: str = "Count", dimensions: dict[str, str] | None = None) -> None:
-        dims = json.dumps(sorted((dimensions or {}).items()))
+    def _migrate(self) -> None:
+        with self._db.transaction() as conn:  # the write lock: two processes opening at once add each column once
+            have = {row[1] for row in conn.execute("PRAGMA table_info(metrics)")}
+            for column, decl in _ADDED_COLUMNS.items():
+                if column not in have:
+                    conn.execute(f"ALTER TABLE metrics ADD COLUMN {column} {decl}")
+            conn.execute("CREATE INDEX IF NOT EXISTS metrics_name_dims_ts ON metrics (name, dims, ts_ms)")
+
+    def put(
+        self,
+        name: str,
+        value: float,
+        *,
+        unit: str = "Count",
+        dimensions: dict[str, str] | None = None,
+        resolution: int = STANDARD_RESOLUTION,
+    ) -> None:
+        check_resolution(name, resolution)
+        dims = dimension_key({"service": self.service, **(dimensions or {})})
+        row = (int(time.time() * 1000), name, float(value), unit, dims, resolution, self.namespace)
         with self._lock:
-            self._pending.append((int(time.time() * 1000), name, float(value), unit, dims))
+            self._pending.append(row)
 
     def flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
         if pending:
             with self._db.transaction() as conn:
-                conn.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?)", pending)
+                conn.executemany(
+                    "INSERT INTO metrics (ts_ms, name, value, unit, dims, resolution, namespace) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    pending,
+                )
 
-    def query(self, name: str, *, since_ms: int = 0) -> list[MetricPoint]:
+    def datapoints(self, name: str, dimensions: Mapping[str, str], start_ms: int, end_ms: int) -> list[MetricPoint]:
+        """Raw values of ``name`` on exactly ``dimensions`` (``service`` included) in ``[start_ms, end_ms)``."""
         rows = (
             self._db.connection()
             .execute(
-                "SELECT ts_ms, name, value, unit, dims FROM metrics WHERE name = ? AND ts_ms >= ? ORDER BY ts_ms",
+                "SELECT ts_ms, name, value, unit, dims, resolution FROM metrics "
+                "WHERE name = ? AND dims = ? AND ts_ms >= ? AND ts_ms < ? ORDER BY ts_ms",
+                (name, dimension_key(dimensions), start_ms, end_ms),
+            )
+            .fetchall()
+        )
+        return [_point(row) for row in rows]
+
+    def dimension_sets(self, name: str, start_ms: int, end_ms: int) -> list[dict[str, str]]:
+        """Every dimension set ``name`` has values on in ``[start_ms, end_ms)``."""
+        rows = (
+            self._db.connection()
+            .execute(
+                "SELECT DISTINCT dims FROM metrics WHERE name = ? AND ts_ms >= ? AND ts_ms < ? ORDER BY dims",
+                (name, start_ms, end_ms),
+            )
+            .fetchall()
+        )
+        return [{str(k): str(v) for k, v in json.loads(dims)} for (dims,) in rows]
+
+    def query(self, name: str, *, since_ms: int = 0) -> list[MetricPoint]:
+        """Every value of ``name`` since ``since_ms``, on any dimension set."""
+        rows = (
+            self._db.connection()
+            .execute(
+                "SELECT ts_ms, name, value, unit, dims, resolution FROM metrics WHERE name = ? AND ts_ms >= ? "
+                "ORDER BY ts_ms",
                 (name, since_ms),
             )
             .fetchall()
         )
-        return [
-            MetricPoint(name=n, value=v, unit=u, dimensions=tuple(tuple(d) for d in json.loads(dims)), timestamp_ms=ts)
-            for ts, n, v, u, dims in rows
-        ]
+        return [_point(row) for row in rows]
 
     def totals(self, *, since_ms: int = 0) -> dict[str, float]:
         rows = (
@@ -57,3 +148,15 @@ class SqliteMetrics(MetricsSink):
             .fetchall()
         )
         return {name: total for name, total in rows}
+
+
+def _point(row: tuple[int, str, float, str, str, int]) -> MetricPoint:
+    ts, name, value, unit, dims, resolution = row
+    return MetricPoint(
+        name=name,
+        value=value,
+        unit=unit,
+        dimensions=tuple((str(k), str(v)) for k, v in json.loads(dims)),
+        timestamp_ms=ts,
+        resolution=resolution,
+    )

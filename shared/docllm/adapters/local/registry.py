@@ -39,7 +39,14 @@ from docllm.events.envelope import BusEvent
 from docllm.exceptions import NotFoundError
 from docllm.ports.bus import EventBus
 from docllm.ports.registry import ModelRegistry
-from docllm.registry.metadata import customer_metadata, metadata_properties, model_metrics
+from docllm.registry.metadata import (
+    ROLLBACK_INCIDENT,
+    ROLLED_BACK_ALARM,
+    customer_metadata,
+    metadata_properties,
+    model_metrics,
+    rollback_metadata,
+)
 from docllm.registry.models import (
     ApprovalStatus,
     ModelPackage,
@@ -67,10 +74,20 @@ CREATE TABLE IF NOT EXISTS announcements (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, model_version TEXT NOT NULL, event TEXT NOT NULL, announced_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS announcements_pending ON announcements (model_version) WHERE announced_ms IS NULL;
+CREATE TABLE IF NOT EXISTS rollbacks (
+  model_version TEXT PRIMARY KEY, alarm TEXT NOT NULL, incident_id TEXT NOT NULL
+);
 """
 
 _ARN = re.compile(r":model-package/([^/]+)/(\d+)$")
 _COLUMNS = "model_version, family, grp, version, status, approval_description, created_ms, updated_ms, spec"
+#: A package row with its rollback marker (a table of its own: data directories made before it get it
+#: by ``CREATE TABLE IF NOT EXISTS``, which cannot add a column).
+_SELECT = (
+    "SELECT p.model_version, p.family, p.grp, p.version, p.status, p.approval_description, p.created_ms, "
+    "p.updated_ms, p.spec, r.alarm, r.incident_id FROM packages p LEFT JOIN rollbacks r "
+    "ON r.model_version = p.model_version"
+)
 
 
 def package_arn(group: str, version: int) -> str:
@@ -131,7 +148,7 @@ class LocalModelRegistry(ModelRegistry):
         if match is not None:
             row = (
                 self._db.connection()
-                .execute(f"SELECT {_COLUMNS} FROM packages WHERE grp = ? AND version = ?", match.group(1, 2))
+                .execute(f"{_SELECT} WHERE p.grp = ? AND p.version = ?", match.group(1, 2))
                 .fetchone()
             )
         # The whole ARN must be ours (region, account), not only its group and version.
@@ -142,11 +159,11 @@ class LocalModelRegistry(ModelRegistry):
 
     def list(self, family: str | None = None) -> builtins.list[ModelPackage]:
         conn = self._db.connection()
-        order = "ORDER BY created_ms, rowid"
+        order = "ORDER BY p.created_ms, p.rowid"
         if family is None:
-            rows = conn.execute(f"SELECT {_COLUMNS} FROM packages {order}").fetchall()
+            rows = conn.execute(f"{_SELECT} {order}").fetchall()
         else:
-            rows = conn.execute(f"SELECT {_COLUMNS} FROM packages WHERE family = ? {order}", (family,)).fetchall()
+            rows = conn.execute(f"{_SELECT} WHERE p.family = ? {order}", (family,)).fetchall()
         return [_package(r) for r in rows]
 
     def set_status(self, model_version: str, status: ApprovalStatus, description: str) -> ModelPackage:
@@ -160,10 +177,36 @@ class LocalModelRegistry(ModelRegistry):
                     "UPDATE packages SET status = ?, approval_description = ?, updated_ms = ? WHERE model_version = ?",
                     (status, text, max(_now_ms(), row[7]), model_version),
                 )
+                # A decision after the rollback replaces it (as on SageMaker, see its adapter).
+                conn.execute("DELETE FROM rollbacks WHERE model_version = ?", (model_version,))
                 row = _select(conn, model_version)
                 assert row is not None
                 self._record_announcement(conn, _package(row))
         # Also after a no-op: a retry is how a change whose announcement was lost gets announced.
+        self._announce(model_version)
+        return _package(row)
+
+    def mark_rolled_back(self, model_version: str, *, alarm: str, incident_id: str, description: str) -> ModelPackage:
+        text = self._checked_status("Rejected", description)
+        marker = rollback_metadata(alarm, incident_id)
+        mark = (marker[ROLLED_BACK_ALARM], marker[ROLLBACK_INCIDENT])
+        with self._db.transaction() as conn:
+            row = _select(conn, model_version)
+            if row is None:
+                raise NotFoundError(f"no registered model version {model_version!r}")
+            if (row[4], row[5], row[9], row[10]) != ("Rejected", text, *mark):
+                conn.execute(
+                    "UPDATE packages SET status = 'Rejected', approval_description = ?, updated_ms = ? "
+                    "WHERE model_version = ?",
+                    (text, max(_now_ms(), row[7]), model_version),
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO rollbacks (model_version, alarm, incident_id) VALUES (?, ?, ?)",
+                    (model_version, *mark),
+                )
+                row = _select(conn, model_version)
+                assert row is not None
+                self._record_announcement(conn, _package(row))
         self._announce(model_version)
         return _package(row)
 
@@ -253,7 +296,14 @@ def state_change_detail(package: ModelPackage, *, stage: str) -> dict[str, Any]:
         "ModelPackageStatus": "Completed",
         "ModelApprovalStatus": package.status,
         "MetadataProperties": metadata_properties(spec),
-        "CustomerMetadataProperties": customer_metadata(spec, stage=stage),
+        "CustomerMetadataProperties": {
+            **customer_metadata(spec, stage=stage),
+            **(
+                rollback_metadata(package.rolled_back_alarm, package.rollback_incident or "")
+                if package.rolled_back_alarm
+                else {}
+            ),
+        },
         "ModelMetrics": model_metrics(spec),
         "LastModifiedTime": _iso(package.updated_at),
     }
@@ -268,14 +318,12 @@ def _spec_of(package: ModelPackage) -> PackageSpec:
 
 
 def _select(conn: sqlite3.Connection, model_version: str) -> tuple[Any, ...] | None:
-    row: tuple[Any, ...] | None = conn.execute(
-        f"SELECT {_COLUMNS} FROM packages WHERE model_version = ?", (model_version,)
-    ).fetchone()
+    row: tuple[Any, ...] | None = conn.execute(f"{_SELECT} WHERE p.model_version = ?", (model_version,)).fetchone()
     return row
 
 
 def _package(row: tuple[Any, ...]) -> ModelPackage:
-    _, _, group, version, status, approval, created_ms, updated_ms, spec_json = row
+    _, _, group, version, status, approval, created_ms, updated_ms, spec_json, alarm, incident = row
     spec = PackageSpec.model_validate_json(spec_json)
     return ModelPackage(
         **spec.model_dump(),
@@ -286,6 +334,8 @@ def _package(row: tuple[Any, ...]) -> ModelPackage:
         approval_description=approval,
         created_at=_from_ms(created_ms),
         updated_at=_from_ms(updated_ms),
+        rolled_back_alarm=alarm,
+        rollback_incident=incident,
     )
 
 

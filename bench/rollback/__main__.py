@@ -1,0 +1,3 @@
+from bench.rollback.run import main
+
+raise SystemExit(main())
