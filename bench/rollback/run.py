@@ -20,8 +20,11 @@ Measured per fault, from the clients' own clocks and the platform's events:
 
 - detect: from the first bad request (the first request sent after the bad version was deployed that
   failed or was answered by it) to the alarm's state change to ALARM;
-- restore: from the alarm to the good version serving all traffic (the start of the first request
-  from which on every request was answered by the good version);
+- restore: from the alarm to the good version serving all traffic (the rollback's switch of the
+  endpoint, from its deployment record; every request sent after it goes to the good version);
+- clients all good: from the alarm to the start of the first request from which on every request was
+  answered by the good version (adds the wait for requests in flight on the bad version: a slow one
+  holds its client for ``--slow-s``);
 - failed by the switch: requests that failed and were not sent to the bad version (before its
   deployment, or after the rollback's "Model Rolled Back") — the faults' own failures do not count.
 
@@ -103,6 +106,7 @@ class Round:
     error: str | None = None
     detect_s: float | None = None
     restore_s: float | None = None
+    clients_good_s: float | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -258,8 +262,10 @@ def _score(r: Round, requests: list[Request]) -> None:
     r.all_good_at = tail_start
     if r.first_bad_at is not None and r.alarm_at is not None:
         r.detect_s = round(r.alarm_at - r.first_bad_at, 2)
+    if r.alarm_at is not None and r.switched_back_at is not None:
+        r.restore_s = round(max(0.0, r.switched_back_at - r.alarm_at), 2)
     if r.alarm_at is not None and r.all_good_at is not None:
-        r.restore_s = round(max(0.0, r.all_good_at - r.alarm_at), 2)
+        r.clients_good_s = round(max(0.0, r.all_good_at - r.alarm_at), 2)
 
 
 def bootstrap(rt: LocalRuntime, files: int, versions: list[str], work: Path) -> None:
@@ -371,12 +377,14 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         f"machine: {result['machine']}; {result['clients']} clients",
         "",
-        "| fault | alarm | detect | restore | requests | failed by fault | failed by switch | bad version now |",
-        "|---|---|---|---|---|---|---|---|",
+        "| fault | alarm | detect | restore | clients all good | requests | failed by fault | failed by switch "
+        "| bad version now |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rounds"]:
         lines.append(
             f"| {r['fault']} | {r['alarm'] or r['error'] or '—'} | {s(r['detect_s'])} | {s(r['restore_s'])} "
+            f"| {s(r['clients_good_s'])} "
             f"| {r['requests']} | {r['failed_by_fault']} | {r['failed_by_switch']} | {r['bad_status'] or '—'} |"
         )
     lines += ["", "goals: " + ", ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in result["goals"].items())]

@@ -126,4 +126,16 @@ def test_requests_run_through_a_canary_start_abort_and_promotion_without_a_failu
     assert [(d["model_version"], d["reason"]) for d in events(p, "Canary Aborted")] == [(V2, "p99 latency")]
     history = [(d["model_version"], d["strategy"], d["status"]) for d in deploy.deployments(p)]
     assert history == [(V1, "all-at-once", "InService"), (V2, "canary", "Aborted"), (V2, "canary", "InService")]
-    assert set(p.engines._procs) == {V2}  # the replaced engine is gone
+    assert set(p.engines._procs) == {V2, V1}  # the replaced engine stays, without traffic, as the warm standby
+
+
+def test_the_replaced_version_stays_warm_so_going_back_to_it_starts_no_engine(p: Platform) -> None:
+    deploy.deploy(p, V1, "local", "r1")
+    first_pid = p.engines._procs[V1].pid
+    deploy.deploy(p, V2, "local", "r2")
+    assert set(p.engines._procs) == {V1, V2} and p.engines.verify(V2)  # V1: standby, no traffic
+    deploy.deploy(p, V1, "local", "r3")  # what a rollback does
+    assert p.engines._procs[V1].pid == first_pid and p.engines.verify(V1)
+    p.engines.standby = False
+    deploy.deploy(p, V2, "local", "r4")
+    assert set(p.engines._procs) == {V2}  # without the standby, the replaced engine is retired
