@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from docllm.ports.compliance import ComplianceStore
     from docllm.ports.inference import InferenceEngine
     from docllm.ports.jobs import JobRunner
-    from docllm.ports.metrics import MetricsSink
+    from docllm.ports.metrics import MetricsReader, MetricsSink
     from docllm.ports.notifier import Notifier
     from docllm.ports.objects import ObjectStore
     from docllm.ports.queue import Queue
@@ -168,6 +168,20 @@ class Platform:
         from docllm.adapters.aws.metrics import PowertoolsMetrics
 
         return PowertoolsMetrics(namespace=self.settings.metrics_namespace, service="docllm")
+
+    @cached_property
+    def metrics_reader(self) -> MetricsReader:
+        """The metrics read back: ``metrics.db`` (the local sink itself) locally, CloudWatch on AWS."""
+        if self.local:
+            from docllm.adapters.local.metrics import SqliteMetrics
+
+            sink = self.metrics
+            if not isinstance(sink, SqliteMetrics):  # never expected: the local sink is SqliteMetrics
+                raise ConfigurationError(f"the local metrics sink {type(sink).__name__} cannot be read back")
+            return sink
+        from docllm.adapters.aws.metrics_reader import CloudWatchMetricsReader
+
+        return CloudWatchMetricsReader(namespace=self.settings.metrics_namespace, service="docllm")
 
     @cached_property
     def jobs(self) -> JobRunner:

@@ -360,6 +360,9 @@ PATTERN_OPERATORS = {"prefix", "anything-but", "exists", "numeric"}
 STAR_RESOURCE_ACTIONS = {
     "ecr:GetAuthorizationToken",
     "cloudwatch:PutMetricData",
+    # Read: no resource types and no condition keys (cloudwatch:namespace is PutMetricData's).
+    "cloudwatch:GetMetricData",
+    "cloudwatch:ListMetrics",
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
     "dynamodb:ListStreams",
@@ -2048,6 +2051,20 @@ def test_the_canary_writes_only_its_records_and_reads_only_its_question_sources(
     assert not [a for st in statements for a in as_list(st["Action"]) if a.startswith(("s3:Put", "s3:Delete"))]
     # No events: a run is an observation, its metrics are its announcement.
     assert not statements_with(statements, "events:PutEvents")
+
+
+def test_only_the_canary_reads_metrics_back_for_the_live_service_mix(template: Tpl) -> None:
+    statements = function_statements(template, "CanaryFunction")
+    read = by_sid(statements, "ReadLiveQuestionMetrics")
+    assert read["Effect"] == "Allow" and read["Resource"] == "*"
+    assert sorted(as_list(read["Action"])) == ["cloudwatch:GetMetricData", "cloudwatch:ListMetrics"]
+    assert "Condition" not in read  # a condition on a key these actions lack would deny every call
+    readers = {
+        n
+        for n in FUNCTIONS | SERVING_FUNCTIONS
+        if statements_with(function_statements(template, n), "cloudwatch:GetMetricData")
+    }
+    assert readers == {"CanaryFunction"}
 
 
 # ------------------------------------------------------------- stage failed

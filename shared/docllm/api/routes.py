@@ -321,6 +321,7 @@ def answer_ask(
         return too_large
     observation = observation if observation is not None else AskObservation()
     observation.question = request.question
+    observation.service = request.service
     ask_limiter().take(caller_key(event))
     p = build_platform()
     options: dict[str, Any] = {

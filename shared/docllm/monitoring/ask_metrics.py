@@ -12,6 +12,10 @@ status is known, :func:`record_ask` emits it through the platform's metrics sink
 * every answer (abstentions included): ``AskUngrounded``, ``AskAbstained``, ``AskRetrievalScore``,
   ``DriftLowScore``, ``DriftOovRate`` (when the serving version's tokenizer can be read),
   ``AskTokensPerSecond`` (when something was generated), ``AskTimeToFirstToken`` (streamed).
+* every answer, once, on ``{Target, Service}`` alone: ``AskQuestions`` 1, ``Service`` being the
+  request's ``service`` when it named one, else the service of the best retrieved document (the first
+  segment of its key, ``<service>/<path>``), else ``none``: the live service mix of the scheduled
+  canary's ``DriftServiceShift`` (:func:`question_service`).
 
 Dimensions: ``Target`` is the platform's deploy target (``local`` on the local platform). ``Family``
 and ``Version`` name the model that answered (the answer's ``model_version``). A request that failed
@@ -61,6 +65,8 @@ class AskObservation:
 
     started: float = field(default_factory=time.perf_counter)
     question: str | None = None
+    service: str | None = None
+    """The service the request asked about (``AskRequest.service``), when it named one."""
     answer: Answer | None = None
     first_delta_at: float | None = None
     """``perf_counter`` time of the first text delta (streamed answers)."""
@@ -130,6 +136,33 @@ def error_class(status: int, observation: AskObservation) -> str | None:
     return None
 
 
+def question_service(requested: str | None, answer: Answer) -> str | None:
+    """The service a question was about: the one the request named, else the best retrieved document's
+    (the answer's retrieval is best first; a key's first segment names its service, as
+    :func:`docllm.service_layer.ingest.service_of` names it), else None — also when retrieval found
+    nothing above the relevance floor: a question the documentation does not cover belongs to no service.
+
+    Examples
+    --------
+    >>> from docllm.answers.models import RetrievedDocument
+    >>> doc = RetrievedDocument(doc_key="iam/policies.md", version_id=None, title="t", score=1.0, coverage=1.0,
+    ...                         chunk_ids=[])
+    >>> a = Answer(question="q", answer="a", citations=[], grounded=True, unsupported=[], abstained=False,
+    ...            model_version="v", latency_ms=1.0, retrieval=[doc])
+    >>> nothing = a.model_copy(update={"retrieval": []})
+    >>> off_topic = a.model_copy(update={"abstained": True, "reason": "no_relevant_documents"})
+    >>> question_service("s3", a), question_service(None, a), question_service(None, nothing)
+    ('s3', 'iam', None)
+    >>> question_service(None, off_topic)
+    """
+    if requested:
+        return requested
+    if not answer.retrieval or answer.reason == "no_relevant_documents":
+        return None  # nothing the documentation covers: the question counts as "none" (drift itself)
+    head, sep, _ = answer.retrieval[0].doc_key.partition("/")
+    return head if sep else "default"  # docllm.service_layer.ingest.service_of: the index's own naming
+
+
 class AskMetrics:
     """Emits the metrics of one platform's answer path, with what it caches between requests: the
     family of each version, the tokenizer of recently served versions, the endpoint record."""
@@ -173,6 +206,14 @@ class AskMetrics:
                 put(names.ASK_TIME_TO_FIRST_TOKEN, round((observation.first_delta_at - observation.started) * 1000, 3))
             if observation.completion_tokens and observation.generation_s:
                 put(names.ASK_TOKENS_PER_SECOND, observation.completion_tokens / observation.generation_s)
+            question_dims = names.question_dimensions(self.target, question_service(observation.service, answer))
+            self.sink.put(
+                names.ASK_QUESTIONS,
+                1,
+                unit=names.UNITS[names.ASK_QUESTIONS],
+                dimensions=question_dims,
+                resolution=names.resolution_of(names.ASK_QUESTIONS),
+            )
             if (
                 observation.question
                 and (tokenizer := self.tokenizer(answer.model_version)) is not None

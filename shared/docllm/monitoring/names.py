@@ -4,7 +4,8 @@
 Every answer-path and canary metric is emitted twice, once per dimension set of
 :func:`dimension_sets`: ``{Target}`` (what the ``docllm-<stage>-serving-*`` alarms watch) and
 ``{Target, Family, Version}`` (the same series per model version: canary and A/B comparisons, the
-per-version alarm instances of the local evaluator). The sink adds ``service`` (Powertools does on
+per-version alarm instances of the local evaluator). ``AskQuestions`` is the exception: one set,
+``{Target, Service}`` (:func:`question_dimensions`), the live service mix. The sink adds ``service`` (Powertools does on
 AWS, the local sink does the same), so one alarm definition matches both platforms.
 
 Units are CloudWatch's (``MetricUnit`` values). :data:`HIGH_RESOLUTION` metrics are stored at one
@@ -19,6 +20,10 @@ from typing import Final
 TARGET: Final = "Target"
 FAMILY: Final = "Family"
 VERSION: Final = "Version"
+SERVICE: Final = "Service"
+"""The documentation service a question was about (``AskQuestions``); not the sink's ``service``."""
+NO_SERVICE: Final = "none"
+"""The ``Service`` of a question that named none and retrieved nothing."""
 UNKNOWN: Final = "unknown"
 """The ``Family`` of a version no model record names (never expected; better than dropping the point)."""
 
@@ -41,6 +46,10 @@ ASK_ABSTAINED: Final = "AskAbstained"
 """Count, 1/0 per answer."""
 ASK_RETRIEVAL_SCORE: Final = "AskRetrievalScore"
 """None: the best retrieved document's score (BM25), per answer."""
+
+ASK_QUESTIONS: Final = "AskQuestions"
+"""Count, 1 per answered question, on ``{Target, Service}`` only (:func:`question_dimensions`): the
+live service mix the canary compares with the training split's (``DriftServiceShift``)."""
 
 # -- drift --------------------------------------------------------------------------------------
 DRIFT_OOV_RATE: Final = "DriftOovRate"
@@ -66,6 +75,7 @@ UNITS: Final[dict[str, str]] = {
     ASK_UNGROUNDED: "Count",
     ASK_ABSTAINED: "Count",
     ASK_RETRIEVAL_SCORE: "None",
+    ASK_QUESTIONS: "Count",
     DRIFT_OOV_RATE: "Percent",
     DRIFT_LOW_SCORE: "Percent",
     DRIFT_SERVICE_SHIFT: "None",
@@ -104,3 +114,14 @@ def dimension_sets(target: str, family: str | None = None, version: str | None =
     if version:
         sets.append({TARGET: target, FAMILY: family or UNKNOWN, VERSION: version})
     return sets
+
+
+def question_dimensions(target: str, service: str | None) -> dict[str, str]:
+    """The one dimension set of ``AskQuestions``: ``{Target, Service}`` (:data:`NO_SERVICE` when unknown).
+
+    Examples
+    --------
+    >>> question_dimensions("local", "s3"), question_dimensions("local", None)
+    ({'Target': 'local', 'Service': 's3'}, {'Target': 'local', 'Service': 'none'})
+    """
+    return {TARGET: target, SERVICE: service or NO_SERVICE}

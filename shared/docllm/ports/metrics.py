@@ -1,9 +1,11 @@
-"""Metrics port: CloudWatch (Powertools EMF) on AWS, a SQLite store locally."""
+"""Metrics ports: the sink (CloudWatch via Powertools EMF on AWS, a SQLite store locally) and the
+reader (CloudWatch's ``ListMetrics``/``GetMetricData`` on AWS, the same SQLite store locally)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import datetime
 
 from docllm.exceptions import PermanentError
 
@@ -60,3 +62,26 @@ class MetricsSink(ABC):
 
     @abstractmethod
     def flush(self) -> None: ...
+
+
+class MetricsReader(ABC):
+    """The read side of the metrics: what a stage needs to read back (the canary's live service mix).
+
+    CloudWatch on AWS (``ListMetrics`` + ``GetMetricData``), ``metrics.db`` locally. As CloudWatch,
+    each dimension set is a metric of its own: :meth:`sums` adds up only the metrics whose dimensions
+    are exactly ``fixed`` plus ``dimension_name`` (the ``service`` dimension the sinks add included
+    in ``fixed`` or not: both adapters add the platform's own when ``fixed`` names none).
+    """
+
+    @abstractmethod
+    def sums(
+        self,
+        name: str,
+        dimension_name: str,
+        *,
+        fixed: dict[str, str],
+        start: datetime,
+        end: datetime,
+    ) -> dict[str, float]:
+        """The sum of metric ``name``'s values in ``[start, end)`` per value of ``dimension_name``, over
+        the metrics whose other dimensions equal ``fixed`` (values with no data are absent)."""

@@ -21,9 +21,12 @@ Metrics (:mod:`docllm.monitoring.names`), each with ``{Target}`` and ``{Target, 
   canary split it counts in the target's figures only (it is not known which version failed);
   when one version serves everything it counts against that version.
 * ``DriftServiceShift`` (None): the Jensen–Shannon divergence of the live questions' service mix over
-  the last :data:`LIVE_WINDOW_S` against the training split's mix (the dataset manifest), when a
-  record of live questions' services exists (:func:`live_service_mix`); else not published, and
-  the run says why.
+  the last :data:`LIVE_WINDOW_S` against the training split's mix (the dataset manifest). The live
+  mix is the answer path's ``AskQuestions`` on ``{Target, Service}`` summed per ``Service``
+  (:func:`live_service_mix`, through ``p.metrics_reader``: ``metrics.db`` locally, CloudWatch's
+  ``ListMetrics`` + ``GetMetricData`` on AWS); questions that retrieved nothing count as ``none``.
+  Not published when the window holds no live question, the training mix is unknown or the metrics
+  cannot be read; the run's ``drift_note`` says which.
 
 Nothing deployed on the target (no endpoint record, or the engine answers that no model is
 deployed): no metric at all, outcome ``nothing deployed``. The canary alarm treats missing data as
@@ -39,6 +42,7 @@ import logging
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,8 +89,9 @@ KEEP_RUNS = 288
 """Runs kept per target: a day of runs every 5 minutes."""
 DEFAULT_BUDGET_S = 240.0
 """Seconds a run may spend asking; under the schedule's 5 minutes, so two runs never overlap."""
-LIVE_WINDOW_S = 300
-"""The live service mix covers the questions of this many seconds (one canary period)."""
+LIVE_WINDOW_S = 3600
+"""The live service mix covers the questions of this many seconds (an hour: a few minutes of traffic
+is too few questions for a mix; the shift is still published every run)."""
 BUSY_RETRY_S = 0.5
 """A busy engine (its queue full) is asked once more after this pause before the item counts as failed."""
 MAX_RECORDED_QUESTION_CHARS = 300
@@ -167,7 +172,7 @@ def run_canary(
             if t.accuracy is not None:
                 versioned = names.dimension_sets(target, _family_in(p, families, version), version)[1]
                 _put_canary(p, t.accuracy, t.questions, versioned)
-    shift, drift_note = _service_shift(p, facts.get("reference_mix"))
+    shift, drift_note = _service_shift(p, target, facts.get("reference_mix"))
     if shift is not None:
         for dims in names.dimension_sets(target, families[stable], stable):
             unit = names.UNITS[names.DRIFT_SERVICE_SHIFT]
@@ -340,22 +345,31 @@ def _family_in(p: Platform, families: dict[str, str], version: str) -> str:
     return families[version]
 
 
-def live_service_mix(p: Platform, *, since_s: float) -> dict[str, int] | None:
-    """Questions per service asked of the answer path since ``since_s`` (epoch seconds), or None when no
-    record of them exists. The answer path keeps none yet (its metrics carry no service), so this is
-    None and ``DriftServiceShift`` is not published; the seam where such a record is read."""
-    del p, since_s
-    return None
+def live_service_mix(p: Platform, target: str, *, since_s: float, until_s: float | None = None) -> dict[str, int]:
+    """Questions per service answered on ``target`` in ``[since_s, until_s)`` (epoch seconds; until now
+    by default): the answer path's ``AskQuestions`` on ``{Target, Service}``, summed per ``Service``.
+    Services without a question are absent."""
+    end = time.time() if until_s is None else until_s
+    sums = p.metrics_reader.sums(
+        names.ASK_QUESTIONS,
+        names.SERVICE,
+        fixed={names.TARGET: target},
+        start=datetime.fromtimestamp(since_s, UTC),
+        end=datetime.fromtimestamp(end, UTC),
+    )
+    return {service: n for service, total in sorted(sums.items()) if (n := round(total)) > 0}
 
 
-def _service_shift(p: Platform, reference: dict[str, int] | None) -> tuple[float | None, str | None]:
+def _service_shift(p: Platform, target: str, reference: dict[str, int] | None) -> tuple[float | None, str | None]:
     if not reference:
         return None, "no training split service mix (the dataset manifest is not readable)"
-    live = live_service_mix(p, since_s=time.time() - LIVE_WINDOW_S)
-    if live is None:
-        return None, "no record of live questions' services: DriftServiceShift not published"
-    if not any(live.values()):
-        return None, "no live question in the window"
+    try:
+        live = live_service_mix(p, target, since_s=time.time() - LIVE_WINDOW_S)
+    except Exception as e:  # the drift signal must not cost the run its accuracy figures
+        log.warning("canary: cannot read the live service mix: %s: %s", type(e).__name__, e)
+        return None, f"the live service mix could not be read: {type(e).__name__}: {e}"[:500]
+    if not live:
+        return None, f"no live question in the last {LIVE_WINDOW_S} s: DriftServiceShift not published"
     return round(service_mix_divergence(live, reference), 6), None
 
 

@@ -112,6 +112,38 @@ def test_a_draft_with_an_invented_limit_is_counted_ungrounded(monkeypatch: pytes
     assert both(p, names.ASK_ABSTAINED) == ([1], [1])
 
 
+@pytest.mark.parametrize(
+    ("body", "service"),
+    [
+        ({"question": QUESTION}, "s3"),  # the best retrieved document's: s3/Versioning.md
+        ({"question": "What is an IAM role?"}, "iam"),
+        ({"question": "What is an IAM role?", "service": "iam"}, "iam"),  # the request's
+    ],
+)
+def test_each_answer_counts_one_question_of_its_service_under_target_and_service_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, body: dict[str, Any], service: str
+) -> None:
+    p = use(monkeypatch, tmp_path)
+    assert post(body) == 200
+    (point,) = p.points(names.ASK_QUESTIONS)
+    assert dict(point.dimensions) == {"Target": "local", "Service": service, "service": "docllm"}
+    assert (point.value, point.unit, point.resolution) == (1, "Count", 60)
+
+
+def test_the_request_service_wins_over_what_was_retrieved() -> None:
+    from docllm.answers.models import Answer, RetrievedDocument
+
+    doc = RetrievedDocument(doc_key="s3/a.md", version_id=None, title="a", score=2.0, coverage=1.0, chunk_ids=[])
+    other = doc.model_copy(update={"doc_key": "iam/b.md", "score": 1.0})
+    answer = Answer(
+        question="q", answer="a", citations=[], grounded=True, unsupported=[], abstained=False,
+        model_version=MODEL, latency_ms=1.0, retrieval=[doc, other],
+    )  # fmt: skip
+    assert ask_metrics.question_service("ec2", answer) == "ec2"
+    assert ask_metrics.question_service(None, answer) == "s3"  # best first
+    assert ask_metrics.question_service(None, answer.model_copy(update={"retrieval": []})) is None
+
+
 @pytest.mark.parametrize("error", [EngineUnavailableError("refused"), RuntimeError("a bug")])
 def test_a_server_error_is_counted_and_timed_for_the_one_version_serving(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, error: Exception
@@ -174,6 +206,7 @@ def test_client_errors_are_counted_as_such_and_not_timed(
     assert both(p, names.ASK_SERVER_ERRORS)[0] == [0]
     assert both(p, names.ASK_REQUESTS)[0] == [1]
     assert p.points(names.ASK_LATENCY) == [] and p.points(names.ASK_ABSTAINED) == []
+    assert p.points(names.ASK_QUESTIONS) == []
 
 
 def test_other_routes_are_not_counted_as_questions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -7,18 +7,22 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from docllm.adapters.local.metrics import SqliteMetrics
 from docllm.bootstrap import Platform, build_platform, reset_platforms
 from docllm.dataset.versions import DatasetDocument, DatasetManifest, DatasetStats
 from docllm.exceptions import ContractError
+from docllm.monitoring import names
 from docllm.monitoring.canary import CANARY_SET_KEY, NOT_COVERED_QUESTIONS
+from docllm.monitoring.drift import service_mix_divergence
 from docllm.ports.inference import Generation, GenerationParams
-from docllm.ports.metrics import MetricsSink
+from docllm.ports.metrics import MetricsReader, MetricsSink
 from docllm.runtime.local import LocalContext
 from docllm.service_layer import canary
 from docllm.service_layer.deploy import ENDPOINTS_PK
@@ -72,8 +76,20 @@ def platform(data: Path, engine: Any) -> tuple[Platform, RecordedMetrics]:
 
 def equip(p: Platform, data: Path, engine: Any) -> tuple[Platform, RecordedMetrics]:
     metrics = RecordedMetrics()
-    p.__dict__.update(search=small_index(data / "index"), inference=engine, metrics=metrics)
+    # What the canary publishes is recorded; what it reads back (the live service mix) is metrics.db.
+    reader = SqliteMetrics(data / "metrics.db")
+    p.__dict__.update(search=small_index(data / "index"), inference=engine, metrics=metrics, metrics_reader=reader)
     return p, metrics
+
+
+def live_questions(p: Platform, services: dict[str, int], target: str = "local") -> None:
+    """What the answer path records of ``services``' questions on ``target`` (``AskQuestions``)."""
+    sink = p.metrics_reader
+    assert isinstance(sink, SqliteMetrics)
+    for service, n in services.items():
+        for _ in range(n):
+            sink.put(names.ASK_QUESTIONS, 1, dimensions=names.question_dimensions(target, service))
+    sink.flush()
 
 
 def deployed(p: Platform, version: str = "tiny-s3-v1", *, canary_version: str | None = None) -> None:
@@ -127,9 +143,62 @@ def test_a_run_asks_every_question_and_publishes_accuracy_under_both_dimension_s
     assert by_name(metrics, "CanaryAccuracy") == [(100.0, "Percent", TARGET), (100.0, "Percent", VERSIONED)]
     assert by_name(metrics, "CanaryQuestions") == [(4, "Count", TARGET), (4, "Count", VERSIONED)]
     assert metrics.flushed >= 1
-    # No record of live questions' services exists: the shift is not published, and the run says so.
+    # No live question in the window: the shift is not published, and the run says so.
     assert by_name(metrics, "DriftServiceShift") == []
     assert run["drift_service_shift"] is None and "DriftServiceShift not published" in run["drift_note"]
+
+
+def test_live_questions_publish_the_service_shift_under_both_dimension_sets(tmp_path: Path) -> None:
+    p, metrics = platform(tmp_path, FakeEngine(extractive))
+    deployed(p)
+    held_out_dataset(p)  # the training split: iam 1, s3 2
+    operator_set(p)
+    live_questions(p, {"s3": 3, "ec2": 1})
+    live_questions(p, {"iam": 50}, target="other")  # another target's questions are not this one's
+    reader = p.metrics_reader
+    assert isinstance(reader, SqliteMetrics)
+    versioned = {**names.question_dimensions("local", "iam"), "Version": "tiny-s3-v1"}
+    reader.put(names.ASK_QUESTIONS, 50, dimensions=versioned)  # another dimension set: another metric
+    reader.flush()
+
+    run = canary.run_canary(p, "local")
+
+    expected = round(service_mix_divergence({"s3": 3, "ec2": 1}, {"iam": 1, "s3": 2}), 6)
+    assert 0 < expected < 1
+    assert by_name(metrics, "DriftServiceShift") == [(expected, "None", TARGET), (expected, "None", VERSIONED)]
+    assert run["drift_service_shift"] == expected and run["drift_note"] is None
+    assert canary.live_service_mix(p, "local", since_s=0) == {"ec2": 1, "s3": 3}
+
+
+def test_questions_older_than_the_window_do_not_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p, metrics = platform(tmp_path, FakeEngine(extractive))
+    deployed(p)
+    held_out_dataset(p)
+    operator_set(p)
+    live_questions(p, {"s3": 3})
+    later = time.time() + canary.LIVE_WINDOW_S + 5
+    monkeypatch.setattr(canary.time, "time", lambda: later)
+
+    run = canary.run_canary(p, "local")
+
+    assert by_name(metrics, "DriftServiceShift") == [] and run["drift_service_shift"] is None
+
+
+def test_unreadable_metrics_cost_the_shift_only(tmp_path: Path) -> None:
+    p, metrics = platform(tmp_path, FakeEngine(extractive))
+    deployed(p)
+    held_out_dataset(p)
+    operator_set(p)
+
+    class Broken(MetricsReader):
+        def sums(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+            raise RuntimeError("AccessDenied")
+
+    p.__dict__["metrics_reader"] = Broken()
+    run = canary.run_canary(p, "local")
+
+    assert run["outcome"] == "measured" and by_name(metrics, "CanaryAccuracy")
+    assert by_name(metrics, "DriftServiceShift") == [] and "AccessDenied" in run["drift_note"]
 
 
 def test_wrong_answers_and_failed_requests_lower_the_accuracy(tmp_path: Path) -> None:

@@ -13,12 +13,14 @@ import json
 import threading
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 from docllm.adapters.local.sqlite import SqliteFile
 from docllm.ports.metrics import (
     STANDARD_RESOLUTION,
     MetricPoint,
+    MetricsReader,
     MetricsSink,
     check_resolution,
 )
@@ -41,8 +43,8 @@ def dimension_key(dimensions: Mapping[str, str]) -> str:
     return json.dumps(sorted((str(k), str(v)) for k, v in dimensions.items()))
 
 
-class SqliteMetrics(MetricsSink):
-    """Metrics of the local platform in ``metrics.db``.
+class SqliteMetrics(MetricsSink, MetricsReader):
+    """Metrics of the local platform in ``metrics.db``: the sink, and its reader (:meth:`sums`).
 
     Parameters
     ----------
@@ -128,6 +130,34 @@ class SqliteMetrics(MetricsSink):
         )
         return [{str(k): str(v) for k, v in json.loads(dims)} for (dims,) in rows]
 
+    def sums(
+        self,
+        name: str,
+        dimension_name: str,
+        *,
+        fixed: dict[str, str],
+        start: datetime,
+        end: datetime,
+    ) -> dict[str, float]:
+        """:meth:`docllm.ports.metrics.MetricsReader.sums`: over the stored dimension sets that are exactly
+        ``fixed`` (with this sink's ``service`` unless ``fixed`` names one) plus ``dimension_name``."""
+        wanted = {"service": self.service, **fixed}
+        rows = (
+            self._db.connection()
+            .execute(
+                "SELECT dims, SUM(value) FROM metrics WHERE name = ? AND ts_ms >= ? AND ts_ms < ? GROUP BY dims",
+                (name, _epoch_ms(start), _epoch_ms(end)),
+            )
+            .fetchall()
+        )
+        totals: dict[str, float] = {}
+        for dims, total in rows:
+            found = {str(k): str(v) for k, v in json.loads(dims)}
+            value = found.pop(dimension_name, None)
+            if value is not None and found == wanted:
+                totals[value] = totals.get(value, 0.0) + float(total)
+        return totals
+
     def query(self, name: str, *, since_ms: int = 0) -> list[MetricPoint]:
         """Every value of ``name`` since ``since_ms``, on any dimension set."""
         rows = (
@@ -148,6 +178,13 @@ class SqliteMetrics(MetricsSink):
             .fetchall()
         )
         return {name: total for name, total in rows}
+
+
+def _epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch (a naive ``datetime`` is taken as UTC, as CloudWatch does)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
 
 
 def _point(row: tuple[int, str, float, str, str, int]) -> MetricPoint:
