@@ -6,12 +6,14 @@ random-weight ``tiny`` exports (``bench.serve.exports``: 4 layers, 256 wide, the
 512-token context) registered Approved: what is measured is the monitoring loop, not a model, and a
 trained family would add minutes of training per round and nothing to the timings. A random-weight
 model grounds no answer, so the ungrounded-rate alarm is set out of reach for the run
-(``DOCLLM_PARAMETER_OVERRIDES``); the ``ungrounded`` fault needs a trained, grounded good version to be
-told apart and is left out. Then, for each fault kind:
+(``DOCLLM_PARAMETER_OVERRIDES``). The ``ungrounded`` fault needs a trained good version whose answers
+are mostly grounded or abstain: ``--export`` gives a trained model's Hugging Face export to use for
+every version instead (the alarm then keeps its template threshold). Then, for each fault kind:
 
 1. the good version serves and clients ask ``/v1/ask`` back to back;
 2. a fresh version is deployed with the fault set for it (``DOCLLM_ENGINE_FAULTS``, docs/faults.md):
-   ``errors`` (every completion fails) or ``slow`` (each completion waits ``--slow-s``);
+   ``errors`` (every completion fails), ``slow`` (each completion waits ``--slow-s``) or ``ungrounded``
+   (each completion is an invented sentence);
 3. the serving alarms (template.yaml, evaluated by the local platform) see it, the rollback stage
    redeploys the good version, verifies it serves, marks the bad one RolledBack, opens an incident;
 4. traffic runs on for ``--settle-s``.
@@ -34,6 +36,7 @@ each (its docs' example: 5 × 1 min), and SageMaker's deployment guardrails act 
 period, on CloudWatch alarms (docs/monitoring.md).
 
 Run:  .venv/bin/python -m bench.rollback [--faults errors,slow] [--files 20] [--json]
+      .venv/bin/python -m bench.rollback --faults ungrounded --export EXPORT_DIR --files 60
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ QUESTIONS = [
     "What storage classes are available?",
     "How do I replicate objects to another region?",
 ]
-FAULTS = {"errors": "errors", "slow": "slow:{slow}"}
+FAULTS = {"errors": "errors", "slow": "slow:{slow}", "ungrounded": "ungrounded"}
 ALARM = "CloudWatch Alarm State Change"
 FAMILY = "tiny-s3"
 
@@ -268,14 +271,14 @@ def _score(r: Round, requests: list[Request]) -> None:
         r.clients_good_s = round(max(0.0, r.all_good_at - r.alarm_at), 2)
 
 
-def bootstrap(rt: LocalRuntime, files: int, versions: list[str], work: Path) -> None:
+def bootstrap(rt: LocalRuntime, files: int, versions: list[str], work: Path, export: Path | None = None) -> None:
     """The first ``files`` pages of the S3 guide ingested, and ``versions`` deployable: a random-weight
     ``tiny`` export in the artifact bucket, a training record and an Approved registry package each."""
     assert rt.platform is not None
     p = rt.platform
     for f in sorted(GUIDE.glob("*.md"))[:files]:
         p.objects.put(p.settings.raw_bucket, f"s3/{f.name}", f.read_bytes(), metadata={"service": "s3"})
-    register_approved(p, random_export(work, "tiny"), versions, family=FAMILY)
+    register_approved(p, export or random_export(work, "tiny"), versions, family=FAMILY)
     if not rt.wait_idle(600):
         raise RuntimeError("the platform did not finish ingesting")
 
@@ -307,8 +310,16 @@ def register_approved(p: Platform, export: Path, versions: list[str], *, family:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--faults", default="errors,slow", help="fault kinds, comma-separated (errors, slow)")
+    parser.add_argument(
+        "--faults", default="errors,slow", help="fault kinds, comma-separated (errors, slow; ungrounded with --export)"
+    )
     parser.add_argument("--files", type=int, default=20, help="pages of the S3 guide to ingest (default 20)")
+    parser.add_argument(
+        "--export",
+        type=Path,
+        help="a trained model's Hugging Face export for every version (default: random-weight tiny; "
+        "needed for the ungrounded fault, whose good version must ground its answers)",
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/docllm-bench-serve"), help="exports (kept)")
     parser.add_argument("--clients", type=int, default=2, help="concurrent /v1/ask clients (default 2)")
     parser.add_argument("--slow-s", type=float, default=3.0, help="the slow fault's delay per completion")
@@ -328,15 +339,18 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data_dir or Path(tempfile.mkdtemp(prefix="docllm-bench-rollback-"))
     os.environ.setdefault("DOCLLM_ASK_RATE", "1000")  # the per-key limit is a policy, not what is measured
     os.environ.setdefault("DOCLLM_ASK_BURST", "1000")
-    # A random-weight model grounds nothing: the ungrounded-rate alarm would fire on the good version.
-    os.environ["DOCLLM_PARAMETER_OVERRIDES"] = "AskUngroundedRateAlarmPercent=100"
+    if args.export is None:
+        # A random-weight model grounds nothing: the ungrounded-rate alarm would fire on the good version.
+        os.environ["DOCLLM_PARAMETER_OVERRIDES"] = "AskUngroundedRateAlarmPercent=100"
+        if "ungrounded" in faults:
+            parser.error("the ungrounded fault needs a trained, grounded good version: give --export")
     rt = LocalRuntime(data, template=REPO / "template.yaml", port=0)
     rt.start()
     rounds: list[Round] = []
     good, bads = "tiny-bench-good", [f"tiny-bench-bad-{i + 1}" for i in range(len(faults))]
     try:
         log(f"platform in {data}; ingesting {args.files} pages, registering {1 + len(bads)} versions…")
-        bootstrap(rt, args.files, [good, *bads], args.work)
+        bootstrap(rt, args.files, [good, *bads], args.work, args.export)
         _cli(rt, "deploy", good, "--target", "local")
         _wait(rt, "Model Deployed", lambda d: d.get("model_version") == good, args.timeout)
         log(f"good version {good} serves")
