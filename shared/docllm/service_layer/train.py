@@ -1,8 +1,16 @@
-"""Train stage: launch the training job of a model family on tokenized shards."""
+"""Train stage: launch the training job of a model family on tokenized shards.
+
+How the job is made depends on the family's method (``training/families.py``): ``pretrain`` is
+here; every other method has its own module, found by :data:`METHOD_MODULES`, which defines
+``launch(p, family, dataset_version, tokenizer_version, request_id, *, train_overrides)`` and may
+define ``complete(p, record) -> Completion`` (a job whose result is not a ``TrainingJobResult``).
+Every launch records ``method`` in the job's context; completion dispatches on it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from docllm.bootstrap import Platform
 from docllm.events.contracts import (
@@ -18,7 +26,17 @@ from docllm.ports.state import Put
 from docllm.records import JobRecord
 from docllm.service_layer.jobs import MODELS_PK, SHARDS_PK, Completion, digest, job_name, launch, read_result
 
+if TYPE_CHECKING:
+    from docllm.training.families import ModelFamily
+
 STAGE = "train"
+#: The module (under docllm.service_layer) that launches and completes each method other than pretrain.
+METHOD_MODULES = {
+    "continue": "train_continue",
+    "lora": "train_lora",
+    "distill": "train_distill",
+    "bedrock-customization": "customize",
+}
 _METRICS = {
     "final_train_loss",
     "final_val_loss",
@@ -65,11 +83,37 @@ def _launch(
     *,
     train_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    from docllm.service_layer.shards import shards_key_for
     from docllm.training.families import family as family_named
-    from docllm.training.launch import train_job_spec
 
     family = family_named(family_name)
+    if family.method != "pretrain":
+        module = importlib.import_module(f"docllm.service_layer.{METHOD_MODULES[family.method]}")
+        result: dict[str, Any] = module.launch(
+            p, family, dataset_version, tokenizer_version, request_id, train_overrides=train_overrides
+        )
+        return result
+    return launch_pretrain(p, family, dataset_version, tokenizer_version, request_id, train_overrides=train_overrides)
+
+
+def launch_pretrain(
+    p: Platform,
+    family: ModelFamily,
+    dataset_version: str,
+    tokenizer_version: str,
+    request_id: str,
+    *,
+    train_overrides: dict[str, Any] | None = None,
+    model_overrides: dict[str, Any] | None = None,
+    init_uri: str | None = None,
+    extra_context: dict[str, str] | None = None,
+    method: str = "pretrain",
+) -> dict[str, Any]:
+    """Train ``family`` on its shards of the dataset with the tokenizer: the full run every other
+    shard-based method (continue, distill) builds on with its overrides and context."""
+    from docllm.service_layer.shards import shards_key_for
+    from docllm.training.launch import train_job_spec
+
+    family_name = family.name
     shards_key = shards_key_for(family, dataset_version, tokenizer_version)
     shards = p.state.get(SHARDS_PK, shards_key)
     from docllm.tokenizer.artifacts import find_tokenizer
@@ -88,7 +132,12 @@ def _launch(
         artifact_bucket=p.settings.artifact_bucket,
         job_name=name,
         train_overrides=train_overrides,
+        model_overrides={**family.model, **(model_overrides or {})} or None,
+        tags={"docllm:method": method},
     )
+    if init_uri:
+        # A continued run starts from these weights (the job's ``init`` channel).
+        spec = spec.model_copy(update={"channels": {**spec.channels, "init": init_uri}})
     outcome = launch(
         p,
         spec,
@@ -101,13 +150,22 @@ def _launch(
             # Which shards (answer tuning makes a family's own): the model record keeps it for the lineage.
             "shards_key": shards_key,
             "request_id": request_id,
+            "method": method,
+            **(extra_context or {}),
         },
     )
-    return {"job": name, "outcome": outcome}
+    return {"job": name, "outcome": outcome, "method": method}
 
 
 def complete_job(p: Platform, record: JobRecord) -> Completion:
-    """The training job finished: register the model version and announce it."""
+    """The training job finished: register the model version and announce it (a method's own
+    ``complete`` where its module has one)."""
+    method = record.context.get("method") or "pretrain"
+    if method in METHOD_MODULES:
+        module = importlib.import_module(f"docllm.service_layer.{METHOD_MODULES[method]}")
+        if hasattr(module, "complete"):
+            done: Completion = module.complete(p, record)
+            return done
     from docllm.training.result import TrainingJobResult
 
     trained = TrainingJobResult.model_validate(read_result(p, record.output_uri))

@@ -42,7 +42,7 @@ def test_malformed_json_is_a_config_error() -> None:
 
 def test_packaged_families_load_and_use_known_presets() -> None:
     families = load_families()
-    assert {"tiny-s3", "iam-124m", "ec2-355m", "unified-1.3b"} <= set(families)
+    assert {"tiny-s3", "iam", "ec2", "aws-unified"} <= set(families)
     for fam in families.values():
         assert fam.preset in PRESETS
         fam.train_config()  # every family's overrides are valid
@@ -80,7 +80,7 @@ def test_families_and_launch_import_without_torch() -> None:
 
 
 def test_job_spec_follows_the_family() -> None:
-    fam = load_families()["unified-1.3b"]
+    fam = load_families()["aws-unified"]
     spec = train_job_spec(
         family=fam,
         dataset_version="ds-7",
@@ -88,12 +88,12 @@ def test_job_spec_follows_the_family() -> None:
         shards_uri="s3://a/shards/ds-7/",
         tokenizer_uri="s3://a/tok/tok-3/",
         artifact_bucket="a",
-        job_name="unified-1-3b-ds-7",
+        job_name="aws-unified-ds-7",
     )
     assert (spec.instance_type, spec.instance_count, spec.spot) == (fam.instance_type, 2, True)
     assert spec.max_wait_s is not None and spec.max_wait_s >= spec.max_runtime_s
     assert spec.channels == {"shards": "s3://a/shards/ds-7/", "tokenizer": "s3://a/tok/tok-3/"}
-    assert spec.checkpoint_uri == "s3://a/models/unified-1.3b/unified-1-3b-ds-7/checkpoints/"
+    assert spec.checkpoint_uri == "s3://a/models/aws-unified/aws-unified-ds-7/checkpoints/"
     cfg = parse_train_config(spec.hyperparameters["train_config"])
     assert cfg == fam.train_config()
 
