@@ -13,7 +13,8 @@ script (standard library only: it runs in the vLLM base image as is)
    ``false`` leaves it out;
 2. starts vLLM on 127.0.0.1:8081 over ``/opt/ml/model`` (where SageMaker puts
    the model's ``ModelDataSource``), serving the model under the name in
-   ``DOCLLM_MODEL_VERSION``;
+   ``DOCLLM_MODEL_VERSION`` (a LoRA model: the base under ``DOCLLM_BASE_MODEL_NAME``
+   and the adapter, ``SM_VLLM_LORA_MODULES``, under the version's name);
 3. answers on 8080: ``/ping`` → vLLM ``/health`` (200 only once the weights are
    loaded), ``/invocations`` → ``/v1/chat/completions`` when the JSON body has
    ``messages``, else ``/v1/completions``; responses, streamed ones included
@@ -51,6 +52,8 @@ PUBLIC_PORT = 8080
 VLLM_HOST = "127.0.0.1"
 VLLM_PORT = 8081
 MODEL_VERSION_ENV = "DOCLLM_MODEL_VERSION"
+#: Set for a LoRA model: the base's served name; requests naming no model get the version (the adapter).
+BASE_NAME_ENV = "DOCLLM_BASE_MODEL_NAME"
 
 #: LMI's names that differ from vLLM's flag for the same thing.
 LMI_RENAMES = {
@@ -115,7 +118,8 @@ def vllm_command(argv: Sequence[str], environ: Mapping[str, str]) -> list[str]:
         "--model",
         MODEL_DIR,
         "--served-model-name",
-        environ.get(MODEL_VERSION_ENV) or "model",
+        # A LoRA model: the base under its own name, the adapter (--lora-modules) under the version's.
+        environ.get(BASE_NAME_ENV) or environ.get(MODEL_VERSION_ENV) or "model",
         "--host",
         VLLM_HOST,
         "--port",

@@ -1,4 +1,4 @@
-"""Train: "Shards Built" / "Training Requested" → a training job for a model family."""
+"""Train: "Shards Built" / "Training Requested" / "Dataset Built" (LoRA, Bedrock) → a training job of a family."""
 
 from typing import Any
 

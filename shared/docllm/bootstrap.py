@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from docllm.adapters.local.queue import SqliteQueue
     from docllm.ports.bus import EventBus
     from docllm.ports.compliance import ComplianceStore
+    from docllm.ports.customization import ModelCustomizer
     from docllm.ports.inference import InferenceEngine
     from docllm.ports.jobs import JobRunner
     from docllm.ports.metrics import MetricsReader, MetricsSink
@@ -238,6 +239,25 @@ class Platform:
         from docllm.adapters.aws.sagemaker_registry import SageMakerModelRegistry
 
         return SageMakerModelRegistry(stage=self.settings.stage)
+
+    @cached_property
+    def customizer(self) -> ModelCustomizer:
+        """Managed customization of a provider's base model: Bedrock on AWS; locally a refusal
+        with the reason (docs/customization.md)."""
+        if self.local:
+            from docllm.adapters.local.customization import LocalCustomizer
+
+            return LocalCustomizer()
+        from docllm.adapters.aws.bedrock_customization import BedrockCustomizer
+        from docllm.ports.jobs import VpcConfig
+
+        s = self.settings
+        vpc = VpcConfig(subnets=s.subnet_ids, security_group_ids=s.security_group_ids) if s.subnet_ids else None
+        return BedrockCustomizer(
+            role_arn=os.environ.get("DOCLLM_BEDROCK_CUSTOMIZATION_ROLE_ARN") or None,
+            kms_key_id=s.kms_key_arn,
+            vpc=vpc,
+        )
 
     @cached_property
     def signer(self) -> ManifestSigner:

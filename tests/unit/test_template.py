@@ -136,8 +136,8 @@ ROUTES: list[tuple[str, str, str, int, int, str, str | None, dict[str, Any]]] = 
         "TrainRequestsRule",
         "DocllmBus",
         {
-            "source": ["docllm.shards", "docllm.training"],
-            "detail-type": ["Shards Built", "Training Requested"],
+            "source": ["docllm.shards", "docllm.training", "docllm.dataset"],
+            "detail-type": ["Shards Built", "Training Requested", "Dataset Built"],
         },
     ),
     (
@@ -229,6 +229,44 @@ ROUTES: list[tuple[str, str, str, int, int, str, str | None, dict[str, Any]]] = 
         },
     ),
     (
+        "PipelinesFunction",
+        "pipelines",
+        "PipelinesQueue",
+        1,
+        5,
+        "PipelinesRule",
+        "DocllmBus",
+        {
+            "source": [
+                "docllm.ingest",
+                "docllm.pipelines",
+                "docllm.pipeline",
+                "docllm.dataset",
+                "docllm.tokenizer",
+                "docllm.shards",
+                "docllm.training",
+                "docllm.evaluate",
+                "docllm.gate",
+                "docllm.deploy",
+            ],
+            "detail-type": [
+                "Document Processed",
+                "Document Removed",
+                "Pipeline Run Requested",
+                "Pipeline Cancel Requested",
+                "Stage Failed",
+                "Dataset Built",
+                "Tokenizer Trained",
+                "Shards Built",
+                "Model Trained",
+                "Evaluation Completed",
+                "Model Approved",
+                "Model Rejected",
+                "Model Deployed",
+            ],
+        },
+    ),
+    (
         "RollbackFunction",
         "rollback",
         "RollbackQueue",
@@ -237,6 +275,24 @@ ROUTES: list[tuple[str, str, str, int, int, str, str | None, dict[str, Any]]] = 
         "IncidentCloseRequestsRule",
         "DocllmBus",
         {"source": ["docllm.rollback"], "detail-type": ["Incident Close Requested"]},
+    ),
+    (
+        "CustomizeFunction",
+        "customize",
+        "CustomizeQueue",
+        1,
+        5,
+        "CustomizeJobStateRule",
+        None,
+        {
+            # Bedrock announces customization job states on the default bus.
+            "source": ["aws.bedrock"],
+            "detail-type": ["Model Customization Job State Change"],
+            "detail": {
+                "jobName": [{"prefix": {"Fn::Sub": "docllm-${Stage}-"}}],
+                "jobStatus": ["Completed", "Failed", "Stopped"],
+            },
+        },
     ),
 ]
 
@@ -277,7 +333,8 @@ ALL_SOURCES = {c.SOURCE for c in CONTRACTS}
 # its handler's service-layer code constructs (test_published_sources_match_what_the_handler_can_construct
 # follows the calls). Launchers publish "Stage Failed" when SageMaker refuses a job; the
 # completion stage publishes each job stage's completion event (its complete_job) or
-# "Stage Failed" - so "Evaluation Completed" is JobEventsFunction's, not EvaluateFunction's.
+# "Stage Failed" - so "Evaluation Completed" of an evaluation job is JobEventsFunction's; EvaluateFunction
+# publishes it only for an Amazon Bedrock custom model, which it evaluates from Bedrock's metrics itself.
 # The request events ("Dataset Build Requested" from the CLI, "Training Requested",
 # "Evaluation Requested", "Deployment Requested") are published on AWS with the operator's
 # own credentials, not by a function; "Model Review Submitted" only by the local CLI (on AWS a
@@ -290,7 +347,7 @@ PUBLISHED_SOURCES: dict[str, set[str]] = {
     "TokenizerFunction": {"docllm.tokenizer", "docllm.pipeline"},
     "ShardsFunction": {"docllm.shards", "docllm.pipeline"},
     "TrainFunction": {"docllm.dataset", "docllm.pipeline"},
-    "EvaluateFunction": {"docllm.pipeline"},
+    "EvaluateFunction": {"docllm.evaluate", "docllm.pipeline"},
     "GateFunction": {"docllm.gate", "docllm.pipeline"},
     "DeployFunction": {"docllm.deploy", "docllm.pipeline"},
     "JobEventsFunction": {"docllm.tokenizer", "docllm.shards", "docllm.training", "docllm.evaluate", "docllm.pipeline"},
@@ -299,6 +356,10 @@ PUBLISHED_SOURCES: dict[str, set[str]] = {
     # "Model Rolled Back" and the incidents it opens and closes.
     "RollbackFunction": {"docllm.deploy", "docllm.pipeline", "docllm.rollback"},
     "CanaryFunction": set(),
+    # A Bedrock customization job ended: "Model Trained", or "Stage Failed" with Bedrock's reason.
+    "CustomizeFunction": {"docllm.training", "docllm.pipeline"},
+    # Its own events, "Training Requested" that starts a run's chain, and "Stage Failed" for a failed request.
+    "PipelinesFunction": {"docllm.pipelines", "docllm.training", "docllm.pipeline"},
 }
 # The relay republishes what a stage committed to the outbox (service_layer.outbox.commit) in its
 # own transaction; a function commits only events it may publish itself. So the relay needs the
@@ -1230,6 +1291,17 @@ def test_evaluation_jobs_run_as_a_role_that_writes_only_evaluations(template: Tp
         ), sid
 
 
+def test_the_evaluate_function_writes_only_bedrock_reports_and_the_gate_reads_customization_data(
+    template: Tpl,
+) -> None:
+    # A Bedrock custom model is evaluated in the function (from Bedrock's metrics files): it writes the
+    # report under evaluations/ only; the gate hashes the JSONL Bedrock read for the manifest.
+    art = "${ArtifactBucket.Arn}/"
+    assert s3_grants(template, "EvaluateFunctionRole", "s3:PutObject") == {art + "evaluations/*"}
+    assert art + "customizations/*" in s3_grants(template, "GateFunctionRole", "s3:GetObject")
+    assert s3_grants(template, "GateFunctionRole", "s3:PutObject") == {"${ComplianceBucket.Arn}/*"}
+
+
 def test_the_training_job_role_has_no_evaluation_grants(template: Tpl) -> None:
     art = "${ArtifactBucket.Arn}/"
     writes = s3_grants(template, "SageMakerJobRole", "s3:PutObject")
@@ -1239,11 +1311,24 @@ def test_the_training_job_role_has_no_evaluation_grants(template: Tpl) -> None:
     assert list_prefixes(template, "SageMakerJobRole", "RawBucket") == set()
 
 
+BEDROCK_CUSTOMIZATION_PASS = {
+    "Sid": "PassCustomizationRoleToBedrockOnly",
+    "Effect": "Allow",
+    "Action": "iam:PassRole",
+    "Resource": {"Fn::GetAtt": ["BedrockCustomizationRole", "Arn"]},
+    "Condition": {"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}},
+}
+
+
 @pytest.mark.parametrize("fn", sorted(JOB_LAUNCHERS))
 def test_job_launchers_may_only_pass_their_jobs_role_to_sagemaker(template: Tpl, fn: str) -> None:
     role, variable = JOB_ROLE_OF.get(fn, DEFAULT_JOB_ROLE)
     statements = function_statements(template, fn)
-    (passrole,) = statements_with(statements, "iam:PassRole")
+    passes = statements_with(statements, "iam:PassRole")
+    (passrole,) = [st for st in passes if st.get("Sid") == "PassJobRoleToSageMakerOnly"]
+    # The train stage also launches Bedrock customization jobs: it passes Bedrock's role, to Bedrock only.
+    others = [st for st in passes if st is not passrole]
+    assert others == ([BEDROCK_CUSTOMIZATION_PASS] if fn == "TrainFunction" else [])
     assert passrole["Resource"] == {"Fn::GetAtt": [role, "Arn"]}
     assert passrole["Condition"] == {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}
     env = env_of(template, fn)
@@ -2204,3 +2289,61 @@ def test_deployment_doc_lists_what_only_a_first_deployment_can_prove() -> None:
     section = doc.split("## First deployment: what to verify by hand, in order", 1)[1].split("\n## ", 1)[0]
     for topic in ["OpenSearch Serverless", "KMS", "VPC endpoint", "SageMaker", "subscription", "EventBridge", "stream"]:
         assert topic in section, topic
+
+
+# ------------------------------------------------------------- Bedrock model customization
+CUSTOMIZATION_JOBS = "arn:${AWS::Partition}:bedrock:${AWS::Region}:${AWS::AccountId}:model-customization-job/*"
+
+
+def test_bedrock_customization_role_serves_only_this_accounts_jobs_and_only_customizations(template: Tpl) -> None:
+    role = props(template, "BedrockCustomizationRole")
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "bedrock.amazonaws.com"} and trust["Action"] == "sts:AssumeRole"
+    assert trust["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+        "ArnLike": {"aws:SourceArn": {"Fn::Sub": CUSTOMIZATION_JOBS}},
+    }
+    statements = role_statements(template, "BedrockCustomizationRole")
+    art = "${ArtifactBucket.Arn}/"
+    reads = {sub_text(st["Resource"]) for st in statements_with(statements, "s3:GetObject")}
+    writes = {sub_text(st["Resource"]) for st in statements_with(statements, "s3:PutObject")}
+    assert reads == {art + "customizations/*"} and writes == {art + "customizations/*/output/*"}
+    (listing,) = statements_with(statements, "s3:ListBucket")
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["customizations/*"]}}
+    (key,) = [st for st in statements if any(a.startswith("kms:") for a in as_list(st["Action"]))]
+    assert key["Resource"] == KMS_KEY_ARN and "kms:CreateGrant" not in key["Action"]
+    assert not star_resource_violations(statements)
+    vpc = template["Resources"]["BedrockCustomizationVpcPolicy"]
+    assert vpc["Condition"] == "HasVpc" and props(template, "BedrockCustomizationVpcPolicy")["RoleName"] == {
+        "Ref": "BedrockCustomizationRole"
+    }
+
+
+def test_only_the_train_stage_creates_customization_jobs_on_our_key_and_role(template: Tpl) -> None:
+    for fn in FUNCTIONS - {"OutboxRelayFunction"}:
+        creates = statements_with(function_statements(template, fn), "bedrock:CreateModelCustomizationJob")
+        assert bool(creates) == (fn == "TrainFunction"), fn
+    statements = function_statements(template, "TrainFunction")
+    (create,) = statements_with(statements, "bedrock:CreateModelCustomizationJob")
+    assert {sub_text(r).rsplit(":", 1)[-1] for r in create["Resource"]} == {
+        "foundation-model/*",
+        "custom-model/*",
+        "model-customization-job/*",
+    }
+    (grant,) = statements_with(statements, "kms:CreateGrant")
+    assert grant["Resource"] == KMS_KEY_ARN
+    assert grant["Condition"]["StringEquals"] == {"kms:ViaService": {"Fn::Sub": "bedrock.${AWS::Region}.amazonaws.com"}}
+    assert grant["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}
+    (data,) = [st for st in statements_with(statements, "s3:PutObject") if "customizations" in sub_text(st["Resource"])]
+    assert sub_text(data["Resource"]) == "${ArtifactBucket.Arn}/customizations/*"
+    env = env_of(template, "TrainFunction")
+    assert env["DOCLLM_BEDROCK_CUSTOMIZATION_ROLE_ARN"] == {"Fn::GetAtt": ["BedrockCustomizationRole", "Arn"]}
+
+
+def test_the_customize_stage_only_reads_customization_jobs_back(template: Tpl) -> None:
+    statements = function_statements(template, "CustomizeFunction")
+    bedrock = [st for st in statements if any(a.startswith("bedrock:") for a in as_list(st["Action"]))]
+    assert bedrock == [by_sid(statements, "DescribeCustomizationJobs")]
+    assert bedrock[0]["Action"] == "bedrock:GetModelCustomizationJob"
+    assert bedrock[0]["Resource"] == {"Fn::Sub": CUSTOMIZATION_JOBS}
+    assert not [st for st in statements if any(a.startswith(("s3:", "sagemaker:")) for a in as_list(st["Action"]))]

@@ -455,10 +455,21 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         ("eval", "retrieval"),
-        "docs_cmds:cmd_eval_retrieval",
-        "recall@1/5/10, MRR@10, nDCG@10 on a question set",
+        "retrieval_cmds:cmd_eval_retrieval",
+        "recall@1/5/10, MRR@k, nDCG@k on a question set, per question type",
         (
-            arg("file", help='JSONL: {"question": ..., "expected_doc_keys": [...]} per line'),
+            arg(
+                "file",
+                nargs="?",
+                help='JSONL: {"question": ..., "expected_doc_keys": [...], "type"?} per line',
+            ),
+            arg("--set", metavar="FILE", help="the question file (same as FILE)"),
+            arg("--k", type=int_range(1, 100), default=10, help="distinct pages scored, 1-100 (default: %(default)s)"),
+            arg(
+                "--corpus",
+                metavar="DIR",
+                help="evaluate a temporary index of DIR/<service>/... pages, not the platform's",
+            ),
             arg(
                 "--services-only",
                 action="store_true",
@@ -472,7 +483,8 @@ COMMANDS: tuple[Command, ...] = (
 
 def _plugged_commands(module: str) -> tuple[Command, ...]:
     """The verbs ``docllm.cli.<module>`` lists as plain data in its ``COMMANDS`` (path, "module:function",
-    help, ((flags...), argparse kwargs)...); none while that module does not exist."""
+    help, ((flags...), argparse kwargs)..., and optionally what the verb needs of --data-dir); none while
+    that module does not exist."""
     import importlib
 
     try:
@@ -482,12 +494,17 @@ def _plugged_commands(module: str) -> tuple[Command, ...]:
             raise  # the module exists and something it imports is missing: say so
         return ()
     return tuple(
-        Command(path, func, help_text, tuple(arg(*flags, **kwargs) for flags, kwargs in args))
-        for path, func, help_text, args in mod.COMMANDS
+        Command(path, func, help_text, tuple(arg(*flags, **kwargs) for flags, kwargs in args), *(data or ("platform",)))
+        for path, func, help_text, args, *data in mod.COMMANDS
     )
 
 
-COMMANDS = (*COMMANDS, *_plugged_commands("incident_cmds"), *_plugged_commands("canary_cmds"))
+COMMANDS = (
+    *COMMANDS,
+    *_plugged_commands("incident_cmds"),
+    *_plugged_commands("canary_cmds"),
+    *_plugged_commands("families_cmds"),
+)
 
 
 class UsageError(Exception):

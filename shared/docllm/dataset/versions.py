@@ -124,6 +124,8 @@ class DatasetManifest(BaseModel):
     created_at: str
     family: str | None = None
     services: list[str] = Field(description="service filter; empty means every service")
+    paths: list[str] = Field(default_factory=list, description="document key patterns (fnmatch); empty: any")
+    languages: list[str] = Field(default_factory=list, description="ISO 639-1 codes; empty: any")
     split_rule: SplitRule = Field(default_factory=SplitRule)
     documents: list[DatasetDocument]
     stats: DatasetStats
@@ -144,6 +146,8 @@ class DatasetSummary(BaseModel):
     created_at: str
     family: str | None = None
     services: list[str] = Field(default_factory=list)
+    paths: list[str] = Field(default_factory=list)
+    languages: list[str] = Field(default_factory=list)
     manifest_uri: str
     documents: int
     chunks: int
@@ -160,15 +164,28 @@ def dataset_prefix(artifact_bucket: str, version: str) -> str:
     return f"s3://{artifact_bucket}/datasets/{version}/"
 
 
-def _version_of(documents: list[DatasetDocument], services: list[str], family: str | None, rule: SplitRule) -> str:
+def _version_of(
+    documents: list[DatasetDocument],
+    services: list[str],
+    family: str | None,
+    rule: SplitRule,
+    *,
+    paths: list[str] | None = None,
+    languages: list[str] | None = None,
+) -> str:
     # Only content and filters go in: created_at, stats and the diff are derived.
-    payload = {
+    payload: dict[str, object] = {
         "schema": 1,
         "family": family,
         "services": services,
         "split_rule": rule.model_dump(),
         "documents": [[d.doc_key, d.sha256, d.chunk_ids] for d in documents],
     }
+    # Path and language filters only when set, so a version built without them keeps its name.
+    if paths:
+        payload["paths"] = paths
+    if languages:
+        payload["languages"] = languages
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return "ds-" + hashlib.sha256(blob).hexdigest()[:16]
 
@@ -208,14 +225,18 @@ def load_manifest(objects: ObjectStore, artifact_bucket: str, version: str) -> D
     return DatasetManifest.model_validate_json(raw)
 
 
-def _processed_documents(state: StateStore, services: list[str]) -> list[DocumentRecord]:
-    wanted = set(services)
+def _processed_documents(
+    state: StateStore, services: list[str], paths: list[str] | None = None, languages: list[str] | None = None
+) -> list[DocumentRecord]:
+    from docllm.training.families import DataFilter
+
+    selected = DataFilter(services=services, paths=paths or [], languages=languages or [])
     docs = []
     for _, item in state.query(DOCS_PK):
         rec = DocumentRecord.model_validate(item)
         if rec.status != "processed" or not rec.chunks_uri:
             continue
-        if wanted and rec.service not in wanted:
+        if not selected.matches(rec.doc_key, rec.service, rec.language):
             continue
         docs.append(rec)
     return sorted(docs, key=lambda r: r.doc_key)
@@ -235,8 +256,17 @@ def _read_chunks(objects: ObjectStore, rec: DocumentRecord) -> tuple[list[Chunk]
     return sorted(chunks, key=lambda c: c.position), raw
 
 
-def _previous(state: StateStore, family: str | None, services: list[str]) -> DatasetSummary | None:
-    same = [s for s in list_datasets(state) if s.family == family and sorted(s.services) == services]
+def _previous(
+    state: StateStore, family: str | None, services: list[str], paths: list[str], languages: list[str]
+) -> DatasetSummary | None:
+    same = [
+        s
+        for s in list_datasets(state)
+        if s.family == family
+        and sorted(s.services) == services
+        and sorted(s.paths) == paths
+        and sorted(s.languages) == languages
+    ]
     return same[-1] if same else None
 
 
@@ -247,6 +277,8 @@ def build_dataset(
     artifact_bucket: str,
     services: list[str] | None = None,
     family: str | None = None,
+    paths: list[str] | None = None,
+    languages: list[str] | None = None,
 ) -> tuple[DatasetManifest, bool]:
     """Freeze the processed documents into a dataset version.
 
@@ -260,6 +292,9 @@ def build_dataset(
         Keep only these services (``None`` or empty: every service).
     family
         Model family the build is for; recorded and part of the version.
+    paths, languages
+        Keep only documents whose key matches one of these fnmatch patterns, and whose language is one
+        of these (a document of unknown language passes); part of the version when set.
 
     Returns
     -------
@@ -276,15 +311,16 @@ def build_dataset(
     >>> manifest, created = build_dataset(state, objects, artifact_bucket="artifacts")  # doctest: +SKIP
     """
     wanted = sorted(set(services or []))
-    records = _processed_documents(state, wanted)
+    path_filter, language_filter = sorted(set(paths or [])), sorted(set(languages or []))
+    records = _processed_documents(state, wanted, path_filter, language_filter)
     documents: list[DatasetDocument] = []
     skipped: list[SkippedDocument] = []
     stats = DatasetStats()
     with tempfile.TemporaryDirectory(prefix="docllm-dataset-") as tmp:
         # One pass over the chunks, streamed to temporary split files, so memory
         # stays bounded by one document; the files are uploaded only for a new version.
-        paths = {s: Path(tmp) / f"{s}.jsonl" for s in SPLITS}
-        handles: dict[str, IO[bytes]] = {s: paths[s].open("wb") for s in SPLITS}
+        split_paths = {s: Path(tmp) / f"{s}.jsonl" for s in SPLITS}
+        handles: dict[str, IO[bytes]] = {s: split_paths[s].open("wb") for s in SPLITS}
         try:
             first_with: dict[str, str] = {}  # source sha256 -> doc_key that brought it in
             for rec in records:
@@ -326,20 +362,24 @@ def build_dataset(
             for h in handles.values():
                 h.close()
         if not documents:
-            raise EmptyDatasetError(f"no processed documents for services={wanted or 'all'}")
+            filters = f"services={wanted or 'all'}" + (f", paths={path_filter}" if path_filter else "")
+            filters += f", languages={language_filter}" if language_filter else ""
+            raise EmptyDatasetError(f"no processed documents for {filters}")
 
-        version = _version_of(documents, wanted, family, SPLIT_RULE)
+        version = _version_of(documents, wanted, family, SPLIT_RULE, paths=path_filter, languages=language_filter)
         existing = state.get(DATASETS_PK, version)
         if existing is not None:
             return load_manifest(objects, artifact_bucket, version), False
 
-        prev_summary = _previous(state, family, wanted)
+        prev_summary = _previous(state, family, wanted, path_filter, language_filter)
         prev = load_manifest(objects, artifact_bucket, prev_summary.version) if prev_summary else None
         manifest = DatasetManifest(
             version=version,
             created_at=utcnow(),
             family=family,
             services=wanted,
+            paths=path_filter,
+            languages=language_filter,
             documents=documents,
             stats=stats,
             previous_version=prev.version if prev else None,
@@ -348,7 +388,7 @@ def build_dataset(
         manifest.diff = diff_manifests(prev, manifest)
         for s in SPLITS:
             key = f"datasets/{version}/{s}.jsonl"
-            objects.put_file(artifact_bucket, key, paths[s], content_type="application/x-ndjson")
+            objects.put_file(artifact_bucket, key, split_paths[s], content_type="application/x-ndjson")
     # The manifest goes last: its presence marks a complete version.
     manifest_key = f"datasets/{version}/manifest.json"
     objects.put(
@@ -369,6 +409,8 @@ def summarize(manifest: DatasetManifest, manifest_uri: str) -> DatasetSummary:
         created_at=manifest.created_at,
         family=manifest.family,
         services=manifest.services,
+        paths=manifest.paths,
+        languages=manifest.languages,
         manifest_uri=manifest_uri,
         documents=manifest.stats.documents,
         chunks=manifest.stats.chunks,

@@ -19,13 +19,15 @@ import re
 from typing import Any, NamedTuple
 
 from docllm.deploy.names import endpoint_name, versioned_name
-from docllm.deploy.spec import DeploymentSpec
+from docllm.deploy.spec import ADAPTER_CHANNEL, ADDITIONAL_MODEL_DATA, DeploymentSpec
 from docllm.exceptions import ConfigurationError
 
 #: The one production variant; autoscaling is registered on it, so it never changes name.
 VARIANT_NAME = "AllTraffic"
 #: Variable the entry script passes to vLLM as ``--served-model-name`` (the ``model`` of responses).
 MODEL_VERSION_ENV = "DOCLLM_MODEL_VERSION"
+#: The base's served name when a LoRA adapter is served under the model version (containers/serve/serve.py).
+BASE_NAME_ENV = "DOCLLM_BASE_MODEL_NAME"
 #: vLLM loads the weights and compiles graphs before ``/ping`` answers: give it longer than the default.
 STARTUP_HEALTH_TIMEOUT_S = 1200
 MODEL_DOWNLOAD_TIMEOUT_S = 1200
@@ -115,7 +117,34 @@ def container_environment(spec: DeploymentSpec) -> dict[str, str]:
     env = {"SM_VLLM_DTYPE": spec.dtype, **spec.environment, MODEL_VERSION_ENV: spec.model_version}
     if spec.max_model_len is not None:
         env["SM_VLLM_MAX_MODEL_LEN"] = str(spec.max_model_len)
+    if spec.lora_adapter is not None:
+        env.update(lora_environment(spec))
     return dict(sorted(env.items()))
+
+
+def lora_environment(spec: DeploymentSpec) -> dict[str, str]:
+    """The serving image's variables for a LoRA model: vLLM's ``--enable-lora --max-lora-rank
+    --max-loras --lora-modules`` (the adapter, named after the model version, from its
+    ``AdditionalModelDataSources`` channel) and the base's served name (``DOCLLM_BASE_MODEL_NAME``),
+    so that a request naming no model gets the adapter.
+
+    >>> spec = DeploymentSpec(model_version="v2", family="f", export_uri="s3://a/f/v2/hf/", target="sagemaker",
+    ...     lora_adapter={"adapter_uri": "s3://a/f/v2/adapter/", "base_uri": "s3://a/b/v1/hf/",
+    ...                   "base_name": "v1", "max_rank": 8})
+    >>> lora_environment(spec)["SM_VLLM_LORA_MODULES"]
+    'v2=/opt/ml/additional-model-data-sources/adapter'
+    """
+    lora = spec.lora_adapter
+    if lora is None:
+        return {}
+    flags = lora.vllm_args(spec.model_version, f"{ADDITIONAL_MODEL_DATA}/{ADAPTER_CHANNEL}")
+    return {
+        "SM_VLLM_ENABLE_LORA": "true",
+        "SM_VLLM_MAX_LORA_RANK": flags[flags.index("--max-lora-rank") + 1],
+        "SM_VLLM_MAX_LORAS": "1",
+        "SM_VLLM_LORA_MODULES": flags[-1],
+        BASE_NAME_ENV: lora.base_name,
+    }
 
 
 def build_create_model_request(spec: DeploymentSpec, *, stage: str) -> dict[str, Any]:
@@ -129,7 +158,10 @@ def build_create_model_request(spec: DeploymentSpec, *, stage: str) -> dict[str,
             "Image": spec.image_uri,
             "ModelDataSource": {
                 "S3DataSource": {
-                    "S3Uri": _prefix_uri(spec.export_uri, "export_uri"),
+                    # A LoRA model: the base's weights, its adapter in the channel below.
+                    "S3Uri": _prefix_uri(
+                        spec.lora_adapter.base_uri if spec.lora_adapter else spec.export_uri, "export_uri"
+                    ),
                     "S3DataType": "S3Prefix",
                     "CompressionType": "None",
                 }
@@ -140,6 +172,17 @@ def build_create_model_request(spec: DeploymentSpec, *, stage: str) -> dict[str,
         "EnableNetworkIsolation": True,
         "Tags": _tags(spec, stage),
     }
+    if spec.lora_adapter is not None:
+        request["PrimaryContainer"]["AdditionalModelDataSources"] = [
+            {
+                "ChannelName": ADAPTER_CHANNEL,
+                "S3DataSource": {
+                    "S3Uri": _prefix_uri(spec.lora_adapter.adapter_uri, "adapter_uri"),
+                    "S3DataType": "S3Prefix",
+                    "CompressionType": "None",
+                },
+            }
+        ]
     if spec.subnets or spec.security_group_ids:
         if not (spec.subnets and spec.security_group_ids):
             raise ConfigurationError("a VPC endpoint needs both subnets and security_group_ids")

@@ -24,6 +24,63 @@ TrafficShift = Literal["canary", "linear", "all_at_once"]
 CONTAINER_ENV_PREFIXES = ("SM_VLLM_", "OPTION_")
 
 
+#: Where SageMaker puts an ``AdditionalModelDataSources`` channel in the serving container.
+ADDITIONAL_MODEL_DATA = "/opt/ml/additional-model-data-sources"
+#: The channel of a LoRA adapter served beside its base.
+ADAPTER_CHANNEL = "adapter"
+
+
+class LoraAdapter(BaseModel):
+    """A LoRA model served as its base plus the adapter (vLLM ``--enable-lora --lora-modules``)
+    rather than as the merged export: one copy of the base weights, the adapter loaded beside it.
+
+    The adapter is served under the model version's name, which is what a request naming no model
+    gets (the serving image fills ``model`` in); the base under its own name.
+
+    >>> a = LoraAdapter(adapter_uri="s3://art/models/f/v2/adapter/", base_uri="s3://art/models/b/v1/hf/",
+    ...                 base_name="v1", max_rank=8)
+    >>> a.vllm_args("v2", "/adapters/v2")
+    ['--enable-lora', '--max-lora-rank', '8', '--max-loras', '1', '--lora-modules', 'v2=/adapters/v2']
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    adapter_uri: str = Field(min_length=1, description="the PEFT adapter directory (adapter_config.json, weights)")
+    base_uri: str = Field(min_length=1, description="the base model's Hugging Face export")
+    base_name: str = Field(min_length=1, description="the base's served name (its model version, or 'base')")
+    max_rank: int = Field(ge=1, le=512, description="vLLM --max-lora-rank: at least the adapter's r")
+
+    def vllm_args(self, name: str, adapter_dir: str) -> list[str]:
+        """vLLM's flags serving the adapter in ``adapter_dir`` as ``name``."""
+        return ["--enable-lora", "--max-lora-rank", str(vllm_lora_rank(self.max_rank)), "--max-loras", "1",
+                "--lora-modules", f"{name}={adapter_dir}"]  # fmt: skip
+
+    @classmethod
+    def of_model(cls, model: dict[str, Any]) -> LoraAdapter | None:
+        """The adapter serving of a model record (``service_layer/train_lora.py``), None for other methods."""
+        if model.get("method") != "lora" or not model.get("adapter_uri") or not model.get("base_model_uri"):
+            return None
+        return cls(
+            adapter_uri=str(model["adapter_uri"]),
+            base_uri=str(model["base_model_uri"]),
+            base_name=str(model.get("base_model_version") or "base"),
+            max_rank=int(model.get("r") or 8),
+        )
+
+
+#: The ranks vLLM accepts for --max-lora-rank.
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_lora_rank(r: int) -> int:
+    """The smallest rank vLLM accepts as ``--max-lora-rank`` that holds an adapter of rank ``r``.
+
+    >>> vllm_lora_rank(4), vllm_lora_rank(8), vllm_lora_rank(12)
+    (8, 8, 16)
+    """
+    return next(rank for rank in VLLM_LORA_RANKS if rank >= r)
+
+
 class DeploymentSpec(BaseModel):
     """One model version to put behind one target.
 
@@ -60,6 +117,9 @@ class DeploymentSpec(BaseModel):
     dtype: str = Field("bfloat16", description="vLLM --dtype")
     environment: dict[str, str] = Field(
         default_factory=dict, description="extra SM_VLLM_* / OPTION_* variables for the entry script"
+    )
+    lora_adapter: LoraAdapter | None = Field(
+        None, description="a LoRA model: serve the base with the adapter (SageMaker), not the merged export"
     )
 
     # --- Observability

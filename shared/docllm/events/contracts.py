@@ -447,6 +447,82 @@ class IncidentClosed(EventDetail):
     request_id: str | None = FollowsRequest
 
 
+# --- continuous training (pipelines) ---------------------------------------
+
+
+class FamilyMarkedStale(EventDetail):
+    """A document matching a family's data filter was added, changed or removed since its last run."""
+
+    SOURCE: ClassVar[str] = "docllm.pipelines"
+    DETAIL_TYPE: ClassVar[str] = "Family Marked Stale"
+
+    family: str
+    doc_key: str
+    change: Literal["added", "changed", "removed"]
+    documents: int = Field(ge=0, description="documents changed since the last run started, this one included")
+    tokens: int = Field(ge=0, description="their tokens (ingestion's estimate)")
+    revision: str = Field(description="the document record's revision that made the change")
+
+
+class PipelineRunRequested(EventDetail):
+    """Run a family's pipeline now (``docllm pipeline run``): bypasses the debounce, not "one run at a
+    time" (a run in progress is superseded: cancelled, its job stopped)."""
+
+    SOURCE: ClassVar[str] = "docllm.pipelines"
+    DETAIL_TYPE: ClassVar[str] = "Pipeline Run Requested"
+
+    family: str
+    requested_by: str = Field(default="", description="who asked (the local user)")
+    request_id: str = RequestId
+
+
+class PipelineCancelRequested(EventDetail):
+    """Cancel a family's run in progress (``docllm pipeline cancel``)."""
+
+    SOURCE: ClassVar[str] = "docllm.pipelines"
+    DETAIL_TYPE: ClassVar[str] = "Pipeline Cancel Requested"
+
+    family: str
+    run_id: str | None = Field(
+        default=None, description="cancel only this run (a redelivered cancel must not hit a newer run)"
+    )
+    requested_by: str = ""
+    request_id: str = RequestId
+
+
+class PipelineRunStarted(EventDetail):
+    """A family's pipeline run started; "Training Requested" with the same request_id follows."""
+
+    SOURCE: ClassVar[str] = "docllm.pipelines"
+    DETAIL_TYPE: ClassVar[str] = "Pipeline Run Started"
+
+    family: str
+    run_id: str
+    trigger: Literal["change", "schedule", "manual"]
+    reason: str
+    documents: int = Field(ge=0, description="changed documents the run trains on")
+    tokens: int = Field(ge=0)
+    config_sha256: str = Field(description="the family's configuration")
+    config_version: str = Field(description="the families document's version and digest")
+    supersedes: str | None = Field(default=None, description="the run this one superseded, if any")
+    request_id: str = Field(description="= run_id: every event of the run's chain repeats it")
+
+
+class PipelineRunEnded(EventDetail):
+    """A family's pipeline run ended: deployed, decided, failed, cancelled or superseded."""
+
+    SOURCE: ClassVar[str] = "docllm.pipelines"
+    DETAIL_TYPE: ClassVar[str] = "Pipeline Run Ended"
+
+    family: str
+    run_id: str
+    state: Literal["cancelled", "superseded", "failed", "decided", "deployed"]
+    reason: str
+    model_version: str | None = None
+    stopped_jobs: list[str] = Field(default_factory=list, description="jobs stopped by a cancellation")
+    request_id: str = Field(description="= run_id")
+
+
 class StageFailed(EventDetail):
     """A pipeline stage gave up (a job failed, an input was missing)."""
 
@@ -485,6 +561,11 @@ CONTRACTS: tuple[type[EventDetail], ...] = (
     IncidentCloseRequested,
     IncidentClosed,
     StageFailed,
+    FamilyMarkedStale,
+    PipelineRunRequested,
+    PipelineCancelRequested,
+    PipelineRunStarted,
+    PipelineRunEnded,
 )
 
 _BY_TYPE = {(c.SOURCE, c.DETAIL_TYPE): c for c in CONTRACTS}

@@ -8,6 +8,13 @@ Hyperparameters: the fields of :class:`~docllm.tokenizer.settings.TokenizerSetti
 ``output_uri`` (optional: where the artefacts are published), ``tokenizer_version``
 (optional: checked against the version computed here).
 
+Mode ``reuse-if-covered`` (hyperparameter ``mode``; a ``continue`` family with a champion): the
+``reuse`` channel holds an existing tokenizer (the champion's, version ``reuse_version``); its
+coverage of the train split (:mod:`docllm.tokenizer.coverage`) is measured first. At least
+``min_coverage``: nothing is trained, ``result.json`` is the
+:class:`~docllm.tokenizer.coverage.CoverageDecision` saying so. Below: a tokenizer is trained as
+in the plain mode and the decision carries it (``trained``) and the reason.
+
 Local smoke run (a prefix laid out like ``/opt/ml``)::
 
     DOCLLM_SM_PREFIX=/tmp/job SM_CHANNELS='["dataset"]' python -m docllm.jobs.tokenizer_job
@@ -24,6 +31,7 @@ from docllm.dataset.versions import DatasetManifest, read_split_file
 from docllm.jobs import contract
 from docllm.jobs.contract import JobEnvironment, JobInputError, run_job
 from docllm.tokenizer.artifacts import SpecialTokens, TokenizerCard, TokenizerResult
+from docllm.tokenizer.coverage import REUSE_IF_COVERED, Coverage, CoverageDecision, decide
 from docllm.tokenizer.exceptions import TokenizerSettingsError, TokenizerTrainingError
 from docllm.tokenizer.settings import (
     BOS_PIECE,
@@ -129,6 +137,32 @@ def publish_with_result(model_dir: Path, result_json: str, output_uri: str | Non
         contract.publish_directory(model_dir, output_uri)
 
 
+def measure_reuse(env: JobEnvironment) -> tuple[Coverage, str, float]:
+    """The ``reuse`` channel's tokenizer's coverage of the dataset's train split, its version and the threshold."""
+    from docllm.tokenizer.coverage import measure_coverage
+    from docllm.tokenizer.encode import SentencePieceTokenizer
+
+    hp = env.hyperparameters
+    reuse = env.channels.get("reuse")
+    if reuse is None or not (reuse / "tokenizer.model").exists():
+        raise JobInputError("mode reuse-if-covered needs channel 'reuse' holding tokenizer.model")
+    candidate = hp.get("reuse_version", "")
+    if not candidate:
+        raise JobInputError("mode reuse-if-covered needs hyperparameter 'reuse_version'")
+    try:
+        threshold = float(hp.get("min_coverage", ""))
+    except ValueError:
+        raise JobInputError(f"hyperparameter 'min_coverage' is not a number: {hp.get('min_coverage')!r}") from None
+    if not 0 < threshold <= 1:
+        raise JobInputError(f"hyperparameter 'min_coverage' must be in (0, 1], got {threshold}")
+    train_path = env.channels["dataset"] / "train.jsonl"
+    if not train_path.exists():
+        raise JobInputError("dataset channel lacks train.jsonl")
+    tok = SentencePieceTokenizer.from_file(reuse / "tokenizer.model")
+    cov = measure_coverage(tok, read_split_file(train_path), split_bytes=train_path.stat().st_size)
+    return cov, candidate, threshold
+
+
 def main(env: JobEnvironment) -> None:
     try:
         settings = TokenizerSettings.from_hyperparameters(env.hyperparameters)
@@ -136,13 +170,28 @@ def main(env: JobEnvironment) -> None:
         raise JobInputError(str(e)) from e
     if "dataset" not in env.channels:
         raise JobInputError("missing channel 'dataset'")
+    mode = env.hyperparameters.get("mode", "train")
+    if mode not in ("train", REUSE_IF_COVERED):
+        raise JobInputError(f"hyperparameter 'mode' must be train or {REUSE_IF_COVERED}, got {mode!r}")
+    output_uri = env.hyperparameters.get("output_uri")
+    decision: CoverageDecision | None = None
+    if mode == REUSE_IF_COVERED:
+        cov, candidate, threshold = measure_reuse(env)
+        reused, reason = decide(candidate, cov, threshold)
+        decision = CoverageDecision(
+            reused=reused, candidate_version=candidate, min_coverage=threshold, coverage=cov, reason=reason
+        )
+        if reused:
+            env.model_dir.mkdir(parents=True, exist_ok=True)  # nothing else was written there
+            publish_with_result(env.model_dir, decision.model_dump_json(indent=1), output_uri)
+            return
     with tempfile.TemporaryDirectory(prefix="docllm-tokenizer-") as tmp:
         result = train_tokenizer(env.channels["dataset"], settings, env.model_dir, work_dir=Path(tmp))
     expected = env.hyperparameters.get("tokenizer_version")
     if expected and expected != result.version:
         raise JobInputError(f"tokenizer_version {expected!r} does not match the data and settings ({result.version})")
-    output_uri = env.hyperparameters.get("output_uri")
-    publish_with_result(env.model_dir, result.model_dump_json(indent=1), output_uri)
+    body = result if decision is None else decision.model_copy(update={"trained": result})
+    publish_with_result(env.model_dir, body.model_dump_json(indent=1), output_uri)
 
 
 if __name__ == "__main__":

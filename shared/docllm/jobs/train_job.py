@@ -38,9 +38,10 @@ from docllm.model.config import ModelConfig
 from docllm.training.config import TrainConfig
 from docllm.training.exceptions import TrainingConfigError
 from docllm.training.families import ModelFamily, load_families
-from docllm.training.result import TeacherRecord, TrainingJobResult
+from docllm.training.result import InitRecord, TeacherRecord, TrainingJobResult
 
 if TYPE_CHECKING:
+    from docllm.training.checkpoint import InitWeights
     from docllm.training.distill import Teacher
     from docllm.training.loop import TokenStream
 
@@ -143,6 +144,22 @@ def load_checked_teacher(env: JobEnvironment, tokenizer_dir: Path, student: Mode
     return teacher
 
 
+def load_checked_init(env: JobEnvironment, tokenizer_dir: Path, model: ModelConfig) -> InitWeights:
+    """The ``init`` channel's weights, refused (an input error, so the job fails at once and says
+    why) unless they were made for this model configuration and this tokenizer."""
+    from docllm.training.checkpoint import check_init_config, check_init_tokenizer, load_init_weights
+    from docllm.training.exceptions import CheckpointError
+
+    init_dir = _channel(env, "init")
+    try:
+        init = load_init_weights(init_dir)
+        check_init_config(init.model_config, model.model_dump())
+        check_init_tokenizer(init_dir, tokenizer_dir)
+    except CheckpointError as e:
+        raise JobInputError(f"channel 'init': {e}") from e
+    return init
+
+
 def teacher_record(train_cfg: TrainConfig, teacher: Teacher | None) -> TeacherRecord | None:
     """What the result (and from it the manifest) says about the teacher."""
     if teacher is None or train_cfg.distill is None:
@@ -173,6 +190,7 @@ def main(env: JobEnvironment) -> None:
     tok = read_tokenizer_info(tok_dir)
     family, model_cfg, train_cfg = resolve_configs(env, tok.vocab_size)
     teacher = load_checked_teacher(env, tok_dir, model_cfg) if train_cfg.distill is not None else None
+    init = load_checked_init(env, tok_dir, model_cfg) if "init" in env.channels else None
     info = init_distributed(train_cfg.device)
     stop = StopFlag()
     if threading.current_thread() is threading.main_thread():
@@ -208,6 +226,7 @@ def main(env: JobEnvironment) -> None:
         metric_dimensions=dims,
         dist_info=info,
         teacher=teacher.model if teacher is not None else None,
+        init=init,
     )
     res = outcome.result
     if res.interrupted:
@@ -233,6 +252,8 @@ def main(env: JobEnvironment) -> None:
     taught = teacher_record(train_cfg, teacher)
     if taught is not None:
         card["distilled from"] = taught.model_version or taught.uri
+    if init is not None:
+        card["continued from"] = f"{init.weights_file} sha256 {init.weights_sha256[:12]}"
     export_hf(outcome.model.to(torch.float32).cpu(), env.model_dir / "hf", tokenizer_dir=tok_dir, card=card)
     # The loss curves of the evaluation report (and the record of how training went), beside the export.
     write_history(env.model_dir / "history.jsonl", outcome.history)
@@ -259,6 +280,7 @@ def main(env: JobEnvironment) -> None:
         train_config=train_cfg.model_dump(),
         provenance=job_provenance(),
         teacher=taught,
+        init=InitRecord(weights_file=init.weights_file, weights_sha256=init.weights_sha256) if init else None,
     )
     (env.model_dir / "result.json").write_text(result.model_dump_json(indent=2, by_alias=True), encoding="utf-8")
     output_uri = env.hp("output_uri", "")

@@ -47,7 +47,8 @@ class LoraConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     base_model_uri: str = Field(
-        pattern=r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+",
+        # Upper case too: the local platform names its buckets by their template ids (ArtifactBucket).
+        pattern=r"^s3://[A-Za-z0-9][A-Za-z0-9.\-]{1,61}[A-Za-z0-9]/.+",
         description="s3:// prefix of the base model's Hugging Face directory in the object store",
     )
     r: int = Field(default=8, ge=1, le=256, description="rank of the update matrices")

@@ -89,6 +89,74 @@ class TeacherRef(BaseModel):
         return f"{self.uri.rstrip('/')}/{self.weights_file}"
 
 
+class InitRef(BaseModel):
+    """The weights a continued (``continue``) model started from: the champion its launcher named
+    (the job context) and the weights file the job read (``result.json`` ``init``)."""
+
+    model_version: str | None = Field(default=None, description="the champion continued from")
+    uri: str = Field(description="s3:// prefix the weights were read from (the champion's export)")
+    weights_file: str = Field(description="the weights file under ``uri``")
+    weights_sha256: str = _sha256()
+
+    @property
+    def weights_uri(self) -> str:
+        return f"{self.uri.rstrip('/')}/{self.weights_file}"
+
+
+class LoraRef(BaseModel):
+    """A LoRA model's own inputs and outputs (its training record and ``result.json``): the base it
+    adapts, the adapter it made, its settings and the TF-IDF subset of the training sections."""
+
+    base_model_uri: str = Field(description="s3:// prefix of the base's Hugging Face directory")
+    base_model_version: str | None = Field(default=None, description="the base's model version, when ours")
+    base_files: dict[str, str] = Field(description="file name -> sha256 of the base, as the job read it")
+    adapter_uri: str = Field(description="s3:// prefix of the PEFT adapter (vLLM --lora-modules)")
+    adapter_files: list[Artefact]
+    settings: dict[str, Any] = Field(description="r, alpha, target modules, trainable parameters")
+    subset: dict[str, Any] | None = Field(default=None, description="what the TF-IDF subset kept (summary)")
+    subset_file: Artefact | None = Field(default=None, description="subset.json: every kept section, scored")
+
+    def base_uri(self, name: str) -> str:
+        return f"{self.base_model_uri.rstrip('/')}/{name}"
+
+
+class BedrockRef(BaseModel):
+    """An Amazon Bedrock custom model (``method: bedrock-customization``): what its customization job
+    record, model record and ``data.json`` say, and the files of ours Bedrock read and wrote.
+
+    Bedrock keeps the weights in AWS-managed storage and never releases them, so there is no weights
+    file to name: the statement's subject is the custom model's identity record (:meth:`identity`),
+    named by the sha256 of its canonical JSON."""
+
+    custom_model_arn: str = Field(min_length=1)
+    custom_model_name: str | None = None
+    job_name: str = Field(min_length=1, description="the customization job (its name is the model's)")
+    job_arn: str | None = None
+    base_model_identifier: str = Field(min_length=1, description="as the family names it (id or ARN)")
+    base_model_arn: str | None = Field(default=None, description="as Bedrock resolved it")
+    customization_type: str
+    hyperparameters: dict[str, str] = Field(description="what CreateModelCustomizationJob was sent")
+    data_uri: str = Field(description="s3:// prefix of train.jsonl, validation.jsonl and data.json")
+    data_files: list[Artefact] = Field(description="train.jsonl, validation.jsonl (when given), data.json")
+    data_summary: dict[str, Any] = Field(description="data.json: counts, template, limits, what was dropped")
+    output_uri: str = Field(description="s3:// prefix Bedrock wrote its metrics files to")
+    output_files: list[Artefact] = Field(default_factory=list, description="Bedrock's metrics files")
+
+    def identity(self) -> dict[str, Any]:
+        """What names the custom model: the subject's annotations, whose canonical JSON it is the digest of."""
+        return {
+            "customModelArn": self.custom_model_arn,
+            "customModelName": self.custom_model_name,
+            "customizationJob": self.job_name,
+            "customizationJobArn": self.job_arn,
+            "baseModelIdentifier": self.base_model_identifier,
+            "baseModelArn": self.base_model_arn,
+            "customizationType": self.customization_type,
+            "hyperParameters": dict(sorted(self.hyperparameters.items())),
+            "trainingData": {a.name: a.sha256 for a in self.data_files},
+        }
+
+
 class ManifestInputs(BaseModel):
     """Everything a manifest states, gathered from the records of the stages."""
 
@@ -104,9 +172,9 @@ class ManifestInputs(BaseModel):
     model_files: list[Artefact]
     dataset_manifest: Artefact
     documents: list[InputDocument]
-    tokenizer_uri: str
+    tokenizer_uri: str | None = Field(description="None: a LoRA model, whose tokenizer is its base's")
     tokenizer_files: list[Artefact]
-    shards_uri: str
+    shards_uri: str | None = Field(description="None: a LoRA model, trained on the dataset's text directly")
     shard_files: list[Artefact]
     jobs: dict[str, str | None] = Field(description="stage -> job name: tokenizer, shards, train, evaluate")
     provenance: dict[str, JobProvenance] = Field(description="train, evaluate (when recorded), and issuer")
@@ -117,5 +185,13 @@ class ManifestInputs(BaseModel):
     decision: DecisionRecord
     builder_id: str = Field(description="who issued it: the deployment (backend and stage)")
     teacher: TeacherRef | None = Field(default=None, description="distilled models: the teacher it learnt from")
+    init: InitRef | None = Field(default=None, description="continued models: the champion's weights it started from")
+    training_reason: str | None = Field(
+        default=None, description="why the run was continued or full (a continue family's launcher says)"
+    )
+    lora: LoraRef | None = Field(default=None, description="LoRA models: base, adapter, settings, subset")
+    bedrock: BedrockRef | None = Field(
+        default=None, description="Amazon Bedrock custom models: job, base model, data files; no weights"
+    )
 
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())

@@ -16,6 +16,7 @@ MismatchKind = Literal[
     "chain",  # a chain entry is missing, moved, or does not name its predecessor's digest
     "state",  # the state's record of the chain and the store disagree
     "dataset",  # the dataset manifest and the statement disagree on the documents
+    "provider",  # the provider holding the model (Amazon Bedrock) does not say what the manifest says of it
 ]
 
 

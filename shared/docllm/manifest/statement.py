@@ -32,7 +32,15 @@ from pydantic import ValidationError
 from docllm.manifest.canonical import canonical_json, sha256_hex
 from docllm.manifest.chain import ChainLink
 from docllm.manifest.exceptions import ManifestError
-from docllm.manifest.inputs import Artefact, JobProvenance, ManifestInputs, TeacherRef
+from docllm.manifest.inputs import (
+    Artefact,
+    BedrockRef,
+    InitRef,
+    JobProvenance,
+    LoraRef,
+    ManifestInputs,
+    TeacherRef,
+)
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -50,6 +58,19 @@ KIND_SHARD = "shard"
 KIND_CODE = "code"
 KIND_ENVIRONMENT = "environment"
 KIND_TEACHER = "teacher-model"
+KIND_INIT = "initial-weights"
+KIND_BASE_MODEL = "base-model"
+KIND_ADAPTER = "lora-adapter"
+KIND_BEDROCK_MODEL = "bedrock-custom-model"
+KIND_BEDROCK_BASE = "bedrock-base-model"
+KIND_CUSTOMIZATION_DATA = "customization-data"
+#: What a Bedrock custom model's statement says in place of weights (internalParameters.bedrock.weights).
+BEDROCK_NO_WEIGHTS = (
+    "none: Amazon Bedrock keeps a custom model's weights in AWS-managed storage and never releases them, so "
+    "no weights file is a subject; the subject is the custom model's identity record (its ARN, customization "
+    "job, base model, hyperparameters and the sha256 of the training data), and its digest is the sha256 of "
+    "that record's canonical JSON, not of weights"
+)
 
 
 def descriptor(
@@ -130,6 +151,79 @@ def _teacher(t: TeacherRef) -> dict[str, Any]:
     )
 
 
+def _init(i: InitRef) -> dict[str, Any]:
+    # The champion's weights a continued model started from, by digest, and the champion's version
+    # (whose own manifest lists the data those weights were trained on).
+    annotations = {"kind": KIND_INIT, "modelVersion": i.model_version}
+    return descriptor(
+        name=f"init:{i.model_version or 'unversioned'}",
+        uri=i.weights_uri,
+        digest={"sha256": i.weights_sha256},
+        annotations={k: v for k, v in annotations.items() if v is not None},
+    )
+
+
+def _base_files(lora: LoraRef) -> list[dict[str, Any]]:
+    # The base a LoRA model adapts, file by file as the job read it (a regulated user's approved base).
+    annotations = {"kind": KIND_BASE_MODEL, "modelVersion": lora.base_model_version}
+    return [
+        descriptor(
+            name=f"base:{name}",
+            uri=lora.base_uri(name),
+            digest={"sha256": sha},
+            annotations={k: v for k, v in annotations.items() if v is not None},
+        )
+        for name, sha in sorted(lora.base_files.items())
+    ]
+
+
+def _lora_byproducts(lora: LoraRef) -> list[dict[str, Any]]:
+    # The adapter (what vLLM serves with --lora-modules) and the subset kept: outputs of the build,
+    # by digest, beside the merged export that is the subject.
+    out = [
+        descriptor(name=f"adapter/{a.name}", uri=a.uri, digest={"sha256": a.sha256}, annotations={"kind": KIND_ADAPTER})
+        for a in lora.adapter_files
+    ]
+    if lora.subset_file is not None:
+        f = lora.subset_file
+        out.append(
+            descriptor(name="lora-subset", uri=f.uri, digest={"sha256": f.sha256}, media_type="application/json")
+        )
+    out.append(_described({"kind": "lora", **json_safe(lora.settings), "subset": json_safe(lora.subset)}, name="lora"))
+    return out
+
+
+def bedrock_subject(b: BedrockRef) -> dict[str, Any]:
+    """The subject of a Bedrock custom model: its identity record, named by that record's digest."""
+    identity = json_safe(b.identity())
+    return descriptor(
+        name=b.custom_model_name or b.custom_model_arn,
+        uri=b.custom_model_arn,
+        digest={"sha256": sha256_hex(canonical_json(identity))},
+        annotations={"kind": KIND_BEDROCK_MODEL, "identity": identity},
+    )
+
+
+def _bedrock_inputs(b: BedrockRef) -> list[dict[str, Any]]:
+    # The provider's base model has no digest anyone can check (it is Bedrock's); the data files are
+    # ours, by digest, as Bedrock read them (data.json recorded each file's sha256 when it was written).
+    annotations = {"kind": KIND_BEDROCK_BASE, "identifier": b.base_model_identifier, "digest": "none: Bedrock's"}
+    base = descriptor(
+        name=f"bedrock-base:{b.base_model_identifier}",
+        uri=b.base_model_arn or b.base_model_identifier,
+        annotations=annotations,
+    )
+    return [base, *(_artefact(a, KIND_CUSTOMIZATION_DATA) for a in b.data_files)]
+
+
+def _bedrock_outputs(b: BedrockRef) -> list[dict[str, Any]]:
+    # Bedrock's own metrics files (the evaluation's source), by digest.
+    return [
+        descriptor(name=f"bedrock-output/{a.name}", uri=a.uri, digest={"sha256": a.sha256}, media_type="text/csv")
+        for a in b.output_files
+    ]
+
+
 def build_statement(inputs: ManifestInputs, link: ChainLink) -> dict[str, Any]:
     """The in-toto statement of a model version at chain position ``link``.
 
@@ -138,9 +232,12 @@ def build_statement(inputs: ManifestInputs, link: ChainLink) -> dict[str, Any]:
     ManifestError
         When the model export holds no file (a statement needs a subject).
     """
-    if not inputs.model_files:
+    if inputs.bedrock is not None:
+        subjects = [bedrock_subject(inputs.bedrock)]
+    elif not inputs.model_files:
         raise ManifestError(f"model {inputs.model_version}: no file under {inputs.export_uri}")
-    subjects = [descriptor(name=a.name, uri=a.uri, digest={"sha256": a.sha256}) for a in inputs.model_files]
+    else:
+        subjects = [descriptor(name=a.name, uri=a.uri, digest={"sha256": a.sha256}) for a in inputs.model_files]
     deps: list[dict[str, Any]] = [
         descriptor(
             name=d.doc_key,
@@ -155,6 +252,12 @@ def build_statement(inputs: ManifestInputs, link: ChainLink) -> dict[str, Any]:
     deps += [_artefact(a, KIND_SHARD) for a in inputs.shard_files]
     if inputs.teacher is not None:
         deps.append(_teacher(inputs.teacher))
+    if inputs.init is not None:
+        deps.append(_init(inputs.init))
+    if inputs.lora is not None:
+        deps += _base_files(inputs.lora)
+    if inputs.bedrock is not None:
+        deps += _bedrock_inputs(inputs.bedrock)
     for role, prov in sorted(inputs.provenance.items()):
         deps += [d for d in (_code(role, prov), _environment(role, prov)) if d is not None]
 
@@ -175,6 +278,10 @@ def build_statement(inputs: ManifestInputs, link: ChainLink) -> dict[str, Any]:
             byproducts.append(
                 descriptor(name="evaluation-report-html", uri=ev.html_uri, digest={"sha256": ev.html_sha256})
             )
+    if inputs.lora is not None:
+        byproducts += _lora_byproducts(inputs.lora)
+    if inputs.bedrock is not None:
+        byproducts += _bedrock_outputs(inputs.bedrock)
     byproducts.append(_described({"kind": "jobs", **inputs.jobs}, name="jobs"))
     byproducts.append(_described({"kind": "metrics", **json_safe(inputs.metrics)}, name="metrics"))
     byproducts.append(
@@ -200,10 +307,19 @@ def build_statement(inputs: ManifestInputs, link: ChainLink) -> dict[str, Any]:
                     "datasetVersion": inputs.dataset_version,
                     "tokenizerVersion": inputs.tokenizer_version,
                     "splitRule": inputs.split_rule,
+                    **({"trainingReason": inputs.training_reason} if inputs.training_reason else {}),
+                    **({"bedrock": _bedrock_parameters(inputs.bedrock)} if inputs.bedrock else {}),
                     "artefacts": {
-                        "export": inputs.export_uri,
-                        "tokenizer": inputs.tokenizer_uri,
-                        "shards": inputs.shards_uri,
+                        # A Bedrock custom model has no export prefix to list: its ARN is the subject.
+                        **({"export": inputs.export_uri} if inputs.bedrock is None else {}),
+                        **(_bedrock_artefacts(inputs.bedrock) if inputs.bedrock else {}),
+                        **({"tokenizer": inputs.tokenizer_uri} if inputs.tokenizer_uri else {}),
+                        **({"shards": inputs.shards_uri} if inputs.shards_uri else {}),
+                        **(
+                            {"adapter": inputs.lora.adapter_uri, "base": inputs.lora.base_model_uri}
+                            if inputs.lora
+                            else {}
+                        ),
                     },
                     "chain": link.model_dump(mode="json"),
                 },
@@ -226,6 +342,24 @@ def build_statement(inputs: ManifestInputs, link: ChainLink) -> dict[str, Any]:
     }
     canonical_json(statement)  # refuse now, not at signing time, anything JSON cannot hold
     return statement
+
+
+def _bedrock_artefacts(b: BedrockRef) -> dict[str, str]:
+    return {"customizationData": b.data_uri, "customizationOutput": b.output_uri}
+
+
+def _bedrock_parameters(b: BedrockRef) -> dict[str, Any]:
+    return {
+        "customModelArn": b.custom_model_arn,
+        "customizationJob": b.job_name,
+        "customizationJobArn": b.job_arn,
+        "baseModelIdentifier": b.base_model_identifier,
+        "baseModelArn": b.base_model_arn,
+        "customizationType": b.customization_type,
+        "hyperParameters": dict(sorted(b.hyperparameters.items())),
+        "data": json_safe(b.data_summary),
+        "weights": BEDROCK_NO_WEIGHTS,
+    }
 
 
 # --- reading ---------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ metric comes from :func:`docllm.evaluation.report.higher_is_better` unless the r
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
@@ -383,9 +384,16 @@ def _packaged() -> dict[str, GateRules]:
     return parse_gates(text)
 
 
+#: A gates file used instead of the packaged one: the thresholds of the families an organisation's
+#: own families file ($DOCLLM_FAMILIES_FILE) defines, or a test's.
+GATES_FILE_ENV = "DOCLLM_GATES_FILE"
+
+
 def load_gate_rules(family: str, path: Path | None = None) -> GateRules:
-    """The rules for ``family`` from ``path`` or the packaged ``gates.yaml`` (the defaults when the
-    file does not name the family)."""
+    """The rules for ``family`` from ``path``, else ``$DOCLLM_GATES_FILE``, else the packaged
+    ``gates.yaml`` (the defaults when the file does not name the family)."""
+    if path is None and os.environ.get(GATES_FILE_ENV):
+        path = Path(os.environ[GATES_FILE_ENV])
     gates = parse_gates(path.read_text(encoding="utf-8"), source=str(path)) if path is not None else _packaged()
     rules = gates.get(family) or gates["*"]
     return GateRules(family=family, rules=rules.rules)

@@ -100,10 +100,19 @@ class BM25Scorer:
         self._dead += 1
         self._total_length -= float(self._length[slot])
 
-    def top_k(self, terms: list[str], *, k: int, group: int | None = None) -> list[tuple[int, float]]:
+    def top_k(
+        self,
+        terms: list[str],
+        *,
+        k: int,
+        group: int | None = None,
+        weights: Mapping[str, float] | None = None,
+    ) -> list[tuple[int, float]]:
         """Best ``k`` live slots for ``terms`` (each counted once), optionally only of ``group``.
 
-        Ties are broken by the lower slot, so results are deterministic.
+        ``weights`` (optional) multiplies each term's contribution (query-side weights, e.g.
+        feedback terms); a term missing from it counts 1. Ties are broken by the lower slot, so
+        results are deterministic.
         """
         if self._live == 0 or k <= 0:
             return []
@@ -123,6 +132,8 @@ class BM25Scorer:
             if df == 0:
                 continue
             idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+            if weights is not None:
+                idf *= weights.get(term, 1.0)
             # A slot appears at most once per term, so fancy-index += is exact.
             scores[slots] += idf * tfs * (self.k1 + 1.0) / (tfs + norm[slots])
         if group is not None:

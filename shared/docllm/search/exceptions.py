@@ -36,3 +36,7 @@ class IndexBusyError(TransientError):
 
 class BulkIndexingError(SearchError):
     """OpenSearch rejected documents of a bulk request for reasons retrying cannot fix."""
+
+
+class EncoderArtifactError(SearchError):
+    """A trained encoder's files are missing, malformed or do not match their card."""

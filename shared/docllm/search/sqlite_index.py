@@ -39,9 +39,12 @@ from pathlib import Path
 
 from docllm.exceptions import ConfigurationError
 from docllm.ports.search import IndexedChunk, SearchHit, SearchIndex
-from docllm.search.analyzer import analyze, analyze_query
+from docllm.search.analyzer import analyze
 from docllm.search.bm25 import BM25Scorer
+from docllm.search.encoder import TextEncoder, VectorStore, passage_text
 from docllm.search.exceptions import IndexBusyError, InvalidChunkError
+from docllm.search.fusion import reciprocal_rank_fusion
+from docllm.search.ranking import Ranking, aggregate_documents, names_identifier, query_terms, rm3_weights
 
 #: Bumped whenever the analyzer or the layout changes: an old file must be rebuilt, not misread.
 SCHEMA_VERSION = "2"
@@ -50,6 +53,21 @@ DB_FILE = "search.sqlite3"
 #: Term-frequency weights of (title, headings, body).
 #: Flat won on the dev set over (2, 2, 1); see docs/retrieval.md.
 DEFAULT_WEIGHTS: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+#: The ranking options searches use unless told otherwise: question words dropped from the query
+#: (measured in docs/benchmarks.md, "Lexical options on the realistic set"; chosen in docs/decisions.md).
+DEFAULT_RANKING = Ranking(question_forms=True)
+
+#: Chunks ranked before pages are aggregated (``Ranking.doc_aggregation``).
+AGGREGATE_DEPTH = 200
+
+#: The ranking of an index given a trained encoder and no explicit ranking: question forms, then
+#: BM25 and the encoder fused by reciprocal rank (measured in docs/benchmarks.md, "Learned retrieval
+#: component"; chosen in docs/decisions.md).
+HYBRID_RANKING = Ranking(question_forms=True, dense_weight=0.25)
+
+#: Chunks encoded per batch when the vectors are (re)built.
+ENCODE_BATCH = 512
 
 #: Changes kept for readers to catch up incrementally; a reader further behind reloads.
 LOG_KEEP = 200_000
@@ -94,8 +112,34 @@ class _Analyzed:
     terms_json: str
 
 
-def weighted_terms(chunk: IndexedChunk, weights: tuple[float, float, float]) -> tuple[dict[str, float], int]:
+def split_code(text: str) -> tuple[str, str]:
+    r"""(prose, code) of a chunk's text: fenced code blocks apart from the rest.
+
+    Examples
+    --------
+    >>> split_code("Run it:\n```\naws s3 ls\n```\nDone.")
+    ('Run it:\nDone.', '```\naws s3 ls\n```')
+    """
+    prose: list[str] = []
+    code: list[str] = []
+    inside = False
+    for line in text.split("\n"):
+        fence = line.lstrip().startswith("```")
+        if fence and not inside:
+            inside = True
+            code.append(line)
+        elif fence:
+            inside = False
+            code.append(line)
+        else:
+            (code if inside else prose).append(line)
+    return "\n".join(prose), "\n".join(code)  # an unclosed fence (a chunk cut inside a block) runs to the end
+
+
+def weighted_terms(chunk: IndexedChunk, weights: tuple[float, ...]) -> tuple[dict[str, float], int]:
     """Weighted term frequencies of a chunk's title, headings and body, and its length in terms.
+
+    With four weights, the body's fenced code blocks get the fourth weight, prose the third.
 
     Examples
     --------
@@ -106,7 +150,10 @@ def weighted_terms(chunk: IndexedChunk, weights: tuple[float, float, float]) -> 
     """
     tf: defaultdict[str, float] = defaultdict(float)
     length = 0
-    for weight, text in zip(weights, (chunk.title, " \n ".join(chunk.heading_path), chunk.text), strict=True):
+    fields: tuple[str, ...] = (chunk.title, " \n ".join(chunk.heading_path), chunk.text)
+    if len(weights) == 4:
+        fields = (chunk.title, " \n ".join(chunk.heading_path), *split_code(chunk.text))
+    for weight, text in zip(weights, fields, strict=True):
         terms = analyze(text)
         length += len(terms)
         for term, count in Counter(terms).items():
@@ -161,13 +208,25 @@ class SqliteSearchIndex(SearchIndex):
         self,
         directory: Path,
         *,
-        weights: tuple[float, float, float] = DEFAULT_WEIGHTS,
+        weights: tuple[float, ...] = DEFAULT_WEIGHTS,
         busy_timeout_s: float = 30.0,
         durable: bool = True,
+        ranking: Ranking | None = None,
+        encoder: TextEncoder | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.path = self.directory / DB_FILE
+        if len(weights) not in (3, 4):
+            raise ConfigurationError(f"weights are (title, headings, body[, code]), not {weights}")
         self._weights = weights
+        #: Query-time ranking options (``docllm.search.ranking``); may be swapped between searches.
+        if ranking is None:
+            ranking = HYBRID_RANKING if encoder is not None else DEFAULT_RANKING
+        self.ranking = ranking
+        #: The learned encoder (``docllm.search.encoder``); chunk vectors live in memory beside the
+        #: BM25 scorer, encoded when the scorer is built or catches up (not stored in the file).
+        self.encoder = encoder
+        self._vectors: VectorStore | None = None
         self._busy_timeout_s = busy_timeout_s
         self._durable = durable
         self._local = threading.local()
@@ -347,23 +406,50 @@ class SqliteSearchIndex(SearchIndex):
             "(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'log_floor')"
         ).fetchone()
         scorer = self._scorer
+        added: list[int] = []
         if scorer is None or self._seq < floor or scorer.dead_fraction() > 0.5:
             scorer = BM25Scorer()
+            if self.encoder is not None:
+                self._vectors = VectorStore(self.encoder.dim)
             for slot, service, length, terms in conn.execute("SELECT id, service, length, terms FROM chunks"):
                 scorer.add(slot, json.loads(terms), length=length, group=self._service_id(service))
+                added.append(slot)
         elif last > self._seq:
             rows = conn.execute(
                 "SELECT c.chunk, c.added, ch.service, ch.length, ch.terms FROM changes c "
                 "LEFT JOIN chunks ch ON ch.id = c.chunk WHERE c.seq > ? ORDER BY c.seq",
                 (self._seq,),
             )
-            for slot, added, service, length, terms in rows:
-                if not added:
+            for slot, is_added, service, length, terms in rows:
+                if not is_added:
                     scorer.remove(slot)
+                    if self._vectors is not None:
+                        self._vectors.remove(slot)
                 elif terms is not None:  # None: added, then deleted later in this same catch-up
                     scorer.add(slot, json.loads(terms), length=length, group=self._service_id(service))
+                    added.append(slot)
+        if self.encoder is not None and added:
+            self._encode_slots(conn, added)
         self._scorer, self._seq = scorer, last
         return scorer
+
+    def _encode_slots(self, conn: sqlite3.Connection, slots: list[int]) -> None:
+        """Encode the chunks of ``slots`` into the vector store (call with ``_read_lock`` held)."""
+        assert self.encoder is not None
+        if self._vectors is None:
+            self._vectors = VectorStore(self.encoder.dim)
+        for start in range(0, len(slots), ENCODE_BATCH):
+            batch = slots[start : start + ENCODE_BATCH]
+            marks = ",".join("?" * len(batch))
+            rows = conn.execute(
+                f"SELECT id, service, title, heading_path, text FROM chunks WHERE id IN ({marks})", batch
+            ).fetchall()
+            texts = [passage_text(title, json.loads(hp), text) for _, _, title, hp, text in rows]
+            self._vectors.add(
+                [r[0] for r in rows],
+                self.encoder.encode(texts),
+                groups=[self._service_id(r[1]) for r in rows],
+            )
 
     def warm_up(self) -> None:
         """Load the scorer now rather than on the first search (servers call this at start)."""
@@ -373,7 +459,8 @@ class SqliteSearchIndex(SearchIndex):
     # -- reads -------------------------------------------------------------------------------
     def search(self, query: str, *, k: int = 10, service: str | None = None) -> list[SearchHit]:
         """Best ``k`` chunks for ``query`` by BM25, optionally only those of ``service``."""
-        terms = analyze_query(query)
+        ranking = self.ranking
+        terms = query_terms(query, ranking)
         if not terms or k <= 0:
             return []
         with self._read_lock, self._read() as conn:
@@ -383,7 +470,7 @@ class SqliteSearchIndex(SearchIndex):
                 if service not in self._service_ids:
                     return []
                 group = self._service_ids[service]
-            ranked = scorer.top_k(terms, k=k, group=group)
+            ranked = self._rank(conn, scorer, terms, k=k, group=group, ranking=ranking, query=query)
             if not ranked:
                 return []
             marks = ",".join("?" * len(ranked))
@@ -410,6 +497,46 @@ class SqliteSearchIndex(SearchIndex):
                 )
             )
         return hits
+
+    @staticmethod
+    def _column(conn: sqlite3.Connection, column: str, slots: list[int]) -> dict[int, str]:
+        marks = ",".join("?" * len(slots))
+        return dict(conn.execute(f"SELECT id, {column} FROM chunks WHERE id IN ({marks})", slots).fetchall())
+
+    def _rank(
+        self,
+        conn: sqlite3.Connection,
+        scorer: BM25Scorer,
+        terms: list[str],
+        *,
+        k: int,
+        group: int | None,
+        ranking: Ranking,
+        query: str = "",
+    ) -> list[tuple[int, float]]:
+        """BM25 over chunks, then the options of ``ranking`` (``docllm.search.ranking``); with an
+        encoder and ``ranking.dense_weight``, fused with the encoder's nearest chunks by RRF."""
+        dense_on = ranking.dense_weight > 0.0 and not (ranking.dense_skips_identifiers and names_identifier(query))
+        if dense_on and self.encoder is not None and self._vectors is not None:
+            depth = max(k, ranking.fusion_depth)
+            lexical = scorer.top_k(terms, k=depth, group=group)
+            dense = self._vectors.top_k(self.encoder.encode([query])[0], k=depth, group=group)
+            return reciprocal_rank_fusion([lexical, dense], weights=[1.0, ranking.dense_weight], limit=k)
+        weights = None
+        if ranking.prf_terms > 0:
+            first = scorer.top_k(terms, k=ranking.prf_docs, group=group)
+            if first:
+                stored = self._column(conn, "terms", [slot for slot, _ in first])
+                feedback = [(score, json.loads(stored[slot])) for slot, score in first]
+                weights = rm3_weights(terms, feedback, n_terms=ranking.prf_terms, original_weight=ranking.prf_weight)
+                terms = list(weights)
+        if ranking.doc_aggregation <= 0.0:
+            return scorer.top_k(terms, k=k, group=group, weights=weights)
+        ranked = scorer.top_k(terms, k=max(k, AGGREGATE_DEPTH), group=group, weights=weights)
+        if not ranked:
+            return []
+        doc_of = self._column(conn, "doc_key", [slot for slot, _ in ranked])
+        return aggregate_documents(ranked, doc_of.__getitem__, ranking.doc_aggregation)[:k]
 
     def document_versions(self) -> dict[str, str]:
         return dict(self._conn().execute("SELECT doc_key, version FROM documents").fetchall())

@@ -14,13 +14,22 @@ def handle_build_request(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
 
     request = parse_detail(raw, DatasetBuildRequested)
     services = list(request.services)
+    paths: list[str] = []
+    languages: list[str] = []
     if request.family:
         from docllm.training.families import family
 
-        family_services = family(request.family).services  # an unknown family fails the request at once
-        services = services or list(family_services)
+        data_filter = family(request.family).data_filter  # an unknown family fails the request at once
+        services = services or list(data_filter.services)
+        paths, languages = list(data_filter.paths), list(data_filter.languages)
     manifest, created = build_dataset(
-        p.state, p.objects, artifact_bucket=p.settings.artifact_bucket, services=services or None, family=request.family
+        p.state,
+        p.objects,
+        artifact_bucket=p.settings.artifact_bucket,
+        services=services or None,
+        family=request.family,
+        paths=paths,
+        languages=languages,
     )
     diff = manifest.diff
     # Through the outbox like every stage's event; the dataset record itself is content-addressed, so a

@@ -96,6 +96,8 @@ def handle_deploy_event(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
             return {"model": approved.model_version, "outcome": "not deployed (DOCLLM_DEPLOY_TARGET=none)"}
         if approved.champion != approved.model_version:
             return {"model": approved.model_version, "outcome": "approved but not the champion: not deployed"}
+        if not _family_deploys(approved.family, target):
+            return {"model": approved.model_version, "outcome": f"family {approved.family} is not deployed on {target}"}
         endpoint = p.state.get(ENDPOINTS_PK, target) or {}
         if endpoint.get("model_version") == approved.model_version:
             # The champion approved again (a re-evaluation): it already serves (a canary beside it bakes on).
@@ -112,6 +114,16 @@ def handle_deploy_event(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
         canary_percent=request.canary_percent,
         bake_s=request.bake_s,
     )
+
+
+def _family_deploys(family_name: str, target: str) -> bool:
+    """The family's ``deploy`` list allows an automatic deployment on ``target`` ("default": the platform's
+    target). A family no longer in the families file keeps the platform's default behaviour."""
+    from docllm.pipelines.runs import deploys_to
+    from docllm.training.families import load_families
+
+    family = load_families().get(family_name)
+    return family is None or deploys_to(family.deploy, target)
 
 
 def deploy(
@@ -167,6 +179,10 @@ def _deployable(p: Platform, model_version: str) -> dict[str, Any]:
     model = p.state.get(MODELS_PK, model_version)
     if model is None:
         raise NotDeployableError(f"model {model_version!r} has no training record")
+    from docllm.service_layer.customize import deploy_refusal
+
+    if (refusal := deploy_refusal(model)) is not None:  # a Bedrock custom model: served by Bedrock only
+        raise NotDeployableError(refusal)
     return model
 
 
@@ -235,10 +251,33 @@ def _deploy_to(
             "family": model["family"],
             "deployed_at": utcnow(),
             **engine,
+            **adapter_serving(model_version, model, served="merged"),
         }
     if p.local:
         raise NotDeployableError(f"target {target!r} needs the AWS backend; the local platform deploys to 'local'")
     return p.cloud_deployer.deploy(target, model_version=model_version, model=model, guardrails=not rollback)
+
+
+def adapter_serving(model_version: str, model: dict[str, Any], *, served: str) -> dict[str, Any]:
+    """``{"lora": ...}`` for a LoRA model's deployment record (empty for other models): the adapter,
+    its base, and vLLM's flags serving them (``--enable-lora --lora-modules``); ``served`` says what
+    this target runs: ``merged`` (the local engine: the merged export) or ``adapter`` (SageMaker: vLLM
+    with the base and the adapter)."""
+    from docllm.deploy.spec import ADAPTER_CHANNEL, ADDITIONAL_MODEL_DATA, LoraAdapter
+
+    lora = LoraAdapter.of_model(model)
+    if lora is None:
+        return {}
+    return {
+        "lora": {
+            "served": served,
+            "adapter_uri": lora.adapter_uri,
+            "base_uri": lora.base_uri,
+            "base_model_version": model.get("base_model_version"),
+            "adapter_name": model_version,
+            "vllm_args": lora.vllm_args(model_version, f"{ADDITIONAL_MODEL_DATA}/{ADAPTER_CHANNEL}"),
+        }
+    }
 
 
 def _deployment_key(target: str, started: str, deployment_id: str) -> str:

@@ -68,8 +68,10 @@ def _launch(p: Platform, model_version: str, request_id: str, *, benchmarks: lis
     from docllm.training.families import family as family_named
 
     model = model_record(p, model_version)
+    if model.get("method") == "bedrock-customization":
+        return _evaluate_bedrock_custom_model(p, model_version, request_id, model, benchmarks)
     family = family_named(model["family"])
-    train_job = p.state.get(JOBS_PK, model["job"])
+    train_job = p.state.get(JOBS_PK, str(model.get("job") or "")) if model.get("job") else None
     if train_job is None:
         raise UnknownModelError(f"model {model_version!r} has no training job record")
     model_uri = JobRecord.model_validate(train_job).output_uri
@@ -109,6 +111,39 @@ def _launch(p: Platform, model_version: str, request_id: str, *, benchmarks: lis
         {"model_version": model_version, "family": family.name, "request_id": request_id},
     )
     return {"job": name, "outcome": outcome}
+
+
+def _evaluate_bedrock_custom_model(
+    p: Platform, model_version: str, request_id: str, model: dict[str, Any], benchmarks: list[str]
+) -> dict[str, Any]:
+    """An Amazon Bedrock custom model (service_layer/customize.py) is evaluated from Bedrock's own
+    metrics, not by the evaluation job: that job loads Hugging Face weights, which Bedrock never
+    releases, and invoking a custom model needs Provisioned Throughput bought for it. The report
+    (``customize.evaluate_custom_model``) states Bedrock's training and validation losses as
+    ``bedrock_*`` metrics and names what could not be measured and why; "Evaluation Completed"
+    then takes the model to the gate like any other (docs/customization.md, 'Evaluation and the gate').
+
+    The evaluation id is deterministic per (model, request, benchmarks), as a job name is: a
+    redelivery after the commit finds the record and publishes nothing twice."""
+    from docllm.service_layer import customize
+    from docllm.service_layer.outbox import commit
+
+    name = job_name(STAGE, digest(model_version, request_id, *benchmarks), p)
+    if p.state.get(EVALUATIONS_PK, name) is not None:
+        return {"evaluation": name, "outcome": "already evaluated", "method": customize.METHOD}
+    item = customize.evaluate_custom_model(p, model_version, model, evaluation_id=name, benchmarks=benchmarks)
+    completed = EvaluationCompleted(
+        model_version=model_version,
+        family=item["family"],
+        evaluation_id=name,
+        report_uri=item["report_uri"],
+        report_sha256=item["report_sha256"],
+        html_uri=item["html_uri"],
+        metrics=item["metrics"],
+        request_id=request_id or None,
+    )
+    commit(p, [Put(EVALUATIONS_PK, name, item)], [completed])
+    return {"evaluation": name, "outcome": "evaluated from Bedrock's metrics", "metrics": item["metrics"]}
 
 
 def complete_job(p: Platform, record: JobRecord) -> Completion:

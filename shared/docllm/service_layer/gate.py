@@ -20,6 +20,7 @@ crash finds it and re-applies it, and the state change always finds the decision
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal
 
@@ -113,10 +114,26 @@ def candidate_metrics(p: Platform, evaluation: EvaluationCompleted) -> dict[str,
 #: approval allows a small regression (the rules' tolerances), promotion does not, so the champion
 #: cannot drift worse one tolerated step at a time.
 CHAMPION_METRIC = "heldout_loss"
+#: The same for an Amazon Bedrock custom model, which has no held-out loss of ours: Bedrock's loss on
+#: its validation.jsonl (service_layer/customize.evaluate_custom_model).
+BEDROCK_CHAMPION_METRIC = "bedrock_validation_loss"
+
+
+def _package_description(family: str, model_version: str, model: dict[str, Any]) -> str:
+    """The registry entry's description; a Bedrock custom model's says where the model is, since the
+    package holds no weights and no inference specification of ours."""
+    text = f"docllm {family} model {model_version}"
+    if model.get("method") == "bedrock-customization":
+        text += (
+            f": Amazon Bedrock custom model {model.get('custom_model_arn') or model.get('export_uri')} "
+            f"(customization job {model.get('job')}, base model {model.get('base_model')}); its weights stay in "
+            "Bedrock, served there with Provisioned Throughput or an on-demand custom model deployment"
+        )
+    return text
 
 
 def champion_metrics(
-    p: Platform, family: str, dataset_version: str
+    p: Platform, family: str, dataset_version: str, base_model: str = ""
 ) -> tuple[str | None, dict[str, float] | None, str | None]:
     """The champion, its metrics, and why they are not comparable (None when they are).
 
@@ -126,6 +143,14 @@ def champion_metrics(
     if not champion:
         return None, None, None
     model = p.state.get(MODELS_PK, champion) or {}
+    if (model.get("base_model") or "") != base_model:
+        # A Bedrock custom model's losses are in its base model's tokens: another base, another scale.
+        return (
+            champion,
+            None,
+            f"champion {champion} was customized from base model {model.get('base_model') or 'none'}, this "
+            f"candidate from {base_model or 'none'}: losses in different tokens, so only absolute rules apply",
+        )
     if model.get("dataset_version") != dataset_version:
         return (
             champion,
@@ -143,10 +168,16 @@ def champion_metrics(
 def _on_evaluation(p: Platform, ev: EvaluationCompleted) -> dict[str, Any]:
     from docllm.registry.models import PackageSpec
     from docllm.registry.rules import decide, load_gate_rules
+    from docllm.service_layer.pipelines import run_cancelled
 
+    if run_cancelled(p, ev.request_id):
+        # Its pipeline run was cancelled or superseded: a model of it is never registered (not even Pending).
+        return {"model": ev.model_version, "outcome": "run cancelled: not registered"}
     candidate = candidate_metrics(p, ev)
     model = p.state.get(MODELS_PK, ev.model_version) or {}
-    champion, champion_values, incomparable = champion_metrics(p, ev.family, model.get("dataset_version", ""))
+    champion, champion_values, incomparable = champion_metrics(
+        p, ev.family, model.get("dataset_version", ""), model.get("base_model") or ""
+    )
     if champion == ev.model_version:
         # Re-evaluating the champion: it is measured against its own absolute rules, not itself.
         champion_values, incomparable = None, None
@@ -160,13 +191,14 @@ def _on_evaluation(p: Platform, ev: EvaluationCompleted) -> dict[str, Any]:
             report_uri=ev.report_uri,
             report_sha256=ev.report_sha256,
             metrics=candidate,
-            dataset_version=model.get("dataset_version", ""),
-            tokenizer_version=model.get("tokenizer_version", ""),
-            training_job=model.get("job", ""),
+            # None, not "": a record without one (a Bedrock custom model has no tokenizer of ours).
+            dataset_version=model.get("dataset_version") or None,
+            tokenizer_version=model.get("tokenizer_version") or None,
+            training_job=model.get("job") or None,
             evaluation_id=ev.evaluation_id,
             commit=_code(p, ev.model_version).get("commit", "unknown"),
             repository=_code(p, ev.model_version).get("repository", "") or p.settings.git_repository,
-            description=f"docllm {ev.family} model {ev.model_version}",
+            description=_package_description(ev.family, ev.model_version, model),
         )
     )
     reasons = [o.reason for o in outcome.outcomes] + ([incomparable] if incomparable else [])
@@ -391,11 +423,14 @@ def _may_promote(p: Platform, decision: DecisionRecord, champion: str | None) ->
     if champion is None:
         return True
     model = p.state.get(MODELS_PK, decision.model_version) or {}
-    _, champion_values, incomparable = champion_metrics(p, decision.family, model.get("dataset_version", ""))
-    if incomparable or not champion_values or CHAMPION_METRIC not in champion_values:
+    _, champion_values, incomparable = champion_metrics(
+        p, decision.family, model.get("dataset_version", ""), model.get("base_model") or ""
+    )
+    metric = BEDROCK_CHAMPION_METRIC if model.get("method") == "bedrock-customization" else CHAMPION_METRIC
+    if incomparable or not champion_values or metric not in champion_values:
         return True  # nothing comparable: the newer approved model takes over
-    mine = (latest_evaluation(p, decision.model_version) or {}).get("metrics", {}).get(CHAMPION_METRIC)
-    return mine is not None and float(mine) <= champion_values[CHAMPION_METRIC]
+    mine = (latest_evaluation(p, decision.model_version) or {}).get("metrics", {}).get(metric)
+    return mine is not None and float(mine) <= champion_values[metric]
 
 
 def _approved(p: Platform, version: str) -> bool:
@@ -411,11 +446,15 @@ def _code(p: Platform, model_version: str) -> dict[str, Any]:
     from docllm.service_layer.jobs import read_result
 
     model = p.state.get(MODELS_PK, model_version) or {}
-    job = p.state.get(JOBS_PK, model.get("job", ""))
+    job = p.state.get(JOBS_PK, str(model.get("job") or "")) if model.get("job") else None
     if job is None:
         return {}
+    record = JobRecord.model_validate(job)
+    if record.context.get("provenance"):
+        # A Bedrock customization job: no result.json; the code that built its data is in the record.
+        return dict(json.loads(record.context["provenance"]).get("code") or {})
     try:
-        result = read_result(p, JobRecord.model_validate(job).output_uri)
+        result = read_result(p, record.output_uri)
     except NotFoundError:
         return {}
     return dict(result.get("provenance", {}).get("code", {}))

@@ -15,6 +15,7 @@ asks the runner whether the job exists and adopts it, or submits again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -74,6 +75,12 @@ def launch(p: Platform, spec: JobSpec, stage: str, context: dict[str, str]) -> s
     # Jobs publish under the prefix their hyperparameters name (spec.output_uri is SageMaker's own).
     output = spec.hyperparameters.get("output_uri", spec.output_uri)
     record = JobRecord(name=spec.name, stage=stage, status="InProgress", output_uri=output, context=context)
+    if _run_cancelled(p, record):
+        # Its pipeline run was cancelled while the previous stage worked: the chain stops here.
+        record.status, record.failure_reason = "Stopped", f"pipeline run {context.get('request_id')} was cancelled"
+        with contextlib.suppress(ConflictError):
+            p.state.put(JOBS_PK, spec.name, record.model_dump(mode="json"), if_absent=True)
+        return "run cancelled"
     try:
         p.state.put(JOBS_PK, spec.name, record.model_dump(mode="json"), if_absent=True)
     except ConflictError:
@@ -91,6 +98,12 @@ def launch(p: Platform, spec: JobSpec, stage: str, context: dict[str, str]) -> s
         _fail(p, record, f"the job could not be started: {e}")
         e.announced = True  # type: ignore[attr-defined]  # lambda_support must not announce it again
         raise
+    if _run_cancelled(p, record):
+        # Cancelled between the check above and the submit: the cancel found the record but no job to
+        # stop. Stopped now, it ends as the run's other jobs do (recorded Stopped by handle_job_state).
+        with contextlib.suppress(NotFoundError):
+            p.jobs.stop(spec.name)
+        return "run cancelled"
     p.metrics.put("JobsLaunched", 1, dimensions={"stage": stage})
     return "launched"
 
@@ -121,6 +134,14 @@ def handle_job_state(p: Platform, raw: dict[str, Any]) -> dict[str, str]:
     record = JobRecord.model_validate(item)
     if record.status in _ENDED:
         return {"job": record.name, "outcome": "already handled"}
+    if d.TrainingJobStatus in _ENDED and _run_cancelled(p, record):
+        # The pipeline run was cancelled or superseded: whatever the job made (a stopped training job may
+        # still exit cleanly and report Completed) is not completed, so no model of the run is registered.
+        # The run record already says why; nothing is published.
+        record.status, record.updated_at = "Stopped", utcnow()
+        record.failure_reason = f"pipeline run {record.context.get('request_id')} was cancelled"
+        commit(p, [Put(JOBS_PK, record.name, record.model_dump(mode="json"))], [])
+        return {"job": record.name, "outcome": "run cancelled: recorded Stopped"}
     if d.TrainingJobStatus == "Completed":
         stage = importlib.import_module(f"docllm.service_layer.{stage_of(record)}")
         try:
@@ -146,3 +167,10 @@ def _fail(p: Platform, record: JobRecord, reason: str) -> dict[str, str]:
     commit(p, [Put(JOBS_PK, record.name, record.model_dump(mode="json"))], [failed])
     p.metrics.put("JobsFailed", 1, dimensions={"stage": stage_of(record)})
     return {"job": record.name, "outcome": "failed", "reason": reason}
+
+
+def _run_cancelled(p: Platform, record: JobRecord) -> bool:
+    """Whether the job belongs to a pipeline run that was cancelled or superseded."""
+    from docllm.service_layer.pipelines import run_cancelled
+
+    return run_cancelled(p, record.context.get("request_id"))

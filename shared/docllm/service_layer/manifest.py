@@ -43,17 +43,25 @@ from docllm.manifest.chain import (
 from docllm.manifest.exceptions import ManifestError, ManifestInputError, ManifestNotFoundError
 from docllm.manifest.inputs import (
     Artefact,
+    BedrockRef,
     DecisionRecord,
     EvaluationRef,
+    InitRef,
     InputDocument,
     JobProvenance,
+    LoraRef,
     ManifestInputs,
     TeacherRef,
 )
 from docllm.manifest.report import Mismatch, VerificationReport
 from docllm.manifest.statement import (
+    KIND_ADAPTER,
+    KIND_BASE_MODEL,
+    KIND_BEDROCK_MODEL,
+    KIND_CUSTOMIZATION_DATA,
     KIND_DATASET,
     KIND_DOCUMENT,
+    KIND_INIT,
     KIND_SHARD,
     KIND_TEACHER,
     KIND_TOKENIZER,
@@ -78,6 +86,7 @@ from docllm.ports.state import Item, Put
 from docllm.records import DOCS_PK, JOBS_PK, DocumentRecord, JobRecord, utcnow
 from docllm.retries import retry_transient
 from docllm.service_layer.jobs import MODELS_PK, SHARDS_PK, read_result
+from docllm.training.result import InitRecord
 
 EVALUATIONS_PK = "evaluations"
 #: Bytes per ranged read when hashing an artefact: weights are never held in memory whole.
@@ -194,6 +203,10 @@ def gather(p: Platform, model_version: str, decision: DecisionRecord | dict[str,
             f"decision {decided.decision_id} is about {decided.model_version}, not {model_version}"
         )
     model = _record(p, MODELS_PK, model_version, "model")
+    if not model.get("job"):
+        raise ManifestInputError(f"model {model_version} names no training job: the manifest has nothing to attest")
+    if model.get("method") == "bedrock-customization":
+        return _gather_bedrock(p, model_version, model, decided)
     train_job = JobRecord.model_validate(_record(p, JOBS_PK, str(model["job"]), "training job"))
     result = read_result(p, train_job.output_uri)
     trained = TrainingJobResult.model_validate(result)
@@ -204,12 +217,16 @@ def gather(p: Platform, model_version: str, decision: DecisionRecord | dict[str,
     ds_bucket, ds_key = split_uri(summary.manifest_uri)
     ds_raw = retry_transient(lambda: p.objects.get(ds_bucket, ds_key))
     ds_manifest = DatasetManifest.model_validate_json(ds_raw)
+    is_lora = model.get("method") == "lora"
     tokenizer = find_tokenizer(p.state, tokenizer_version)
-    if tokenizer is None:
+    if tokenizer is None and not is_lora:
         raise ManifestInputError(f"no tokenizer record tokenizers/{tokenizer_version}")
-    # Models trained before answer tuning have no shards_key: their shards are the plain pair's.
-    shards_key = str(model.get("shards_key") or f"{dataset_version}/{tokenizer_version}")
-    shards = _record(p, SHARDS_PK, shards_key, "shards")
+    shards: Item | None = None
+    if not is_lora:  # a LoRA job reads the dataset's text: no shards (and its base's tokenizer)
+        # Models trained before answer tuning have no shards_key: their shards are the plain pair's.
+        shards_key = str(model.get("shards_key") or f"{dataset_version}/{tokenizer_version}")
+        shards = _record(p, SHARDS_PK, shards_key, "shards")
+    shards_uri = str(shards["shards_uri"]) if shards else None
     evaluation = _evaluation(p, model_version, decided.evaluation_id)
 
     ev_ref = None
@@ -225,8 +242,8 @@ def gather(p: Platform, model_version: str, decision: DecisionRecord | dict[str,
             job=evaluation.get("job"),
         )
     jobs = {
-        "tokenizer": _completed_job(p, ("tokenizer",), tokenizer.artifacts_uri),
-        "shards": _completed_job(p, ("shards", "tokenize"), str(shards["shards_uri"])),
+        "tokenizer": _completed_job(p, ("tokenizer",), tokenizer.artifacts_uri) if tokenizer else None,
+        "shards": _completed_job(p, ("shards", "tokenize"), shards_uri) if shards_uri else None,
         "train": train_job.name,
         "evaluate": ev_ref.job if ev_ref else None,
     }
@@ -254,10 +271,10 @@ def gather(p: Platform, model_version: str, decision: DecisionRecord | dict[str,
             name="manifest.json", uri=summary.manifest_uri, sha256=sha256_hex(ds_raw), size=len(ds_raw)
         ),
         documents=_documents(p, ds_manifest),
-        tokenizer_uri=tokenizer.artifacts_uri,
-        tokenizer_files=hash_prefix(p, tokenizer.artifacts_uri),
-        shards_uri=str(shards["shards_uri"]),
-        shard_files=hash_prefix(p, str(shards["shards_uri"])),
+        tokenizer_uri=tokenizer.artifacts_uri if tokenizer else None,
+        tokenizer_files=hash_prefix(p, tokenizer.artifacts_uri) if tokenizer else [],
+        shards_uri=shards_uri,
+        shard_files=hash_prefix(p, shards_uri) if shards_uri else [],
         jobs=jobs,
         provenance={k: v for k, v in prov.items() if v is not None},
         started_on=train_job.created_at,
@@ -271,6 +288,166 @@ def gather(p: Platform, model_version: str, decision: DecisionRecord | dict[str,
         decision=decided,
         builder_id=f"urn:docllm:builder:{p.settings.backend}:{p.settings.stage}",
         teacher=TeacherRef.model_validate(trained.teacher.model_dump()) if trained.teacher else None,
+        init=_init_ref(model, trained.init),
+        training_reason=str(model["reason"]) if model.get("reason") else None,
+        lora=_lora(p, model, result) if is_lora else None,
+    )
+
+
+def _evaluation_ref(p: Platform, evaluation: Item | None) -> EvaluationRef | None:
+    if evaluation is None:
+        return None
+    html = evaluation.get("html_uri")
+    return EvaluationRef(
+        evaluation_id=str(evaluation["evaluation_id"]),
+        report_uri=str(evaluation["report_uri"]),
+        report_sha256=str(evaluation["report_sha256"]),
+        html_uri=html,
+        html_sha256=hash_object(p, *split_uri(html))[0] if html else None,
+        job=evaluation.get("job"),
+    )
+
+
+def _gather_bedrock(p: Platform, model_version: str, model: Item, decided: DecisionRecord) -> ManifestInputs:
+    """The manifest inputs of an Amazon Bedrock custom model (service_layer/customize.py).
+
+    What the platform made and can re-hash is stated by digest: the source documents and dataset
+    manifest, the JSONL files Bedrock read (each checked against the sha256 ``data.json`` recorded
+    when it was written: a file changed since is refused, since the manifest would attest data the
+    job never read) and Bedrock's metrics files. What Bedrock holds (the base model, the weights) is
+    named by ARN, without a digest, and the predicate says so (:data:`BEDROCK_NO_WEIGHTS`)."""
+    job = JobRecord.model_validate(_record(p, JOBS_PK, str(model["job"]), "customization job"))
+    ctx = job.context
+    dataset_version = str(model.get("dataset_version") or ctx.get("dataset_version") or "")
+    summary = DatasetSummary.model_validate(_record(p, DATASETS_PK, dataset_version, "dataset"))
+    ds_bucket, ds_key = split_uri(summary.manifest_uri)
+    ds_raw = retry_transient(lambda: p.objects.get(ds_bucket, ds_key))
+    ds_manifest = DatasetManifest.model_validate_json(ds_raw)
+
+    data_uri = str(ctx.get("data_uri") or model.get("data_uri") or "")
+    if not data_uri:
+        raise ManifestInputError(f"customization job {job.name} records no data_uri")
+    data_bucket, data_prefix = split_uri(data_uri)
+    try:
+        data_summary = json.loads(retry_transient(lambda: p.objects.get(data_bucket, data_prefix + "data.json")))
+    except NotFoundError as e:
+        raise ManifestInputError(f"no data.json under {data_uri}: what the job read is not recorded") from e
+    data_files: list[Artefact] = []
+    for name in ("train.jsonl", "validation.jsonl", "data.json"):
+        recorded = (data_summary.get("files") or {}).get(name)
+        if name != "data.json" and recorded is None:
+            continue  # no validation set was given
+        sha, size = hash_object(p, data_bucket, data_prefix + name)
+        if recorded is not None and sha != recorded:
+            raise ManifestInputError(
+                f"{data_uri}{name} has sha256 {sha}, data.json recorded {recorded} when the job was started: "
+                "the file changed since Bedrock read it"
+            )
+        data_files.append(Artefact(name=name, uri=f"{data_uri}{name}", sha256=sha, size=size))
+    bedrock = BedrockRef(
+        custom_model_arn=str(model.get("custom_model_arn") or model["export_uri"]),
+        custom_model_name=str(model.get("version") or model_version),
+        job_name=job.name,
+        job_arn=model.get("job_arn") or None,
+        base_model_identifier=str(ctx.get("base_model") or model.get("base_model") or "unknown"),
+        base_model_arn=model.get("base_model_arn") or None,
+        customization_type=str(ctx.get("customization_type") or data_summary.get("customization_type") or ""),
+        hyperparameters=json.loads(ctx.get("hyperparameters") or "{}"),
+        data_uri=data_uri,
+        data_files=data_files,
+        data_summary={k: v for k, v in data_summary.items() if k != "files"},
+        output_uri=job.output_uri,
+        output_files=hash_prefix(p, job.output_uri),
+    )
+    evaluation = _evaluation(p, model_version, decided.evaluation_id)
+    ev_ref = _evaluation_ref(p, evaluation)
+    from docllm.provenance import provenance
+
+    prov: dict[str, JobProvenance] = {"issuer": JobProvenance.model_validate(provenance())}
+    if ctx.get("provenance"):  # the code that built the JSONL (the launch)
+        prov["customize"] = JobProvenance.model_validate(json.loads(ctx["provenance"]))
+    recorded_eval = (evaluation or {}).get("provenance")
+    if recorded_eval:  # the code that read Bedrock's metrics
+        prov["evaluate"] = JobProvenance.model_validate(recorded_eval)
+    family_name = str(model.get("family") or decided.family)
+    return ManifestInputs(
+        model_version=model_version,
+        family=family_name,
+        family_definition=_family_definition(family_name),
+        train_config={
+            "method": "bedrock-customization",
+            "customizationType": bedrock.customization_type,
+            "baseModelIdentifier": bedrock.base_model_identifier,
+            "hyperParameters": bedrock.hyperparameters,
+        },
+        model_config_={"baseModelArn": bedrock.base_model_arn, "customModelArn": bedrock.custom_model_arn},
+        dataset_version=dataset_version,
+        tokenizer_version="",  # the base model's own, inside Bedrock
+        split_rule=ds_manifest.split_rule.model_dump(mode="json"),
+        export_uri=bedrock.custom_model_arn,
+        model_files=[],
+        dataset_manifest=Artefact(
+            name="manifest.json", uri=summary.manifest_uri, sha256=sha256_hex(ds_raw), size=len(ds_raw)
+        ),
+        documents=_documents(p, ds_manifest),
+        tokenizer_uri=None,
+        tokenizer_files=[],
+        shards_uri=None,
+        shard_files=[],
+        jobs={"train": job.name, "evaluate": ev_ref.job if ev_ref else None},
+        provenance=prov,
+        started_on=job.created_at,
+        finished_on=job.updated_at if job.status == "Completed" else None,
+        metrics={
+            "training": dict(model.get("metrics") or {}),
+            "evaluation": dict((evaluation or {}).get("metrics") or {}),
+            "benchmarks": {},
+        },
+        evaluation=ev_ref,
+        decision=decided,
+        builder_id=f"urn:docllm:builder:{p.settings.backend}:{p.settings.stage}",
+        bedrock=bedrock,
+    )
+
+
+def _init_ref(model: Item, init: InitRecord | None) -> InitRef | None:
+    """A continued model's initial weights: the champion its launcher named (the model record, from the
+    job context) and the file the job read (its result.json)."""
+    if init is None or not model.get("init_uri"):
+        return None
+    return InitRef(
+        model_version=str(model["init_from"]) if model.get("init_from") else None,
+        uri=str(model["init_uri"]),
+        weights_file=init.weights_file,
+        weights_sha256=init.weights_sha256,
+    )
+
+
+def _lora(p: Platform, model: Item, result: dict[str, Any]) -> LoraRef:
+    """What a LoRA model's record and result.json say of its base, adapter, settings and subset."""
+    from docllm.lora.result import LoraJobResult
+
+    lora = LoraJobResult.model_validate(result)
+    adapter_uri = str(model["adapter_uri"])
+    subset_file = None
+    if model.get("subset_uri"):
+        bucket, key = split_uri(str(model["subset_uri"]))
+        sha, size = hash_object(p, bucket, key)
+        subset_file = Artefact(name="subset.json", uri=str(model["subset_uri"]), sha256=sha, size=size)
+    return LoraRef(
+        base_model_uri=lora.base_model.uri,
+        base_model_version=lora.base_model.version,
+        base_files=lora.base_model.files,
+        adapter_uri=adapter_uri,
+        adapter_files=hash_prefix(p, adapter_uri),
+        settings={
+            "r": model.get("r"),
+            "alpha": model.get("alpha"),
+            "targetModules": model.get("target_modules"),
+            "trainableParams": lora.trainable_params,
+        },
+        subset=lora.subset,
+        subset_file=subset_file,
     )
 
 
@@ -636,7 +813,10 @@ def _check_artefacts(p: Platform, statement: dict[str, Any], found: list[Mismatc
     prefixes = build.get("internalParameters", {}).get("artefacts", {})
     subjects = statement["subject"]
     for s in subjects:
-        _check_digest(p, s, "model", found, checked)
+        if _kind(s) == KIND_BEDROCK_MODEL:
+            _check_bedrock_model(p, s, found, checked)
+        else:
+            _check_digest(p, s, "model", found, checked)
     _check_unlisted(p, prefixes.get("export"), subjects, found)
     deps = build["resolvedDependencies"]
     documents: list[dict[str, Any]] = []
@@ -646,7 +826,15 @@ def _check_artefacts(p: Platform, statement: dict[str, Any], found: list[Mismatc
         if kind == KIND_DOCUMENT:
             documents.append(d)
             _check_document(p, d, found, checked)
-        elif kind in (KIND_DATASET, KIND_TOKENIZER, KIND_SHARD, KIND_TEACHER):
+        elif kind in (
+            KIND_DATASET,
+            KIND_TOKENIZER,
+            KIND_SHARD,
+            KIND_TEACHER,
+            KIND_BASE_MODEL,
+            KIND_INIT,
+            KIND_CUSTOMIZATION_DATA,
+        ):
             body = _check_digest(p, d, kind, found, checked, keep=kind == KIND_DATASET)
             if kind == KIND_DATASET:
                 dataset_manifest = body
@@ -654,9 +842,49 @@ def _check_artefacts(p: Platform, statement: dict[str, Any], found: list[Mismatc
     _check_unlisted(p, prefixes.get("shards"), [d for d in deps if _kind(d) == KIND_SHARD], found)
     if dataset_manifest is not None:
         _check_dataset_documents(dataset_manifest, documents, found)
-    for b in statement["predicate"].get("runDetails", {}).get("byproducts", []):
+    byproducts = statement["predicate"].get("runDetails", {}).get("byproducts", [])
+    for b in byproducts:
         if str(b.get("uri", "")).startswith("s3://"):
-            _check_digest(p, b, "byproduct", found, checked)
+            _check_digest(p, b, KIND_ADAPTER if _kind(b) == KIND_ADAPTER else "byproduct", found, checked)
+    _check_unlisted(p, prefixes.get("adapter"), [b for b in byproducts if _kind(b) == KIND_ADAPTER], found)
+
+
+def _check_bedrock_model(p: Platform, s: dict[str, Any], found: list[Mismatch], checked: dict[str, int]) -> None:
+    """A Bedrock custom model's subject: its digest is its identity record's, and Bedrock, asked
+    about the customization job, names the same custom model (when Bedrock can be asked: the local
+    platform has none)."""
+    uri = str(s.get("uri", ""))
+    identity = (s.get("annotations") or {}).get("identity") or {}
+    expected = (s.get("digest") or {}).get("sha256")
+    checked["bedrock-custom-model"] = checked.get("bedrock-custom-model", 0) + 1
+    actual = sha256_hex(canonical_json(identity))
+    if actual != expected:
+        found.append(
+            Mismatch(kind="digest", subject=uri, expected=expected, actual=actual, detail="identity record changed")
+        )
+        return
+    job = str(identity.get("customizationJob") or "")
+    try:
+        described = p.customizer.describe(job)
+    except NotFoundError:
+        found.append(Mismatch(kind="provider", subject=uri, detail=f"Amazon Bedrock has no customization job {job}"))
+        return
+    except PermanentError as e:
+        if p.local:
+            return  # no Bedrock on the local platform: the digests are all there is to check
+        found.append(Mismatch(kind="provider", subject=uri, detail=f"Amazon Bedrock could not be asked: {e}"))
+        return
+    checked["bedrock-job"] = checked.get("bedrock-job", 0) + 1
+    if described.custom_model_arn != identity.get("customModelArn"):
+        found.append(
+            Mismatch(
+                kind="provider",
+                subject=uri,
+                expected=str(identity.get("customModelArn")),
+                actual=described.custom_model_arn,
+                detail=f"Bedrock's customization job {job} names another custom model",
+            )
+        )
 
 
 def _kind(d: dict[str, Any]) -> Any:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from docllm.bootstrap import Platform
 from docllm.events.contracts import (
     DatasetBuildRequested,
+    DatasetBuilt,
     ModelTrained,
     ShardsBuilt,
     TrainingRequested,
@@ -50,8 +51,15 @@ _METRICS = {
 }
 
 
+#: Methods that train on the dataset version itself, with no tokenizer or shards of the family's own:
+#: the train stage launches them on "Dataset Built" (the tokenizer stage skips their families).
+DATASET_METHODS = ("lora", "bedrock-customization")
+
+
 def handle_train_event(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
     event = BusEvent.model_validate(raw)
+    if event.detail_type == DatasetBuilt.DETAIL_TYPE:
+        return _on_dataset_built(p, parse_detail(event, DatasetBuilt))
     if event.detail_type == ShardsBuilt.DETAIL_TYPE:
         built = parse_detail(event, ShardsBuilt)
         if not (built.train_after and built.family):
@@ -72,6 +80,19 @@ def handle_train_event(p: Platform, raw: dict[str, Any]) -> dict[str, Any]:
         [to_bus(DatasetBuildRequested(family=request.family, train_after=True, request_id=request.request_id))]
     )
     return {"outcome": "dataset build requested", "family": request.family}
+
+
+def _on_dataset_built(p: Platform, built: DatasetBuilt) -> dict[str, Any]:
+    """A dataset version for a family whose method trains on it directly (:data:`DATASET_METHODS`):
+    launch now. Every other family goes on through the tokenizer and shards stages."""
+    from docllm.training.families import family as family_named
+
+    if not (built.train_after and built.family):
+        return {"outcome": "no training asked for"}
+    method = family_named(built.family).method
+    if method not in DATASET_METHODS:
+        return {"outcome": f"method {method} trains on shards: not yet", "family": built.family}
+    return _launch(p, built.family, built.dataset_version, "", built.request_id or "")
 
 
 def _launch(

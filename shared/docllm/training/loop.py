@@ -48,6 +48,8 @@ from docllm.model.gpt import GPT
 from docllm.model.loss import Distillation
 from docllm.ports.metrics import MetricsSink
 from docllm.training.checkpoint import (
+    InitWeights,
+    check_init_config,
     find_checkpoint,
     load_checkpoint,
     rng_state,
@@ -290,8 +292,14 @@ def train(
     stop: StopFlag | None = None,
     dist_info: DistInfo | None = None,
     teacher: GPT | None = None,
+    init: InitWeights | None = None,
 ) -> TrainOutcome:
     """Train a :class:`GPT` from scratch, or resume from ``checkpoint_dir/ckpt.pt`` when present.
+
+    With ``init`` (a continued run, :func:`docllm.training.checkpoint.load_init_weights`) the model
+    starts from those weights instead of a random init; only the weights: the optimizer, step, schedule
+    and data order are this run's own. A checkpoint of this run still wins (a restarted continued
+    run resumes where it stopped, not from its initial weights again).
 
     Returns the trained model (rank 0), the result and the logged history. When
     ``stop`` is set (SIGTERM), saves a checkpoint and returns with
@@ -317,6 +325,10 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
         torch.backends.cudnn.allow_tf32 = cfg.tf32
     raw = GPT(model_config).to(device)
+    if init is not None:
+        # Before wrapping: DDP broadcasts and FSDP shards whatever the raw module holds.
+        check_init_config(init.model_config, model_config.model_dump())
+        raw.load_state_dict(init.state_dict)  # strict: every tensor of the model, no stray one
     torch.manual_seed(cfg.seed + info.rank)
     model = wrap_model(raw, info, cfg.distributed)
     fsdp = info.distributed and cfg.distributed == "fsdp"

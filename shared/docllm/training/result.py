@@ -27,6 +27,14 @@ class TeacherRecord(BaseModel):
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())
 
 
+class InitRecord(BaseModel):
+    """The weights a continued run started from (the job's ``init`` channel): the launcher records
+    which model version and prefix that was (the job's context); the job, what it read."""
+
+    weights_file: str = Field(description="model.safetensors (an export) or ckpt.pt (a checkpoint)")
+    weights_sha256: str = Field(description="sha256 of that file, as the job read it")
+
+
 class TrainingJobResult(BaseModel):
     model_version: str
     family: str | None
@@ -53,5 +61,6 @@ class TrainingJobResult(BaseModel):
         default_factory=dict, description="code (repository, commit, dirty) and environment (image or lock hash)"
     )
     teacher: TeacherRecord | None = Field(default=None, description="distillation only: the teacher")
+    init: InitRecord | None = Field(default=None, description="continued runs only: the initial weights")
 
     model_config = ConfigDict(populate_by_name=True, protected_namespaces=())

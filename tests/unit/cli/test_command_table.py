@@ -33,6 +33,8 @@ def test_every_command_in_the_table_parses_and_resolves(cmd):
         ("incident", "show"): ["i"],
         ("incident", "close"): ["i", "--cause", "c"],
         ("canary", "set"): ["f"],
+        ("pipeline", "run"): ["tiny-s3"],
+        ("pipeline", "cancel"): ["tiny-s3"],
     }
     argv = [*cmd.path, *required.get(cmd.path, [])]
     args = build_parser().parse_args(argv)

@@ -64,7 +64,8 @@ class CloudDeployer:
     ) -> dict[str, Any]:
         """Start serving ``model_version`` on ``target``. ``guardrails=False`` (a rollback) leaves the
         endpoint alarms out of the update's ``AutoRollbackConfiguration``."""
-        from docllm.deploy.spec import DeploymentSpec
+        from docllm.deploy.spec import DeploymentSpec, LoraAdapter
+        from docllm.service_layer.deploy import adapter_serving
 
         s = self.settings
         spec = DeploymentSpec(
@@ -81,6 +82,9 @@ class CloudDeployer:
             max_model_len=_context_length(model["family"]),
             data_capture_uri=f"s3://{s.artifact_bucket}/endpoint-capture/" if target == "sagemaker" else None,
             alarm_names=s.endpoint_alarms if guardrails else [],
+            # SageMaker serves a LoRA model as its base with the adapter (vLLM --enable-lora); Bedrock
+            # imports the merged export.
+            lora_adapter=LoraAdapter.of_model(model) if target == "sagemaker" else None,
         )
         if target == "sagemaker":
             from docllm.adapters.aws.sagemaker_deploy import SageMakerDeployer
@@ -94,6 +98,7 @@ class CloudDeployer:
             raise ConfigurationError(f"no AWS deploy target {target!r}")
         return {
             **record.details,
+            **adapter_serving(model_version, model, served="adapter" if spec.lora_adapter else "merged"),
             "endpoint": record.endpoint,
             "status": record.status,
             "context_length": spec.max_model_len or DEFAULT_CONTEXT,

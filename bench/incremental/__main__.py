@@ -1,0 +1,3 @@
+from bench.incremental.run import main
+
+raise SystemExit(main())
