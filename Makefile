@@ -1,13 +1,15 @@
 # docllm — every target does its own set-up (scripts/setup.sh is idempotent).
-.PHONY: setup up demo test test-fast lint typecheck sam-check schemas bench clean
+.PHONY: setup up demo test test-fast lint typecheck sam-check schemas api-docs bench clean
 
 VENV := .venv/bin
 
 setup:
 	@bash scripts/setup.sh
 
-up: setup ## run the whole platform locally (Ctrl-C stops)
-	$(VENV)/docllm up
+up: setup ## the demo on samples/corpus (resumes if run before), then the platform keeps running (Ctrl-C stops)
+	$(VENV)/docllm demo
+
+demo: up
 
 test: setup ## the full suite, as CI runs it
 	$(VENV)/python -m pytest -q
@@ -26,6 +28,9 @@ sam-check: ## sam validate --lint and sam build (SAM CLI in its own tool venv)
 
 schemas: setup ## regenerate events/schemas from the event contracts
 	$(VENV)/docllm events schemas --out events/schemas
+
+api-docs: setup ## regenerate docs/api.md from the API's OpenAPI document
+	$(VENV)/python docs/gen_api.py
 
 bench: setup ## every benchmark, quick mode
 	$(VENV)/python -m bench.ingest --quick

@@ -332,8 +332,11 @@ class Platform:
     def search(self) -> SearchIndex:
         if self.local:
             from docllm.adapters.local.search import LocalSearchIndex
+            from docllm.service_layer.retriever import ActiveEncoder, encoder_cache_dir
 
-            return self._faulty("search", LocalSearchIndex(self.data_dir / "search"))
+            # The gated retriever (issue 18), if any: read from its verified files, swapped in when it changes.
+            source = ActiveEncoder(self, encoder_cache_dir(self))
+            return self._faulty("search", LocalSearchIndex(self.data_dir / "search", encoder_source=source))
         return self._opensearch(read_only=False)
 
     @cached_property

@@ -47,6 +47,8 @@ def test_a_whole_guide_is_ingested_searchable_and_idempotent(runtime, corpus_dir
     assert all(d["status"] in ("processed", "duplicate", "quarantined") for d in docs)
     assert all(d["reason"] for d in docs if d["status"] == "quarantined")
     chunks_before = sum(d["chunk_count"] for d in docs)
+    # `ingest` waits for the documents; their consumers (index, pipelines) may still be at work.
+    assert runtime.wait_idle(120)
     events_before = runtime.platform.event_log.last(1)[0].seq
 
     code, again = cli(runtime, capsys, "ingest", str(guide), "--service", "s3")

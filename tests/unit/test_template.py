@@ -128,6 +128,19 @@ ROUTES: list[tuple[str, str, str, int, int, str, str | None, dict[str, Any]]] = 
         },
     ),
     (
+        "RetrieverFunction",
+        "retriever",
+        "RetrieverQueue",
+        1,
+        3,
+        "RetrieverRequestsRule",
+        "DocllmBus",
+        {
+            "source": ["docllm.tokenizer", "docllm.retriever"],
+            "detail-type": ["Tokenizer Trained", "Retriever Training Requested"],
+        },
+    ),
+    (
         "TrainFunction",
         "train",
         "TrainQueue",
@@ -318,7 +331,7 @@ JOB_ENV = {
     "DOCLLM_SUBNET_IDS",
     "DOCLLM_SECURITY_GROUP_IDS",
 }
-JOB_LAUNCHERS = {"TokenizerFunction", "ShardsFunction", "TrainFunction", "EvaluateFunction"}
+JOB_LAUNCHERS = {"TokenizerFunction", "ShardsFunction", "RetrieverFunction", "TrainFunction", "EvaluateFunction"}
 # The role each launcher's jobs run as (and the only role it may pass), and the variable naming it.
 # Evaluation jobs render user-supplied benchmark templates: their role may not write the weights.
 JOB_ROLE_OF = {"EvaluateFunction": ("EvaluateJobRole", "DOCLLM_SAGEMAKER_EVALUATE_ROLE_ARN")}
@@ -346,11 +359,20 @@ PUBLISHED_SOURCES: dict[str, set[str]] = {
     "DatasetFunction": {"docllm.dataset", "docllm.pipeline"},
     "TokenizerFunction": {"docllm.tokenizer", "docllm.pipeline"},
     "ShardsFunction": {"docllm.shards", "docllm.pipeline"},
+    # A version trained before is announced again ("Retriever Trained"); a missing tokenizer fails the stage.
+    "RetrieverFunction": {"docllm.retriever", "docllm.pipeline"},
     "TrainFunction": {"docllm.dataset", "docllm.pipeline"},
     "EvaluateFunction": {"docllm.evaluate", "docllm.pipeline"},
     "GateFunction": {"docllm.gate", "docllm.pipeline"},
     "DeployFunction": {"docllm.deploy", "docllm.pipeline"},
-    "JobEventsFunction": {"docllm.tokenizer", "docllm.shards", "docllm.training", "docllm.evaluate", "docllm.pipeline"},
+    "JobEventsFunction": {
+        "docllm.tokenizer",
+        "docllm.shards",
+        "docllm.retriever",
+        "docllm.training",
+        "docllm.evaluate",
+        "docllm.pipeline",
+    },
     "ApiFunction": set(),
     # The rollback handler redeploys through the deployer's code ("Model Deployed") and announces
     # "Model Rolled Back" and the incidents it opens and closes.
@@ -1505,6 +1527,10 @@ def test_api_function_serves_exactly_the_documented_routes(template: Tpl) -> Non
         ("GET", "/v1/status"),
         ("GET", "/openapi.json"),
         ("POST", "/v1/ask"),
+        # The dashboard's pages and forms (docs/dashboard.md).
+        ("GET", "/dashboard"),
+        ("GET", "/dashboard/{proxy+}"),
+        ("POST", "/dashboard/{proxy+}"),
     }
     for e in events:
         assert e["Properties"]["ApiId"] == {"Ref": "DocllmHttpApi"}

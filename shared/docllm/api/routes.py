@@ -475,6 +475,10 @@ def create_app() -> APIGatewayHttpResolver:
 
     app.get("/v1/documents")(documents)
     app.get("/v1/status")(status)
+    # The dashboard's HTML pages (docs/dashboard.md), behind the same authentication as the API.
+    from docllm.api.dashboard_routes import register as register_dashboard
+
+    register_dashboard(app)
 
     @app.get("/openapi.json")
     def openapi() -> Response[str]:

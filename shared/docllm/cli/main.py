@@ -475,6 +475,11 @@ COMMANDS: tuple[Command, ...] = (
                 action="store_true",
                 help="score only the questions whose expected documents belong to ingested services",
             ),
+            arg(
+                "--encoder",
+                metavar="VERSION|DIR",
+                help="compare BM25 alone with BM25 + this retriever (the gate's test; exit 1 when worse)",
+            ),
             JSON,
         ),
     ),
@@ -504,6 +509,8 @@ COMMANDS = (
     *_plugged_commands("incident_cmds"),
     *_plugged_commands("canary_cmds"),
     *_plugged_commands("families_cmds"),
+    *_plugged_commands("retrieval_cmds"),
+    *_plugged_commands("demo_cmds"),
 )
 
 
@@ -514,7 +521,20 @@ class UsageError(Exception):
         super().__init__(f"{prog}: {message} (see {prog} --help)")
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Help wrapped at spaces only: names with hyphens (``tiny-s3-lora``, ``--max-tokens``) stay whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)  # subcommands' parsers are Parsers too
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(self.prog, message)
 

@@ -8,6 +8,13 @@ Two sources of the index:
   chunked by the ingest pipeline and keyed ``<service>/<file name>`` as ``bench.search`` keys them.
   No platform is needed.
 
+``--encoder VERSION|DIR`` compares BM25 alone with BM25 + that encoder on the same index and questions
+and gives the retriever gate's verdict (``docllm.search.retriever_gate``); VERSION is a recorded
+retriever (files fetched and checked against its record), DIR an encoder directory.
+
+``docllm retriever train|list|show`` (this module's ``COMMANDS``) drive the retriever stage
+(``docllm.service_layer.retriever``).
+
 Questions of type ``not_covered`` are left out of recall and MRR (``docllm.search.evaluation``); for
 every question the command also asks whether an answer would abstain (the answer service's relevance
 floor, ``docllm.answers.retrieve``), which is right for ``not_covered`` and wrong otherwise.
@@ -20,10 +27,12 @@ import tempfile
 from argparse import Namespace
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from docllm.bootstrap import Platform
     from docllm.ports.search import SearchIndex
+    from docllm.search.encoder import TextEncoder
     from docllm.search.sqlite_index import SqliteSearchIndex
 
 from docllm.cli.common import (
@@ -145,6 +154,8 @@ def cmd_eval_retrieval(args: Namespace) -> int:
         def abstains(q: Question) -> bool:
             return not retrieve(index, q.question, service=q.service, versions=dict).covered
 
+        if getattr(args, "encoder", None):
+            return _compare_with_encoder(args, platform, folder_index, questions, warnings)
         report = evaluate(index, questions, k=args.k, abstains=abstains)
         if folder_index is not None:
             folder_index.close()
@@ -158,4 +169,191 @@ def cmd_eval_retrieval(args: Namespace) -> int:
         )
     else:
         out.print(format_table(report), markup=False)
+    return 0
+
+
+def _encoder_named(p: Platform | None, name: str) -> TextEncoder:
+    """A recorded retriever version (its verified files) or an encoder directory."""
+    from docllm.search.encoder import TextEncoder
+    from docllm.search.exceptions import EncoderArtifactError
+
+    if Path(name).is_dir():
+        try:
+            return TextEncoder.load(Path(name))
+        except EncoderArtifactError as e:
+            raise CliError(str(e), EXIT_FAILED) from None
+    if p is None:
+        raise CliError(f"--encoder {name} is not a folder (a recorded version needs the platform)", EXIT_NOT_FOUND)
+    from docllm.service_layer.retriever import encoder_cache_dir, find_retriever, load_verified
+
+    record = find_retriever(p, name)
+    if record is None:
+        raise CliError(f"no retriever {name}: see docllm retriever list", EXIT_NOT_FOUND)
+    return load_verified(p, record, encoder_cache_dir(p))
+
+
+def _compare_with_encoder(
+    args: Namespace,
+    platform: Platform | None,
+    folder_index: SqliteSearchIndex | None,
+    questions: list[Any],
+    warnings: list[str],
+) -> int:
+    """BM25 alone against BM25 + the encoder on the same questions: the retriever gate, by hand."""
+    from docllm.search.retriever_gate import compare
+    from docllm.search.sqlite_index import SqliteSearchIndex
+
+    encoder = _encoder_named(platform, args.encoder)
+    # The platform's index follows the active encoder; the comparison needs one that holds this one.
+    index = folder_index
+    if index is None:
+        assert platform is not None and platform.settings.data_dir is not None
+        index = SqliteSearchIndex(Path(platform.settings.data_dir) / "search")
+    try:
+        figures = compare(index, encoder, [q for q in questions if q.covered])
+    finally:
+        index.close()
+    if args.json:
+        emit_json({**figures.model_dump(mode="json"), "encoder": encoder.version, "warnings": warnings})
+    else:
+        out.print(
+            f"{'':8} {'recall@10':>9} {'MRR@10':>7}\n"
+            f"{'BM25':8} {figures.bm25_recall_at_10:9.3f} {figures.bm25_mrr_at_10:7.3f}\n"
+            f"{'hybrid':8} {figures.hybrid_recall_at_10:9.3f} {figures.hybrid_mrr_at_10:7.3f}\n"
+            f"{figures.questions} questions; encoder {encoder.version}: "
+            f"{'passes' if figures.approved else 'fails'} the gate ({figures.reason})",
+            markup=False,
+        )
+    return 0 if figures.approved else EXIT_FAILED
+
+
+_JSON = (("--json",), {"action": "store_true", "help": 'machine-readable JSON on stdout (errors too: {"error": ...})'})
+
+COMMANDS: tuple[tuple[Any, ...], ...] = (
+    (
+        ("retriever", "train"),
+        "retrieval_cmds:cmd_retriever_train",
+        "train a retriever (dual encoder) on a dataset version's train split with its tokenizer; "
+        "the gate decides whether the index uses it",
+        (
+            (("--tokenizer",), {"metavar": "VERSION", "help": "tokenizer version (default: the newest recorded)"}),
+            (("--dataset",), {"metavar": "VERSION", "help": "dataset version (default: the tokenizer's)"}),
+            (("--epochs",), {"type": int, "help": "training epochs (default: EncoderSettings')"}),
+            (("--questions-uri",), {"metavar": "URI", "help": "prefix holding questions.jsonl for the gate"}),
+            (("--wait",), {"action": "store_true", "help": "wait for Retriever Trained (or the failure)"}),
+            (("--timeout",), {"type": float, "default": 3600.0, "help": "seconds --wait waits (default: 3600)"}),
+            _JSON,
+        ),
+    ),
+    (
+        ("retriever", "list"),
+        "retrieval_cmds:cmd_retriever_list",
+        "recorded retrievers: gate status, validation figures, which one the index uses",
+        (_JSON,),
+    ),
+    (
+        ("retriever", "show"),
+        "retrieval_cmds:cmd_retriever_show",
+        "one retriever's record: inputs (dataset, tokenizer, job), file sha256s, card, gate figures",
+        ((("version",), {"help": "retriever version (enc-...)"}), _JSON),
+    ),
+)
+
+
+def _newest_tokenizer(p: Platform) -> Any:
+    from docllm.tokenizer.artifacts import TOKENIZERS_PK, TokenizerSummary
+
+    found = [TokenizerSummary.model_validate(item) for _, item in p.state.query(TOKENIZERS_PK)]
+    if not found:
+        raise CliError("no tokenizer is recorded yet: docllm dataset build, then docllm train", EXIT_NOT_FOUND)
+    return max(found, key=lambda t: t.created_at)
+
+
+def cmd_retriever_train(args: Namespace) -> int:
+
+    from docllm.cli.pipeline_cmds import _failure, _last_seq, _wait_for
+    from docllm.events.contracts import RetrieverTrainingRequested, to_bus
+    from docllm.tokenizer.artifacts import find_tokenizer
+
+    p, _ = running_platform(args)
+    if args.tokenizer:
+        tokenizer = find_tokenizer(p.state, args.tokenizer)
+        if tokenizer is None:
+            raise CliError(f"no tokenizer {args.tokenizer} is recorded", EXIT_NOT_FOUND)
+    else:
+        tokenizer = _newest_tokenizer(p)
+    settings: dict[str, Any] = {} if args.epochs is None else {"epochs": args.epochs}
+    request = RetrieverTrainingRequested(
+        dataset_version=args.dataset or tokenizer.dataset_version,
+        tokenizer_version=tokenizer.version,
+        settings=settings,
+        questions_uri=args.questions_uri,
+        family=None,
+    )
+    seq = _last_seq(p)
+    p.bus.publish([to_bus(request)])
+    if not args.wait:
+        if args.json:
+            emit_json({"request_id": request.request_id, **request.model_dump(mode="json")})
+        else:
+            out.print(f"asked for a retriever on {request.dataset_version} / {request.tokenizer_version}", markup=False)
+        return 0
+    body = _wait_for(p, seq, request.request_id, {"Retriever Trained"}, timeout_s=args.timeout, show=not args.json)
+    if body is None:
+        raise CliError(f"timed out after {args.timeout:.0f}s; see docllm retriever list", EXIT_FAILED)
+    if body.get("detail-type") != "Retriever Trained":
+        raise CliError(_failure(body), EXIT_FAILED)
+    d = body["detail"]
+    if args.json:
+        emit_json(d)
+    else:
+        verdict = "approved: the index uses it" if d["approved"] else "rejected: the index keeps what it used"
+        out.print(f"{d['retriever_version']} {verdict} ({d['reason']})", markup=False)
+    return 0 if d["approved"] else EXIT_FAILED
+
+
+def cmd_retriever_list(args: Namespace) -> int:
+    from docllm.service_layer.retriever import active_retriever, list_retrievers
+
+    p, _ = running_platform(args)
+    active = active_retriever(p)
+    rows = list_retrievers(p)
+    if args.json:
+        emit_json(
+            {
+                "active": active.version if active else None,
+                "retrievers": [r.model_dump(mode="json", exclude={"card"}) for r in rows],
+            }
+        )
+        return 0
+    if not rows:
+        out.print("no retriever recorded: docllm retriever train", markup=False)
+        return 0
+    for r in sorted(rows, key=lambda r: r.gated_at):
+        mark = "*" if active is not None and r.version == active.version else " "
+        m = r.metrics
+        out.print(
+            f"{mark} {r.version} {r.status:8} dataset {r.dataset_version} tokenizer {r.tokenizer_version} "
+            f"recall@10 {m.get('bm25_recall_at_10', 0):.3f}->{m.get('hybrid_recall_at_10', 0):.3f} "
+            f"MRR {m.get('bm25_mrr_at_10', 0):.3f}->{m.get('hybrid_mrr_at_10', 0):.3f}",
+            markup=False,
+        )
+    return 0
+
+
+def cmd_retriever_show(args: Namespace) -> int:
+    from docllm.service_layer.retriever import active_retriever, find_retriever
+
+    p, _ = running_platform(args)
+    record = find_retriever(p, args.version)
+    if record is None:
+        raise CliError(f"no retriever {args.version}: see docllm retriever list", EXIT_NOT_FOUND)
+    active = active_retriever(p)
+    body = {**record.model_dump(mode="json"), "active": active is not None and active.version == record.version}
+    if args.json:
+        emit_json(body)
+    else:
+        import json
+
+        out.print(json.dumps(body, indent=1, ensure_ascii=False), markup=False)
     return 0

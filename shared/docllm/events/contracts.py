@@ -202,6 +202,42 @@ class ShardsBuilt(EventDetail):
 # --- training --------------------------------------------------------------
 
 
+class RetrieverTrainingRequested(EventDetail):
+    """A person asks for a retriever (dual encoder) on a dataset version and tokenizer (``docllm retriever
+    train``); a family with a ``retriever`` section asks by itself on its "Tokenizer Trained"."""
+
+    SOURCE: ClassVar[str] = "docllm.retriever"
+    DETAIL_TYPE: ClassVar[str] = "Retriever Training Requested"
+
+    dataset_version: str
+    tokenizer_version: str
+    settings: dict[str, Any] = Field(default_factory=dict, description="EncoderSettings overrides")
+    questions_uri: str | None = Field(
+        default=None, description="prefix holding questions.jsonl, the gate's validation questions; None: rule-made"
+    )
+    family: str | None = None
+    request_id: str = RequestId
+
+
+class RetrieverTrained(EventDetail):
+    """A retriever's job completed and its validation gate decided (approved: the index now uses it)."""
+
+    SOURCE: ClassVar[str] = "docllm.retriever"
+    DETAIL_TYPE: ClassVar[str] = "Retriever Trained"
+
+    retriever_version: str
+    dataset_version: str
+    tokenizer_version: str
+    artifacts_uri: str
+    encoder_sha256: str
+    tokenizer_sha256: str
+    approved: bool = Field(description="the gate: hybrid not worse than BM25 alone on the validation questions")
+    reason: str
+    metrics: dict[str, float] = Field(default_factory=dict, description="validation figures, bm25_* and hybrid_*")
+    family: str | None = None
+    request_id: str | None = FollowsRequest
+
+
 class TrainingRequested(EventDetail):
     SOURCE: ClassVar[str] = "docllm.training"
     DETAIL_TYPE: ClassVar[str] = "Training Requested"
@@ -545,6 +581,8 @@ CONTRACTS: tuple[type[EventDetail], ...] = (
     DatasetBuilt,
     TokenizerTrained,
     ShardsBuilt,
+    RetrieverTrainingRequested,
+    RetrieverTrained,
     TrainingRequested,
     ModelTrained,
     EvaluationRequested,

@@ -60,6 +60,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
+from docllm.dashboard.auth import LOGIN_PATH, is_dashboard_path, is_public, session_valid
 from docllm.exceptions import ConfigurationError, PortInUseError
 from docllm.runtime.template import FunctionSpec, HttpRoute
 
@@ -287,6 +288,12 @@ def triage(fn: FunctionSpec, key: str | None, request: Request) -> Reply | Invoc
     if route is None:
         return Reply.json(404, NOT_FOUND)
     if key is not None and not _authorised(request.headers, key):
+        # The dashboard's pages (docllm.dashboard.auth): a browser signs in with the key once and then
+        # presents a session cookie derived from it; the sign-in page checks the key itself.
+        if is_dashboard_path(path) and (is_public(path) or session_valid(request.headers, key)):
+            return Invocation(route, request)
+        if is_dashboard_path(path) and method == "GET":
+            return Reply(303, [("Location", LOGIN_PATH), ("Content-Type", "text/plain")], b"sign in\n")
         return Reply.json(401, {"message": UNAUTHORISED})
     return Invocation(route, request)
 

@@ -20,6 +20,10 @@ Layout of ``<directory>/search.sqlite3``:
     every chunk added or removed, in commit order; trimmed past ``LOG_KEEP``.
 ``doc_services(service, doc_key)``
     lets :meth:`SqliteSearchIndex.services` answer without scanning chunks.
+``vectors(encoder, chunk, vector)``
+    each chunk's unit vector (float32 bytes) per encoder version, written with the chunk by a writer
+    that has the encoder and by a reader that had to encode what it found without one, so a process
+    (re)start loads vectors instead of encoding the corpus again (an encoder's rows go with its chunks).
 
 Every change to one document is one ``BEGIN IMMEDIATE`` transaction over all
 tables, so a reader, another process or a crash sees either the old document
@@ -32,10 +36,12 @@ import json
 import sqlite3
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from docllm.exceptions import ConfigurationError
 from docllm.ports.search import IndexedChunk, SearchHit, SearchIndex
@@ -92,6 +98,9 @@ CREATE TABLE IF NOT EXISTS changes(
 );
 CREATE TABLE IF NOT EXISTS doc_services(
     service TEXT NOT NULL, doc_key TEXT NOT NULL, PRIMARY KEY(service, doc_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS vectors(
+    encoder TEXT NOT NULL, chunk INTEGER NOT NULL, vector BLOB NOT NULL, PRIMARY KEY(encoder, chunk)
 ) WITHOUT ROWID
 """
 
@@ -110,6 +119,7 @@ class _Analyzed:
     chunk: IndexedChunk
     length: int
     terms_json: str
+    vector: bytes | None = None
 
 
 def split_code(text: str) -> tuple[str, str]:
@@ -159,6 +169,12 @@ def weighted_terms(chunk: IndexedChunk, weights: tuple[float, ...]) -> tuple[dic
         for term, count in Counter(terms).items():
             tf[term] += weight * count
     return dict(tf), length
+
+
+def _stored_version(encoder: TextEncoder | None) -> str | None:
+    """The key an encoder's vectors are stored under: its card's version; an encoder without a card
+    (tests, a hand-made one) is not traceable to a version, so its vectors are never stored."""
+    return encoder.card.version if encoder is not None and encoder.card is not None else None
 
 
 def _validate(doc_key: str, chunks: Sequence[IndexedChunk]) -> None:
@@ -213,6 +229,7 @@ class SqliteSearchIndex(SearchIndex):
         durable: bool = True,
         ranking: Ranking | None = None,
         encoder: TextEncoder | None = None,
+        encoder_source: Callable[[], TextEncoder | None] | None = None,
     ) -> None:
         self.directory = Path(directory)
         self.path = self.directory / DB_FILE
@@ -220,13 +237,18 @@ class SqliteSearchIndex(SearchIndex):
             raise ConfigurationError(f"weights are (title, headings, body[, code]), not {weights}")
         self._weights = weights
         #: Query-time ranking options (``docllm.search.ranking``); may be swapped between searches.
+        self._ranking_follows_encoder = ranking is None
         if ranking is None:
             ranking = HYBRID_RANKING if encoder is not None else DEFAULT_RANKING
         self.ranking = ranking
         #: The learned encoder (``docllm.search.encoder``); chunk vectors live in memory beside the
-        #: BM25 scorer, encoded when the scorer is built or catches up (not stored in the file).
+        #: BM25 scorer, read from the ``vectors`` table or encoded (and stored) when missing.
         self.encoder = encoder
+        #: Asked before each search which encoder to use (the platform's gated one, see
+        #: ``service_layer.retriever.ActiveEncoder``); a change swaps the encoder between searches.
+        self._encoder_source = encoder_source
         self._vectors: VectorStore | None = None
+        self._pending_vectors: list[tuple[int, bytes]] = []
         self._busy_timeout_s = busy_timeout_s
         self._durable = durable
         self._local = threading.local()
@@ -335,6 +357,17 @@ class SqliteSearchIndex(SearchIndex):
                 terms, length = weighted_terms(chunk, self._weights)
                 analyzed.append(_Analyzed(chunk, length, json.dumps(terms, separators=(",", ":"))))
             prepared.append((doc_key, version, analyzed))
+        encoder = self._current_encoder()
+        stored_as = _stored_version(encoder)
+        if encoder is not None and stored_as is not None:
+            # Encoded here, outside the write lock, so readers of this file never encode these chunks.
+            chunks_in = [a.chunk for _, _, analyzed in prepared for a in analyzed]
+            texts = [passage_text(c.title, c.heading_path, c.text) for c in chunks_in]
+            rows = iter(encoder.encode(texts))
+            prepared = [
+                (doc_key, version, [replace(a, vector=next(rows).astype(np.float32).tobytes()) for a in analyzed])
+                for doc_key, version, analyzed in prepared
+            ]
         changed = 0
         with self._write() as conn:
             for doc_key, version, analyzed in prepared:
@@ -344,7 +377,7 @@ class SqliteSearchIndex(SearchIndex):
                     if sorted(r[0] for r in held) == sorted(a.chunk.chunk_id for a in analyzed):
                         continue
                 self._delete(conn, doc_key)
-                self._insert(conn, doc_key, version, analyzed)
+                self._insert(conn, doc_key, version, analyzed, stored_as)
                 changed += 1
             if changed:
                 self._trim_log(conn)
@@ -358,12 +391,15 @@ class SqliteSearchIndex(SearchIndex):
     @staticmethod
     def _delete(conn: sqlite3.Connection, doc_key: str) -> None:
         conn.execute("INSERT INTO changes(chunk, added) SELECT id, 0 FROM chunks WHERE doc_key = ?", (doc_key,))
+        conn.execute("DELETE FROM vectors WHERE chunk IN (SELECT id FROM chunks WHERE doc_key = ?)", (doc_key,))
         conn.execute("DELETE FROM chunks WHERE doc_key = ?", (doc_key,))
         conn.execute("DELETE FROM doc_services WHERE doc_key = ?", (doc_key,))
         conn.execute("DELETE FROM documents WHERE doc_key = ?", (doc_key,))
 
     @staticmethod
-    def _insert(conn: sqlite3.Connection, doc_key: str, version: str, analyzed: list[_Analyzed]) -> None:
+    def _insert(
+        conn: sqlite3.Connection, doc_key: str, version: str, analyzed: list[_Analyzed], encoder_version: str | None
+    ) -> None:
         conn.execute("INSERT INTO documents VALUES (?, ?)", (doc_key, version))
         for a in analyzed:
             c = a.chunk
@@ -382,6 +418,8 @@ class SqliteSearchIndex(SearchIndex):
                 ),
             )
             conn.execute("INSERT INTO changes(chunk, added) VALUES (?, 1)", (cur.lastrowid,))
+            if a.vector is not None and encoder_version is not None:
+                conn.execute("INSERT INTO vectors VALUES (?, ?, ?)", (encoder_version, cur.lastrowid, a.vector))
         conn.executemany(
             "INSERT OR IGNORE INTO doc_services VALUES (?, ?)",
             [(s, doc_key) for s in {a.chunk.service for a in analyzed}],
@@ -428,43 +466,125 @@ class SqliteSearchIndex(SearchIndex):
                 elif terms is not None:  # None: added, then deleted later in this same catch-up
                     scorer.add(slot, json.loads(terms), length=length, group=self._service_id(service))
                     added.append(slot)
+        if self.encoder is not None and self._vectors is None:
+            # A new encoder (set_encoder) on a scorer that is kept: every chunk of the snapshot.
+            added = [r[0] for r in conn.execute("SELECT id FROM chunks")]
         if self.encoder is not None and added:
             self._encode_slots(conn, added)
         self._scorer, self._seq = scorer, last
         return scorer
 
     def _encode_slots(self, conn: sqlite3.Connection, slots: list[int]) -> None:
-        """Encode the chunks of ``slots`` into the vector store (call with ``_read_lock`` held)."""
+        """Vectors of the chunks of ``slots`` into the vector store: stored ones read, the others encoded
+        and queued for :meth:`_store_pending` (call with ``_read_lock`` held)."""
         assert self.encoder is not None
         if self._vectors is None:
             self._vectors = VectorStore(self.encoder.dim)
+        stored_as = _stored_version(self.encoder)
         for start in range(0, len(slots), ENCODE_BATCH):
             batch = slots[start : start + ENCODE_BATCH]
             marks = ",".join("?" * len(batch))
-            rows = conn.execute(
-                f"SELECT id, service, title, heading_path, text FROM chunks WHERE id IN ({marks})", batch
-            ).fetchall()
-            texts = [passage_text(title, json.loads(hp), text) for _, _, title, hp, text in rows]
+            known: dict[int, bytes] = {}
+            if stored_as is not None:
+                known = dict(
+                    conn.execute(
+                        f"SELECT chunk, vector FROM vectors WHERE encoder = ? AND chunk IN ({marks})",
+                        [stored_as, *batch],
+                    ).fetchall()
+                )
+            rows = conn.execute(f"SELECT id, service FROM chunks WHERE id IN ({marks})", batch).fetchall()
+            missing = [r[0] for r in rows if r[0] not in known or len(known[r[0]]) != 4 * self.encoder.dim]
+            if missing:
+                wanted = ",".join("?" * len(missing))
+                texts = {
+                    slot: passage_text(title, json.loads(hp), text)
+                    for slot, title, hp, text in conn.execute(
+                        f"SELECT id, title, heading_path, text FROM chunks WHERE id IN ({wanted})", missing
+                    )
+                }
+                encoded = self.encoder.encode([texts[slot] for slot in missing])
+                for i, slot in enumerate(missing):
+                    known[slot] = encoded[i].astype(np.float32).tobytes()
+                    if stored_as is not None:
+                        self._pending_vectors.append((slot, known[slot]))
             self._vectors.add(
                 [r[0] for r in rows],
-                self.encoder.encode(texts),
+                np.stack([np.frombuffer(known[r[0]], dtype=np.float32) for r in rows])
+                if rows
+                else np.zeros((0, self.encoder.dim), dtype=np.float32),
                 groups=[self._service_id(r[1]) for r in rows],
             )
 
+    def _store_pending(self) -> None:
+        """Store the vectors a reader had to encode, so the next process reads them (best effort: a
+        busy file or a deleted chunk only means they are encoded again later)."""
+        with self._read_lock:
+            pending, self._pending_vectors = self._pending_vectors, []
+            stored_as = _stored_version(self.encoder)
+        if not pending or stored_as is None:
+            return
+        try:
+            with self._write() as conn:
+                # Only chunks that still exist: a vector never outlives its chunk.
+                conn.executemany(
+                    "INSERT OR IGNORE INTO vectors SELECT ?, id, ? FROM chunks WHERE id = ?",
+                    [(stored_as, vector, slot) for slot, vector in pending],
+                )
+        except (IndexBusyError, sqlite3.OperationalError):
+            return
+
+    def _current_encoder(self) -> TextEncoder | None:
+        """The encoder to use now: the source's answer when there is a source (swapping it in)."""
+        if self._encoder_source is not None:
+            wanted = self._encoder_source()
+            if wanted is not self.encoder:
+                self.set_encoder(wanted)
+        return self.encoder
+
+    def set_encoder(self, encoder: TextEncoder | None) -> None:
+        """Use ``encoder`` from the next search on (None: BM25 alone). The BM25 scorer is kept; the
+        vectors are read (or encoded) at the next search. An index built without an explicit ranking
+        follows: hybrid with an encoder, BM25's default without."""
+        with self._read_lock:
+            if encoder is self.encoder:
+                return
+            self.encoder = encoder
+            self._vectors = None
+            self._pending_vectors = []
+            if self._ranking_follows_encoder:
+                self.ranking = HYBRID_RANKING if encoder is not None else DEFAULT_RANKING
+
+    def prune_vectors(self, keep: Iterable[str]) -> int:
+        """Delete the stored vectors of every encoder version not in ``keep``; returns rows deleted."""
+        kept = sorted(set(keep))
+        marks = ",".join("?" * len(kept))
+        with self._write() as conn:
+            where = f"WHERE encoder NOT IN ({marks})" if kept else ""
+            return int(conn.execute(f"DELETE FROM vectors {where}", kept).rowcount)
+
+    def stored_vectors(self, encoder_version: str) -> int:
+        """How many chunk vectors of ``encoder_version`` the file holds."""
+        row = self._conn().execute("SELECT count(*) FROM vectors WHERE encoder = ?", (encoder_version,)).fetchone()
+        return int(row[0])
+
     def warm_up(self) -> None:
         """Load the scorer now rather than on the first search (servers call this at start)."""
+        self._current_encoder()
         with self._read_lock, self._read() as conn:
             self._sync(conn)
+        self._store_pending()
 
     # -- reads -------------------------------------------------------------------------------
     def search(self, query: str, *, k: int = 10, service: str | None = None) -> list[SearchHit]:
         """Best ``k`` chunks for ``query`` by BM25, optionally only those of ``service``."""
+        self._current_encoder()
         ranking = self.ranking
         terms = query_terms(query, ranking)
         if not terms or k <= 0:
             return []
         with self._read_lock, self._read() as conn:
             scorer = self._sync(conn)
+            stored_later = bool(self._pending_vectors)
             group = None
             if service is not None:
                 if service not in self._service_ids:
@@ -482,6 +602,8 @@ class SqliteSearchIndex(SearchIndex):
                     [slot for slot, _ in ranked],
                 )
             }
+        if stored_later:
+            self._store_pending()
         hits = []
         for slot, score in ranked:
             chunk_id, doc_key, svc, title, heading_path, text = rows[slot]

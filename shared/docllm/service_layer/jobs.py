@@ -116,6 +116,19 @@ def _job_exists(p: Platform, name: str) -> bool:
     return True
 
 
+def champion_model(p: Platform, family: str) -> tuple[str | None, dict[str, Any] | None]:
+    """The family's champion version and its model record; ``(None, None)`` while it has none (a family
+    the registry has never seen has no champion either). Methods that start from another model (a
+    LoRA base, a distillation teacher) read it here."""
+    try:
+        champion = p.registry.aliases(family).get("champion")
+    except NotFoundError:
+        return None, None
+    if not champion:
+        return None, None
+    return str(champion), p.state.get(MODELS_PK, champion)
+
+
 def read_result(p: Platform, output_uri: str) -> dict[str, Any]:
     bucket, prefix = split_uri(output_uri if output_uri.endswith("/") else output_uri + "/")
     return dict(json.loads(retry_transient(lambda: p.objects.get(bucket, prefix + "result.json"))))

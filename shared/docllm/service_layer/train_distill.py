@@ -22,8 +22,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from docllm.bootstrap import Platform
-from docllm.exceptions import NotFoundError, PermanentError
-from docllm.service_layer.jobs import MODELS_PK
+from docllm.exceptions import PermanentError
+from docllm.service_layer.jobs import champion_model
 
 if TYPE_CHECKING:
     from docllm.training.families import ModelFamily
@@ -44,16 +44,12 @@ def teacher_of(p: Platform, family: ModelFamily) -> dict[str, Any]:
     if family.distill is None:
         raise PermanentError(f"family {family.name} has no 'distill' section")
     teacher_family = family.distill.teacher_family
-    try:
-        champion = p.registry.aliases(teacher_family).get("champion")
-    except NotFoundError:
-        champion = None
+    champion, model = champion_model(p, teacher_family)
     if not champion:
         raise NoTeacherError(
             f"family {family.name} learns from the champion of {teacher_family}, which has none yet: "
             f"train and approve {teacher_family} first"
         )
-    model = p.state.get(MODELS_PK, champion)
     if model is None or not model.get("export_uri"):
         raise NoTeacherError(f"{teacher_family}'s champion {champion} has no training record with an export")
     try:

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 from docllm.bootstrap import Platform
 from docllm.events.contracts import ModelTrained
-from docllm.exceptions import NotFoundError, PermanentError
+from docllm.exceptions import PermanentError
 from docllm.ports.state import Put
 from docllm.records import JobRecord
-from docllm.service_layer.jobs import MODELS_PK, Completion, digest, job_name, read_result
+from docllm.service_layer.jobs import MODELS_PK, Completion, champion_model, digest, job_name, read_result
 from docllm.service_layer.jobs import launch as launch_job
 
 if TYPE_CHECKING:
@@ -65,16 +65,12 @@ def base_of(p: Platform, family: ModelFamily) -> tuple[str, str | None, str]:
     if lora.base_model_uri:
         return lora.base_model_uri, None, f"base-{digest(lora.base_model_uri)}"
     base_family = str(lora.base_family)
-    try:
-        champion = p.registry.aliases(base_family).get("champion")
-    except NotFoundError:
-        champion = None
+    champion, model = champion_model(p, base_family)
     if not champion:
         raise NoBaseModelError(
             f"family {family.name} adapts the champion of {base_family}, which has none yet: "
             f"train and approve {base_family} first"
         )
-    model = p.state.get(MODELS_PK, champion)
     if model is None or not model.get("export_uri"):
         raise NoBaseModelError(f"{base_family}'s champion {champion} has no training record with an export")
     export = str(model["export_uri"])

@@ -200,6 +200,11 @@ class ModelFamily(BaseModel):
     lora: LoraMethod | None = None
     distill: DistillMethod | None = None
     bedrock: BedrockMethod | None = None
+    retriever: dict[str, Any] | None = Field(
+        default=None,
+        description="train a retriever (dual encoder, docs/search.md) on each of the family's tokenizers: "
+        "EncoderSettings overrides and optionally questions_uri (the gate's validation questions); None: none",
+    )
     deploy: list[str] = Field(
         default_factory=lambda: ["default"],
         description="where an approved champion is deployed: 'default' (the platform's DOCLLM_DEPLOY_TARGET) "

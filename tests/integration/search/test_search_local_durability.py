@@ -48,8 +48,8 @@ def test_crash_in_the_middle_of_a_replace_leaves_the_old_document(tmp_path: Path
         from docllm.ports.search import IndexedChunk
         from docllm.search import sqlite_index as m
         real_insert = m.SqliteSearchIndex._insert
-        def dying_insert(conn, doc_key, version, analyzed):
-            real_insert(conn, doc_key, version, analyzed[:2])
+        def dying_insert(conn, doc_key, version, analyzed, *rest):
+            real_insert(conn, doc_key, version, analyzed[:2], *rest)
             os._exit(9)
         m.SqliteSearchIndex._insert = staticmethod(dying_insert)
         idx = m.SqliteSearchIndex(Path({str(tmp_path)!r}))

@@ -34,6 +34,7 @@ def test_every_command_in_the_table_parses_and_resolves(cmd):
         ("incident", "close"): ["i", "--cause", "c"],
         ("canary", "set"): ["f"],
         ("pipeline", "run"): ["tiny-s3"],
+        ("retriever", "show"): ["enc-0123456789ab"],
         ("pipeline", "cancel"): ["tiny-s3"],
     }
     argv = [*cmd.path, *required.get(cmd.path, [])]

@@ -54,6 +54,13 @@ ROUTES = [
     ("TokenizerFunction", "TokenizerQueue", "DocllmBus", ["docllm.dataset"], ["Dataset Built"]),
     ("ShardsFunction", "ShardsQueue", "DocllmBus", ["docllm.tokenizer"], ["Tokenizer Trained"]),
     (
+        "RetrieverFunction",
+        "RetrieverQueue",
+        "DocllmBus",
+        ["docllm.tokenizer", "docllm.retriever"],
+        ["Tokenizer Trained", "Retriever Training Requested"],
+    ),
+    (
         "TrainFunction",
         "TrainQueue",
         "DocllmBus",

@@ -39,9 +39,10 @@ Visibility of writes depends on the service (``signing_service``):
 See ``docs/retrieval.md`` for the limits of these guarantees and for what
 only a real cluster can prove.
 
-Reserved for hybrid (vector + BM25) retrieval, not created yet: a
-``embedding`` ``knn_vector`` field and the query shape of
-:func:`hybrid_query_body`.
+Hybrid (vector + BM25) retrieval, issue 18: the request bodies are built here
+(:func:`embedding_mapping`, :func:`hybrid_search_pipeline`, :func:`hybrid_query_body`) and
+unit-tested; :class:`OpenSearchIndex` does not send them yet (it would need the encoder to
+vectorise chunks at bulk time and a new index version with ``index.knn``); see ``docs/search.md``.
 """
 
 from __future__ import annotations
@@ -218,15 +219,92 @@ def search_body(query: str, *, k: int, service: str | None) -> dict[str, Any]:
     }
 
 
-def hybrid_query_body(query: str, vector: Sequence[float], *, k: int, service: str | None) -> dict[str, Any]:
-    """The reserved hybrid shape (BM25 + k-NN on ``embedding``), for a later vector stage.
+#: Name of the vector field the hybrid path adds (issue 18): the encoder's chunk vectors.
+EMBEDDING_FIELD = "embedding"
+#: Search pipeline that fuses the hybrid query's sub-queries by reciprocal rank, as the embedded engine does.
+HYBRID_PIPELINE = "docllm-hybrid-rrf"
 
-    Needs the neural-search ``hybrid`` query, a ``knn_vector`` field named
-    ``embedding`` in a new index version and a search pipeline that
-    normalises and combines the two scores; none of these exist yet.
+
+def embedding_mapping(dim: int) -> dict[str, Any]:
+    """The ``knn_vector`` field of a hybrid index version (merged into :func:`index_mappings`' properties).
+
+    The encoder's vectors are unit length, so inner product is cosine; HNSW on Lucene (the engine
+    OpenSearch Serverless supports too). Needs ``index.knn: true`` in the index settings.
+
+    Examples
+    --------
+    >>> embedding_mapping(256)["embedding"]["method"]["space_type"]
+    'innerproduct'
     """
-    lexical = search_body(query, k=k, service=service)
-    knn: dict[str, Any] = {"knn": {"embedding": {"vector": list(vector), "k": k}}}
+    return {
+        EMBEDDING_FIELD: {
+            "type": "knn_vector",
+            "dimension": dim,
+            "method": {
+                "name": "hnsw",
+                "engine": "lucene",
+                "space_type": "innerproduct",
+                "parameters": {"m": 16, "ef_construction": 128},
+            },
+        }
+    }
+
+
+def hybrid_search_pipeline(
+    *, lexical_weight: float = 1.0, dense_weight: float = 1.0, rank_constant: int = 60
+) -> dict[str, Any]:
+    """Body of ``PUT /_search/pipeline/docllm-hybrid-rrf``: reciprocal rank fusion of the sub-queries.
+
+    ``score-ranker-processor`` with ``rrf`` (OpenSearch 2.19+; per-query weights 3.x) is the
+    cluster-side twin of :func:`docllm.search.fusion.reciprocal_rank_fusion` with ``k = 60``.
+
+    Examples
+    --------
+    >>> hybrid_search_pipeline()["phase_results_processors"][0]["score-ranker-processor"]["combination"]["technique"]
+    'rrf'
+    """
+    return {
+        "description": "docllm: BM25 and the learned encoder fused by reciprocal rank (issue 18)",
+        "phase_results_processors": [
+            {
+                "score-ranker-processor": {
+                    "combination": {
+                        "technique": "rrf",
+                        "rank_constant": rank_constant,
+                        "parameters": {"weights": [lexical_weight, dense_weight]},
+                    }
+                }
+            }
+        ],
+    }
+
+
+def hybrid_query_body(
+    query: str, vector: Iterable[float], *, k: int, service: str | None, depth: int = 100
+) -> dict[str, Any]:
+    """BM25 (as :func:`search_body`) and k-NN on ``embedding`` as one ``hybrid`` query.
+
+    Sent with ``?search_pipeline=docllm-hybrid-rrf`` (:func:`hybrid_search_pipeline`): each
+    sub-query returns its best ``depth`` chunks, the pipeline fuses them and the first ``k`` come
+    back. The k-NN clause carries the same filter (chunks, and the service) as an efficient
+    pre-filter, so a service filter never empties the vector side's candidates. ``vector`` is the
+    query encoded by the same encoder version whose vectors the index holds.
+
+    Examples
+    --------
+    >>> body = hybrid_query_body("bucket", [0.6, 0.8], k=5, service="s3")
+    >>> [next(iter(q)) for q in body["query"]["hybrid"]["queries"]]
+    ['bool', 'knn']
+    >>> body["query"]["hybrid"]["queries"][1]["knn"]["embedding"]["filter"]["bool"]["filter"][1]
+    {'term': {'service': 's3'}}
+    """
+    lexical = search_body(query, k=depth, service=service)
+    filters = lexical["query"]["bool"]["filter"]
+    knn: dict[str, Any] = {
+        "knn": {
+            EMBEDDING_FIELD: {"vector": [float(x) for x in vector], "k": depth, "filter": {"bool": {"filter": filters}}}
+        }
+    }
     return {
         "size": k,
         "query": {"hybrid": {"queries": [lexical["query"], knn]}},

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from docllm.adapters.local.sqlite import SqliteFile
 from docllm.exceptions import ConflictError
@@ -58,6 +59,43 @@ class SqliteStateStore(StateStore):
         )
         for sk, body in rows:
             yield sk, dict(json.loads(body))
+
+    def query_page(
+        self,
+        pk: str,
+        sk_prefix: str = "",
+        *,
+        after: str | None = None,
+        limit: int = 50,
+        where: Mapping[str, str] | None = None,
+        descending: bool = False,
+    ) -> list[tuple[str, Item]]:
+        # The primary key (pk, sk) orders the rows: a page costs its own rows, not the partition's.
+        sql = "SELECT sk, body FROM items WHERE pk = ? AND sk >= ? AND sk < ?"
+        args: list[Any] = [pk, sk_prefix, sk_prefix + "\U0010ffff"]
+        if after is not None:
+            sql += " AND sk < ?" if descending else " AND sk > ?"
+            args.append(after)
+        for name, value in (where or {}).items():
+            sql += " AND CAST(json_extract(body, ?) AS TEXT) = ?"
+            args += [_json_path(name), value]
+        sql += f" ORDER BY sk {'DESC' if descending else 'ASC'} LIMIT ?"
+        args.append(max(0, int(limit)))
+        rows = self._db.connection().execute(sql, args).fetchall()
+        return [(sk, dict(json.loads(body))) for sk, body in rows]
+
+    def count_by(self, pk: str, fields: Sequence[str]) -> dict[tuple[str, ...], int]:
+        # Counted by SQLite itself: no row leaves the database.
+        columns = ", ".join("CAST(json_extract(body, ?) AS TEXT)" for _ in fields)
+        groups = ", ".join(str(i + 1) for i in range(len(fields)))
+        sql = f"SELECT {columns}, COUNT(*) FROM items WHERE pk = ? GROUP BY {groups}"
+        rows = self._db.connection().execute(sql, [*(_json_path(f) for f in fields), pk]).fetchall()
+        return {tuple("None" if v is None else str(v) for v in row[:-1]): int(row[-1]) for row in rows}
+
+
+def _json_path(field: str) -> str:
+    """The JSON path of a top-level field, quoted so that no field name can change the query's meaning."""
+    return '$."' + field.replace('"', "") + '"'
 
 
 def _put(conn: sqlite3.Connection, w: Put) -> None:
