@@ -138,14 +138,10 @@ def train_tokenizer(docs: list[tuple[str, str]], vocab_size: int, work: Path) ->
 
 
 def encode(docs: list[tuple[str, str]], tokenizer_dir: Path) -> np.ndarray:
-    """Documents as the shards hold them: each one's ids, then EOS."""
-    from docllm.tokenizer.encode import SentencePieceTokenizer
+    """Documents as the shards hold them: each one's ids, then EOS (the distillation bench's encoder)."""
+    from bench.distill.run import encode as encode_docs
 
-    tok = SentencePieceTokenizer.from_file(tokenizer_dir / "tokenizer.model")
-    ids: list[int] = []
-    for doc in tok.encode_by_line([t for _, t in docs]):
-        ids += [*doc, tok.eos_id]
-    return np.asarray(ids, dtype=np.int64)
+    return encode_docs(docs, tokenizer_dir)
 
 
 def coverage(docs: list[tuple[str, str]], tokenizer_dir: Path) -> float:
