@@ -2,7 +2,7 @@
 its own results: cited answers, a retrain on the new documents, a rollback of the faulty version, the
 manifests verified; then a re-run that resumes (every step done earlier, nothing asked again).
 
-Minutes on one CPU (two trainings of the one-minute ``demo-quick`` family, two evaluations, engines).
+Minutes on one CPU (two trainings of the ``quickdemo`` family, two evaluations, engines).
 """
 
 from __future__ import annotations
@@ -81,11 +81,6 @@ def test_the_quick_demo_retrains_on_the_new_pages_rolls_back_the_fault_and_verif
     assert steps["verify"]["result"]["statuses"] == {v1: "Approved", v2: "RolledBack"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the one-minute tiny model abstains (empty_answer) on every question: it has not learnt to copy "
-    "an answer from its context (docs/demo.md, 'What it shows')",
-)
 def test_the_quick_demo_answers_with_citations_of_the_corpus(demo: tuple[Path, dict[str, Any]]) -> None:
     _, summary = demo
     steps = _steps(summary)

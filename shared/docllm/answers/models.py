@@ -12,7 +12,12 @@ NOT_COVERED = "The documentation does not cover this."
 """The answer of every abstention: a plain statement that claims nothing."""
 
 AbstainReason = Literal[
-    "no_relevant_documents", "context_too_small", "empty_answer", "unsupported_claims", "no_citations"
+    "no_relevant_documents",
+    "context_too_small",
+    "no_answer_in_context",
+    "empty_answer",
+    "unsupported_claims",
+    "no_citations",
 ]
 """Why an answer abstained (docs/answers.md, "Abstention"):
 
@@ -21,6 +26,9 @@ AbstainReason = Literal[
 ``context_too_small``
     relevant passages were found but the model's context cannot hold even one of them beside the
     answer's tokens (a model with a short context); nothing was generated;
+``no_answer_in_context``
+    copy-constrained answering (the default, docs/answers.md): no line of the passages that fit is
+    prose naming one of the question's terms, so there is nothing to copy; nothing was generated;
 ``empty_answer``
     the model generated nothing but whitespace;
 ``unsupported_claims``

@@ -18,8 +18,10 @@ as without streaming; the route turns a failure after it into an ``error`` event
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -28,10 +30,11 @@ from docllm.answers.cite import cite, split_sentences
 from docllm.answers.exceptions import ModelMismatchError
 from docllm.answers.ground import check_grounding, sources_of
 from docllm.answers.models import NOT_COVERED, AbstainReason, Answer, RetrievedDocument
-from docllm.answers.prompt import RETRY_BUDGET_SHARE, STOP, BuiltPrompt, budget_for, build_prompt
+from docllm.answers.prompt import ELLIPSIS, RETRY_BUDGET_SHARE, STOP, BuiltPrompt, budget_for, build_prompt
 from docllm.answers.retrieve import Retrieval, retrieve
 from docllm.ports.inference import Generation, GenerationParams, InferenceEngine, ModelInfo
 from docllm.ports.search import SearchIndex
+from docllm.search.analyzer import analyze
 from docllm.search.exceptions import UnknownServiceError
 from docllm.serving.exceptions import PromptTooLongError
 
@@ -70,6 +73,7 @@ class _Prepared(BaseModel):
     retrieval: Retrieval
     built: BuiltPrompt | None
     params: GenerationParams
+    nothing_to_copy: bool = False
 
 
 def answer_question(
@@ -81,6 +85,7 @@ def answer_question(
     service: str | None = None,
     model: str | None = None,
     params: GenerationParams = DEFAULT_PARAMS,
+    copy: bool = True,
 ) -> Answer:
     """Answer ``question`` from ``search`` with ``engine`` (module docstring: errors vs abstentions).
 
@@ -94,8 +99,10 @@ def answer_question(
         ``model`` is given and is not the deployed version.
     """
     start = time.perf_counter()
-    prepared = _prepare(question, search=search, engine=engine, k=k, service=service, model=model, params=params)
-    if prepared.built is None:
+    prepared = _prepare(
+        question, search=search, engine=engine, k=k, service=service, model=model, params=params, copy=copy
+    )
+    if prepared.built is None or prepared.nothing_to_copy:
         return _abstain(question, prepared, _not_generated(prepared), start)
     built, generation = _generate(question, prepared, engine)
     prepared = prepared.model_copy(update={"built": built})
@@ -119,6 +126,7 @@ def stream_answer(
     service: str | None = None,
     model: str | None = None,
     params: GenerationParams = DEFAULT_PARAMS,
+    copy: bool = True,
 ) -> Iterator[AnswerEvent]:
     """:func:`answer_question` as events: the text deltas, then the checked answer (module docstring).
 
@@ -126,8 +134,10 @@ def stream_answer(
     smaller when streaming (its first delta may already be sent), so a refused prompt raises.
     """
     start = time.perf_counter()
-    prepared = _prepare(question, search=search, engine=engine, k=k, service=service, model=model, params=params)
-    if prepared.built is None:
+    prepared = _prepare(
+        question, search=search, engine=engine, k=k, service=service, model=model, params=params, copy=copy
+    )
+    if prepared.built is None or prepared.nothing_to_copy:
         yield AnswerEvent(
             event="answer", data=_abstain(question, prepared, _not_generated(prepared), start).model_dump(mode="json")
         )
@@ -147,8 +157,11 @@ def stream_answer(
 
 
 def _not_generated(prepared: _Prepared) -> AbstainReason:
-    """Why nothing was generated: nothing relevant, or relevant passages the model's context cannot hold."""
-    return "context_too_small" if prepared.retrieval.covered else "no_relevant_documents"
+    """Why nothing was generated: nothing relevant, relevant passages the model's context cannot hold,
+    or passages without a line to copy."""
+    if not prepared.retrieval.covered:
+        return "no_relevant_documents"
+    return "no_answer_in_context" if prepared.built is not None else "context_too_small"
 
 
 def _prepare(
@@ -160,6 +173,7 @@ def _prepare(
     service: str | None,
     model: str | None,
     params: GenerationParams,
+    copy: bool,
 ) -> _Prepared:
     # The engine first: no deployed model is a 503 for every question, covered or not, and the
     # context length sizes the prompt.
@@ -177,7 +191,60 @@ def _prepare(
         built = build_prompt(retrieval, question, budget_tokens=budget_for(info.context_length, params.max_tokens))
         if not built.passages:  # not even one passage fits: answering would be answering blind
             built = None
-    return _Prepared(info=info, retrieval=retrieval, built=built, params=params)
+    sources: list[str] | None = None
+    if built is not None and copy:
+        sources = copy_sources(built, retrieval.question_terms)
+        params = params.model_copy(update={"copy_from": sources})
+    return _Prepared(info=info, retrieval=retrieval, built=built, params=params, nothing_to_copy=sources == [])
+
+
+def copy_sources(built: BuiltPrompt, question_terms: Sequence[str] | None = None) -> list[str]:
+    """What a copy-constrained answer may copy: the prose lines of the passages as the prompt shows
+    them that name one of ``question_terms`` (all prose lines when None). A cut passage's pieces stay
+    apart (a span across `` … `` would join sentences the page never joined); headings, link lists,
+    table rows, code and lines of a few words are left out: copied, they answer nothing ("**Topics**",
+    "## Example 5:", "1."); so are lines about something else ("For more information, see …").
+
+    Examples
+    --------
+    >>> from docllm.answers.prompt import Passage
+    >>> from docllm.answers.retrieve import RetrievedChunk
+    >>> text = ("## Versioning\\n**Topics**\\n+ [Enable](v.md)\\n"
+    ...         "Versioning keeps every version. … Enable it on the bucket.")
+    >>> chunk = RetrievedChunk(chunk_id="c", doc_key="d", version_id=None, service="s", title="t",
+    ...                        heading_path=[], text=text, score=1.0)
+    >>> p = Passage(chunk=chunk, heading="t", text=text, cut=True)
+    >>> built = BuiltPrompt(prompt="", passages=[p], estimated_tokens=1, budget_tokens=1)
+    >>> copy_sources(built)
+    ['Versioning keeps every version.', 'Enable it on the bucket.']
+    >>> copy_sources(built, ["enabl"])
+    ['Enable it on the bucket.']
+    """
+    lines = (
+        line.strip() for p in built.passages for part in p.text.split(ELLIPSIS.strip()) for line in part.splitlines()
+    )
+    wanted = set(question_terms) if question_terms is not None else None
+    need = max(1, math.ceil(MIN_LINE_TERMS_SHARE * len(wanted))) if wanted else 0
+    return [
+        sentence
+        for line in lines
+        if _is_prose(line) and (wanted is None or len(wanted.intersection(analyze(line))) >= need)
+        for sentence in split_sentences(line)
+    ][:MAX_COPY_SOURCES]
+
+
+MAX_COPY_SOURCES = 64
+MIN_LINE_TERMS_SHARE = 0.67
+"""Share of the question's content terms a line must name to be copied (rounded up: 2 of 2, 3 of 3, 3 of
+4, 4 of 5). On the S3 dev set with the answer-tuned tiny-s3 (docs/benchmarks.md): 0.5 cites an answering
+page for 43% of the answerable questions and abstains on 80% of the uncovered ones; 0.67 for 39% and
+93%. A wrong answer costs more than an abstention here, hence 0.67."""
+MIN_PROSE_WORDS = 4
+_NOT_PROSE = re.compile(r"^(#|\||```|[+*-] \[|\*\*[^*]+\*\*:?$|\d+\.$)")
+
+
+def _is_prose(line: str) -> bool:
+    return len(line.split()) >= MIN_PROSE_WORDS and not _NOT_PROSE.match(line)
 
 
 def _generate(question: str, prepared: _Prepared, engine: InferenceEngine) -> tuple[BuiltPrompt, Generation]:
@@ -193,7 +260,13 @@ def _generate(question: str, prepared: _Prepared, engine: InferenceEngine) -> tu
         )
         if not smaller.passages:
             raise
-        return smaller, engine.generate(smaller.prompt, prepared.params)
+        params = prepared.params
+        if params.copy_from:
+            sources = copy_sources(smaller, prepared.retrieval.question_terms)
+            if not sources:  # what could be copied did not fit: the caller sees the refusal
+                raise
+            params = params.model_copy(update={"copy_from": sources})
+        return smaller, engine.generate(smaller.prompt, params)
 
 
 def clean_answer(text: str, finish_reason: str | None) -> str:

@@ -46,7 +46,7 @@ COMMANDS: tuple[tuple[Any, ...], ...] = (
             ),
             (
                 ("--quick",),
-                {"action": "store_true", "help": "the quickdemo family (one-minute training) and three questions"},
+                {"action": "store_true", "help": "the quickdemo family (capped at 3 minutes) and three questions"},
             ),
             (
                 ("--port",),

@@ -26,6 +26,12 @@ class GenerationParams(BaseModel):
     repetition_penalty: float = Field(default=1.0, gt=0, le=10)
     stop: list[str] = Field(default_factory=list, max_length=8)
     seed: int | None = None
+    copy_from: list[str] | None = Field(
+        default=None,
+        max_length=64,
+        description="docllm extension: the continuation copies spans of these texts, sentence start to "
+        "sentence end (docllm.serving.copying); engines without it ignore it",
+    )
 
 
 class Generation(BaseModel):

@@ -62,6 +62,7 @@ from docllm.exceptions import InvalidRequestError
 from docllm.model.gpt import GPT
 from docllm.ports.inference import Generation, GenerationParams, InferenceEngine, ModelInfo
 from docllm.serving.batch import SlotCache, decode_step, prefill, relayout_for_decode
+from docllm.serving.copying import NO_EOS, CopyConstraint, sentence_ends
 from docllm.serving.exceptions import (
     EngineBusyError,
     EngineUnavailableError,
@@ -158,7 +159,7 @@ class RequestHandle:
 class _Sequence:
     """A running request: its cache row holds ``pos`` tokens; ``last`` is the next step's input."""
 
-    def __init__(self, req: _Request, tokenizer: TextTokenizer, vocab_size: int) -> None:
+    def __init__(self, req: _Request, tokenizer: TextTokenizer, vocab_size: int, piece: Callable[[int], str]) -> None:
         self.req = req
         self.params = req.params
         self.pos = len(req.prompt_ids)
@@ -172,6 +173,14 @@ class _Sequence:
             # Each request draws from its own generator: a seed reproduces it whatever runs beside it.
             seed = req.params.seed if req.params.seed is not None else random.getrandbits(63)
             self.generator = torch.Generator().manual_seed(seed)
+        self.copy: CopyConstraint | None = None
+        if req.params.copy_from:
+            sources = [tokenizer.encode(text) for text in req.params.copy_from]
+            self.copy = CopyConstraint(
+                sources,
+                sentence_ends=[sentence_ends(ids, piece) for ids in sources],
+                eos_id=tokenizer.eos_id if tokenizer.eos_id is not None else NO_EOS,
+            )
         self.seen: torch.Tensor | None = None
         if req.params.repetition_penalty != 1.0:
             self.seen = torch.zeros(vocab_size, dtype=torch.bool)
@@ -256,6 +265,7 @@ class LocalEngine(InferenceEngine):
         self._queue: queue.Queue[_Request] = queue.Queue()  # bounded by submit(): see there
         self._submit_lock = threading.Lock()
         self._running: list[_Sequence] = []
+        self._pieces: dict[int, str] = {}
         self._accepting = True
         self._stop = False
         self._error: BaseException | None = None
@@ -386,7 +396,7 @@ class LocalEngine(InferenceEngine):
                 continue
             self.metrics.queue_wait.observe(now - req.submitted)
             self.metrics.prompt_tokens.inc(len(req.prompt_ids))
-            seq = _Sequence(req, self.tokenizer, self.model.config.vocab_size)
+            seq = _Sequence(req, self.tokenizer, self.model.config.vocab_size, self._piece)
             row = len(self._running)
             self._running.append(seq)
             try:
@@ -414,17 +424,31 @@ class LocalEngine(InferenceEngine):
             seq.pos += 1  # before any row moves: a moved row must carry the position just written
         greedy = logits.argmax(dim=-1).tolist()  # one call for every greedy row
         for i, seq in enumerate(list(running)):
-            token = self._choose(logits[i], seq) if seq.sampled else greedy[i]
+            token = self._choose(logits[i], seq) if seq.sampled or seq.copy else greedy[i]
             self._advance(seq, token)
 
     def _choose(self, logits: torch.Tensor, seq: _Sequence) -> int:
         # Sampling runs on the CPU, where each request's generator lives.
-        return choose(logits.cpu(), seq.params, generator=seq.generator, seen=seq.seen)
+        logits = logits.cpu()
+        if seq.copy is not None:
+            allowed = torch.tensor(sorted(t for t in seq.copy.allowed() if 0 <= t < logits.size(-1)), dtype=torch.long)
+            if len(allowed):  # a source of ids this model lacks cannot constrain it: choose freely
+                logits = torch.full_like(logits, float("-inf")).index_copy(0, allowed, logits[allowed])
+        return choose(logits, seq.params, generator=seq.generator, seen=seq.seen)
+
+    def _piece(self, token: int) -> str:
+        """One token's text, cached: copy constraints ask for every token of their sources."""
+        text = self._pieces.get(token)
+        if text is None:
+            text = self._pieces[token] = self.tokenizer.decode([token])
+        return text
 
     def _advance(self, seq: _Sequence, token: int) -> None:
         """Take ``token`` into ``seq``: send the text it completes; retire the sequence if it is done."""
         seq.generated += 1
         seq.last = token
+        if seq.copy is not None:
+            seq.copy.advance(token)
         if seq.seen is not None:
             seq.seen[token] = True
         events = seq.req.events

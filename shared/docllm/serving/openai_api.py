@@ -47,6 +47,9 @@ class _SamplingFields(BaseModel):
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=-1, description="vLLM extension; -1 or 0: off")
     repetition_penalty: float | None = Field(default=None, gt=0, le=10, description="vLLM extension")
+    copy_from: list[str] | None = Field(
+        default=None, max_length=64, description="docllm extension: copy-constrained decoding (docllm.serving.copying)"
+    )
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int | None = 1
@@ -86,6 +89,7 @@ class _SamplingFields(BaseModel):
             repetition_penalty=self.repetition_penalty or 1.0,
             stop=stops[:8],
             seed=self.seed,
+            copy_from=self.copy_from or None,
         )
 
     @property

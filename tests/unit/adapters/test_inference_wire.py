@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from docllm.adapters.aws.bedrock_inference import chunk_texts, request_body
-from docllm.adapters.local.inference import SseDecoder, completion_body, error_for_status, finish_reason, sse_deltas
+from docllm.adapters.local.inference import (
+    SseDecoder,
+    completion_body,
+    error_for_status,
+    finish_reason,
+    sse_deltas,
+    without_extensions,
+)
 from docllm.exceptions import PermanentError
 from docllm.ports.inference import GenerationParams
 from docllm.serving.exceptions import EngineUnavailableError
@@ -22,6 +29,13 @@ def test_completion_body_carries_every_extra_that_is_set() -> None:
     body = completion_body("p", params, model="v2", stream=True)
     assert body["top_k"] == 4 and body["repetition_penalty"] == 1.2 and body["stop"] == ["a"] and body["seed"] == 3
     assert body["model"] == "v2" and body["stream"] is True
+
+
+def test_completion_body_carries_copy_from_and_only_our_engine_gets_it() -> None:
+    params = GenerationParams(copy_from=["Versioning keeps every version."])
+    assert completion_body("p", params)["copy_from"] == ["Versioning keeps every version."]
+    assert "copy_from" not in completion_body("p", without_extensions(params))
+    assert without_extensions(GenerationParams()) == GenerationParams()
 
 
 def test_sse_decoder_handles_any_cut_crlf_comments_and_multiline_data() -> None:

@@ -148,3 +148,29 @@ def test_streamed_text_may_be_withdrawn_by_the_final_event(tmp_path: Path) -> No
 def test_a_streamed_irrelevant_question_is_one_abstaining_event(tmp_path: Path) -> None:
     events = list(stream_answer("bake sourdough bread", search=small_index(tmp_path), engine=FakeEngine(GOOD)))
     assert [e.event for e in events] == ["answer"] and events[0].data["reason"] == "no_relevant_documents"
+
+
+def test_the_engine_is_asked_to_copy_the_prose_sentences_that_name_the_question(tmp_path: Path) -> None:
+    engine = FakeEngine(GOOD)
+    answer_question(QUESTION, search=small_index(tmp_path), engine=engine)
+    sources = engine.params[0].copy_from
+    assert sources and all(s in engine.prompts[0] for s in sources)
+    # Each source is one sentence naming most of "enabl version bucket"; no headings or link lists.
+    assert all("version" in s.lower() and not s.startswith(("#", "+ [", "|")) for s in sources)
+    assert all(s.count(". ") == 0 for s in sources)
+
+
+def test_without_copying_the_engine_generates_freely(tmp_path: Path) -> None:
+    engine = FakeEngine(GOOD)
+    answer = answer_question(QUESTION, search=small_index(tmp_path), engine=engine, copy=False)
+    assert engine.params[0].copy_from is None and not answer.abstained
+
+
+def test_passages_with_nothing_to_copy_abstain_before_generating(tmp_path: Path) -> None:
+    # "s3 version work": the versioning page holds all three (its heading is "How it works"), but no
+    # line of its text names "work": nothing answers how it works.
+    engine = FakeEngine(GOOD)
+    answer = answer_question("How does S3 versioning work?", search=small_index(tmp_path), engine=engine)
+    assert answer.retrieval[0].coverage == 1.0
+    assert answer.abstained and answer.reason == "no_answer_in_context"
+    assert engine.prompts == []

@@ -24,6 +24,12 @@ def test_a_single_stop_string_and_vllm_extensions_are_accepted() -> None:
     assert (params.stop, params.top_k, params.repetition_penalty, params.seed) == (["\n"], None, 1.2, 3)
 
 
+def test_our_copy_from_extension_reaches_the_engine_parameters() -> None:
+    params = completion(copy_from=["A bucket holds objects."]).generation_params(prompt_tokens=1, context_length=256)
+    assert params.copy_from == ["A bucket holds objects."]
+    assert completion(copy_from=[]).generation_params(prompt_tokens=1, context_length=256).copy_from is None
+
+
 @pytest.mark.parametrize(
     "field",
     [

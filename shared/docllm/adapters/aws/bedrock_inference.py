@@ -54,7 +54,13 @@ import boto3
 from botocore.exceptions import ClientError
 
 from docllm.adapters.aws.sagemaker_inference import engine_errors
-from docllm.adapters.local.inference import SseDecoder, completion_body, error_for_status, finish_reason
+from docllm.adapters.local.inference import (
+    SseDecoder,
+    completion_body,
+    error_for_status,
+    finish_reason,
+    without_extensions,
+)
 from docllm.exceptions import ConfigurationError, DocllmError
 from docllm.ports.inference import Generation, GenerationParams, InferenceEngine, ModelInfo
 from docllm.serving.exceptions import (
@@ -209,7 +215,7 @@ class BedrockInference(InferenceEngine):
         return ModelInfo(model=self.model_version, context_length=self.context_length)
 
     def generate(self, prompt: str, params: GenerationParams) -> Generation:
-        body = json.dumps(request_body(prompt, params, self.api_format)).encode()
+        body = json.dumps(request_body(prompt, without_extensions(params), self.api_format)).encode()
         with _engine_errors(f"Bedrock InvokeModel {self.model_arn}"):
             resp = self.client.invoke_model(
                 modelId=self.model_arn, body=body, contentType=CONTENT_TYPE, accept=CONTENT_TYPE
@@ -218,7 +224,7 @@ class BedrockInference(InferenceEngine):
         return parse_response(payload, model=self.model_version)
 
     def stream(self, prompt: str, params: GenerationParams) -> Iterator[str]:
-        body = json.dumps(request_body(prompt, params, self.api_format)).encode()
+        body = json.dumps(request_body(prompt, without_extensions(params), self.api_format)).encode()
         operation = f"Bedrock InvokeModelWithResponseStream {self.model_arn}"
         with _engine_errors(operation):
             resp = self.client.invoke_model_with_response_stream(

@@ -45,7 +45,13 @@ from botocore.exceptions import (
 )
 
 from docllm.adapters.aws.errors import aws_errors
-from docllm.adapters.local.inference import completion_body, error_for_status, parse_completion, sse_deltas
+from docllm.adapters.local.inference import (
+    completion_body,
+    error_for_status,
+    parse_completion,
+    sse_deltas,
+    without_extensions,
+)
 from docllm.exceptions import DocllmError
 from docllm.ports.inference import Generation, GenerationParams, InferenceEngine, ModelInfo
 from docllm.serving.exceptions import EngineBusyError, EngineUnavailableError
@@ -114,7 +120,7 @@ class SageMakerInference(InferenceEngine):
         return ModelInfo(model=self.model_version, context_length=self.context_length)
 
     def generate(self, prompt: str, params: GenerationParams) -> Generation:
-        body = json.dumps(completion_body(prompt, params)).encode()
+        body = json.dumps(completion_body(prompt, without_extensions(params))).encode()
         with _engine_errors(f"SageMaker InvokeEndpoint {self.endpoint_name}"):
             resp = self.client.invoke_endpoint(
                 EndpointName=self.endpoint_name, Body=body, ContentType=CONTENT_TYPE, Accept=CONTENT_TYPE
@@ -124,7 +130,7 @@ class SageMakerInference(InferenceEngine):
         return parse_completion(payload, model=self.model_version).model_copy(update={"model": self.model_version})
 
     def stream(self, prompt: str, params: GenerationParams) -> Iterator[str]:
-        body = json.dumps(completion_body(prompt, params, stream=True)).encode()
+        body = json.dumps(completion_body(prompt, without_extensions(params), stream=True)).encode()
         operation = f"SageMaker InvokeEndpointWithResponseStream {self.endpoint_name}"
         with _engine_errors(operation):
             resp = self.client.invoke_endpoint_with_response_stream(

@@ -59,6 +59,7 @@ __all__ = [
     "finish_reason",
     "parse_completion",
     "sse_deltas",
+    "without_extensions",
 ]
 
 ENDPOINTS_PK = "endpoints"
@@ -78,9 +79,9 @@ def completion_body(
 ) -> dict[str, Any]:
     """The ``/v1/completions`` request for ``prompt`` and ``params``.
 
-    OpenAI's fields always; vLLM's extra sampling fields (``top_k``, ``repetition_penalty``) only
-    when they differ from "off", so a server that knows only OpenAI's schema accepts every
-    request that does not need them.
+    OpenAI's fields always; vLLM's extra sampling fields (``top_k``, ``repetition_penalty``) and
+    docllm's ``copy_from`` only when they differ from "off", so a server that knows only OpenAI's
+    schema accepts every request that does not need them.
 
     Examples
     --------
@@ -103,9 +104,18 @@ def completion_body(
         body["top_k"] = params.top_k
     if params.repetition_penalty != 1.0:
         body["repetition_penalty"] = params.repetition_penalty
+    if params.copy_from:
+        body["copy_from"] = list(params.copy_from)
     if stream:
         body["stream"] = True
     return body
+
+
+def without_extensions(params: GenerationParams) -> GenerationParams:
+    """``params`` less docllm's own extensions, for engines that are not ours (vLLM on SageMaker, a
+    Bedrock imported model): they would ignore or refuse ``copy_from``, so the answer path's
+    grounding check alone decides there (docs/serving.md, "Copy-constrained answers")."""
+    return params.model_copy(update={"copy_from": None}) if params.copy_from else params
 
 
 def finish_reason(value: object) -> Literal["stop", "length"]:
