@@ -350,6 +350,7 @@ class Platform:
 
     def _opensearch(self, *, read_only: bool) -> SearchIndex:
         from docllm.adapters.aws.opensearch import OpenSearchIndex
+        from docllm.service_layer.retriever import ActiveEncoder, encoder_cache_dir
 
         if not self.settings.search_endpoint:
             raise ConfigurationError("DOCLLM_SEARCH_ENDPOINT is not set")
@@ -358,6 +359,9 @@ class Platform:
             region=os.environ.get("AWS_REGION"),
             signing_service=self.settings.search_service,
             read_only=read_only,
+            # The same gated encoder as the embedded index (issue 18); hybrid only where the live
+            # index was built for it, never on Serverless (adapters/aws/opensearch.py).
+            encoder_source=ActiveEncoder(self, encoder_cache_dir(self)),
         )
 
     def idempotency_store(self) -> BasePersistenceLayer:

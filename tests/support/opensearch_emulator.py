@@ -27,14 +27,26 @@ Two services. By default it behaves like a managed domain whose indexes have
 ``refresh_interval_s`` seconds (of ``clock``) after they were made; a test
 moves a fake clock to cross that delay deterministically.
 
+Hybrid search (issue 18): ``PUT _search/pipeline/<id>`` (checked: known processors, ``rrf``
+for the score ranker), ``GET <index>/_mapping``, ``knn_vector`` mappings (dimension, method)
+and vectors (their length), and a top-level ``hybrid`` query sent with ``?search_pipeline=``
+naming a stored pipeline. Each sub-query ranks its matches and keeps ``pagination_depth`` of
+them (else ``from + size``), a ``knn`` clause its ``k`` nearest by **exact** inner product over
+the documents its ``filter`` lets through (scored as Lucene's ``innerproduct`` space), and the
+pipeline's ``score-ranker-processor`` fuses the lists by weighted reciprocal rank. So the
+requests are checked and the fusion is the documented formula, but what an HNSW graph would
+miss (approximate recall), score ties across shards and the normalization processor are not
+emulated. With ``serverless=True`` a pipeline with ``score-ranker-processor`` is refused: AWS
+lists only the normalization processor for hybrid search on Serverless.
+
 What it does not do (and the docs say so): its text analysis runs
 :func:`docllm.search.analyzer.analyze` for any field whose analyzer is
 declared in the index settings instead of interpreting the Lucene filter
 chain, so differences between that chain and the Python analyzer are
 invisible here (``tests/unit/search/test_search_opensearch_analysis.py``
 checks the chain's definition instead); scores are per index, not per shard;
-no security, no clusters, no scroll, no point in time, no k-NN; Serverless's
-refresh delay is a fixed number here, not the service's.
+no security, no clusters, no scroll, no point in time, no approximate k-NN;
+Serverless's refresh delay is a fixed number here, not the service's.
 
 Examples
 --------
@@ -78,6 +90,9 @@ _FILTER_TYPES = {
     "pattern_replace",
     "synonym_graph",
 }
+_KNN_ENGINES = {"lucene", "faiss", "nmslib"}
+_KNN_SPACES = {"l2", "innerproduct", "cosinesimil", "l1", "linf", "hamming"}
+_PHASE_PROCESSORS = {"normalization-processor", "score-ranker-processor"}
 
 
 class _HttpError(Exception):
@@ -149,6 +164,7 @@ class OpenSearchEmulator:
         self.indices: dict[str, _Index] = {}
         self.aliases: dict[str, set[str]] = {}
         self.templates: dict[str, dict[str, Any]] = {}
+        self.search_pipelines: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str, dict[str, Any], Any]] = []
         self.throttle_bulks = 0
         self.throttle_items = 0
@@ -209,8 +225,12 @@ class OpenSearchEmulator:
                 return (200 if self.aliases.get(name) else 404), None
             case ("GET", ["_alias", name]):
                 return self._get_alias(name)
+            case ("PUT", ["_search", "pipeline", name]):
+                return self._put_search_pipeline(name, body or {})
             case ("POST" | "GET", [target, "_search"]):
-                return 200, self._search(target, body or {})
+                return 200, self._search(target, body or {}, params)
+            case ("GET", [target, "_mapping"]):
+                return 200, {n: {"mappings": self.indices[n].mappings} for n in self._resolve(target)}
             case ("POST" | "GET", [target, "_count"]):
                 return 200, self._count(target, body or {})
             case ("GET", ["_resolve", "index", name]):
@@ -302,8 +322,46 @@ class OpenSearchEmulator:
         for fname, spec in mappings.get("properties", {}).items():
             if spec.get("type") not in _FIELD_TYPES:
                 raise _HttpError(400, "mapper_parsing_exception", f"field [{fname}]: unknown type")
+            if spec["type"] == "knn_vector":
+                self._check_knn_field(fname, spec)
             if spec.get("analyzer") and spec["analyzer"] not in analyzers:
                 raise _HttpError(400, "mapper_parsing_exception", f"analyzer [{spec['analyzer']}] not found")
+
+    @staticmethod
+    def _check_knn_field(fname: str, spec: dict[str, Any]) -> None:
+        dim = spec.get("dimension")
+        if not isinstance(dim, int) or not 1 <= dim <= 16000:
+            raise _HttpError(400, "mapper_parsing_exception", f"knn_vector [{fname}]: dimension must be 1..16000")
+        method = spec.get("method", {})
+        if method and (
+            method.get("name") != "hnsw"
+            or method.get("engine", "lucene") not in _KNN_ENGINES
+            or method.get("space_type", "l2") not in _KNN_SPACES
+        ):
+            raise _HttpError(400, "mapper_parsing_exception", f"knn_vector [{fname}]: unsupported method {method}")
+
+    def _put_search_pipeline(self, name: str, body: dict[str, Any]) -> tuple[int, Any]:
+        unknown = set(body) - {"description", "request_processors", "response_processors", "phase_results_processors"}
+        if unknown:
+            raise _HttpError(400, "parse_exception", f"unknown pipeline keys {sorted(unknown)}")
+        for processor in body.get("phase_results_processors", []):
+            ((kind, spec),) = processor.items()
+            if kind not in _PHASE_PROCESSORS:
+                raise _HttpError(400, "parse_exception", f"Invalid processor type {kind}")
+            if kind == "score-ranker-processor":
+                if self.serverless:
+                    # AWS, "Configure Neural Search and Hybrid Search on OpenSearch Serverless":
+                    # hybrid search there lists the normalization processor only.
+                    raise _HttpError(400, "illegal_argument_exception", f"{kind} is not supported on Serverless")
+                combination = spec.get("combination", {})
+                constant = combination.get("rank_constant", 60)
+                if combination.get("technique", "rrf") != "rrf" or not 1 <= constant <= 10000:
+                    raise _HttpError(400, "illegal_argument_exception", f"{kind}: invalid combination {combination}")
+                weights = combination.get("parameters", {}).get("weights", [])
+                if any(not 0.0 <= w <= 1.0 for w in weights):
+                    raise _HttpError(400, "illegal_argument_exception", f"{kind}: weights must be in [0.0, 1.0]")
+        self.search_pipelines[name] = body
+        return 200, {"acknowledged": True}
 
     def _create_index(self, name: str, body: dict[str, Any]) -> tuple[int, Any]:
         if name in self.indices or name in self.aliases:
@@ -397,6 +455,19 @@ class OpenSearchEmulator:
             extra = set(source) - set(props)
             if extra:
                 raise _HttpError(400, "strict_dynamic_mapping_exception", f"fields {sorted(extra)} not allowed")
+        for fname, value in source.items():
+            spec = props.get(fname, {})
+            if spec.get("type") == "knn_vector" and value is not None:
+                if not isinstance(value, list) or not all(
+                    isinstance(x, int | float) and not isinstance(x, bool) for x in value
+                ):
+                    raise _HttpError(400, "mapper_parsing_exception", f"[{fname}]: a vector is a list of numbers")
+                if len(value) != spec["dimension"]:
+                    raise _HttpError(
+                        400,
+                        "mapper_parsing_exception",
+                        f"[{fname}]: vector length {len(value)} does not match dimension {spec['dimension']}",
+                    )
 
     def _bulk(self, default_index: str | None, raw: str) -> tuple[int, Any]:
         if self.throttle_bulks > 0:
@@ -469,18 +540,23 @@ class OpenSearchEmulator:
                 count += self._eval(body.get("query", {"match_all": {}}), _id, doc, scorer)[0]
         return {"count": count, "_shards": {"total": 1, "successful": 1, "failed": 0}}
 
-    def _search(self, target: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _search(self, target: str, body: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any]:
         unknown = set(body) - {"size", "query", "sort", "_source", "aggs", "search_after", "from"}
         if unknown:
             raise _HttpError(400, "parsing_exception", f"unknown search keys {sorted(unknown)}")
+        pipeline = self._search_pipeline((params or {}).get("search_pipeline"))
+        query = body.get("query", {"match_all": {}})
         hits: list[tuple[float, str, dict[str, Any]]] = []
-        for name in self._resolve(target):
-            index = self._searchable(name)
-            scorer = _Bm25(index)
-            for _id, doc in index.docs.items():
-                matched, score = self._eval(body.get("query", {"match_all": {}}), _id, doc, scorer)
-                if matched:
-                    hits.append((score, _id, doc))
+        if "hybrid" in query:
+            hits = self._hybrid(target, query["hybrid"], body, pipeline)
+        else:
+            for name in self._resolve(target):
+                index = self._searchable(name)
+                scorer = _Bm25(index)
+                for _id, doc in index.docs.items():
+                    matched, score = self._eval(query, _id, doc, scorer)
+                    if matched:
+                        hits.append((score, _id, doc))
         hits = self._sort(hits, body.get("sort"))
         sort_keys = [self._sort_values(h, body.get("sort")) for h in hits]
         if "search_after" in body:
@@ -498,6 +574,86 @@ class OpenSearchEmulator:
         if "aggs" in body:
             result["aggregations"] = self._aggs(body["aggs"], [h[2] for h in hits])
         return result
+
+    def _search_pipeline(self, name: str | None) -> dict[str, Any] | None:
+        if name is None:
+            return None
+        if name not in self.search_pipelines:
+            # OpenSearch's SearchPipelineService: IllegalArgumentException, a 400.
+            raise _HttpError(400, "illegal_argument_exception", f"Pipeline {name} is not defined")
+        return self.search_pipelines[name]
+
+    def _hybrid(
+        self, target: str, spec: dict[str, Any], body: dict[str, Any], pipeline: dict[str, Any] | None
+    ) -> list[tuple[float, str, dict[str, Any]]]:
+        """Rank each sub-query, keep its ``pagination_depth`` best, fuse them as the pipeline says."""
+        unknown = set(spec) - {"queries", "pagination_depth", "filter"}
+        if unknown or not 1 <= len(spec.get("queries", [])) <= 5:
+            raise _HttpError(400, "parsing_exception", "hybrid: 1 to 5 queries, and pagination_depth, filter only")
+        processors = [next(iter(p.items())) for p in (pipeline or {}).get("phase_results_processors", [])]
+        if not processors:
+            raise _HttpError(400, "illegal_argument_exception", "a hybrid query needs a search pipeline that fuses it")
+        kind, proc = processors[0]
+        if kind != "score-ranker-processor":
+            raise _HttpError(400, "unsupported_operation", f"{kind} is not emulated (only the rrf score ranker)")
+        depth = int(spec.get("pagination_depth", body.get("from", 0) + body.get("size", 10)))
+        lists: list[list[tuple[float, str, dict[str, Any]]]] = []
+        for sub in spec["queries"]:
+            ranked: list[tuple[float, str, dict[str, Any]]] = []
+            for name in self._resolve(target):
+                index = self._searchable(name)
+                scorer = _Bm25(index)
+                for _id, doc in index.docs.items():
+                    if "filter" in spec and not self._eval(spec["filter"], _id, doc, scorer)[0]:
+                        continue
+                    if "knn" in sub:
+                        matched, score = self._knn(sub["knn"], index, _id, doc, scorer)
+                    else:
+                        matched, score = self._eval(sub, _id, doc, scorer)
+                    if matched:
+                        ranked.append((score, _id, doc))
+            ranked.sort(key=lambda h: (-h[0], h[1]))
+            keep = min(depth, int(next(iter(sub["knn"].values()))["k"])) if "knn" in sub else depth
+            lists.append(ranked[:keep])
+        combination = proc.get("combination", {})
+        rank_constant = combination.get("rank_constant", 60)
+        weights = combination.get("parameters", {}).get("weights") or [1.0] * len(lists)
+        if len(weights) != len(lists):
+            raise _HttpError(400, "illegal_argument_exception", "the number of weights must match the sub-queries")
+        fused: dict[str, float] = {}
+        docs: dict[str, dict[str, Any]] = {}
+        for weight, ranked in zip(weights, lists, strict=True):
+            for rank, (_, _id, doc) in enumerate(ranked, start=1):
+                fused[_id] = fused.get(_id, 0.0) + weight / (rank_constant + rank)
+                docs[_id] = doc
+        return sorted(((score, _id, docs[_id]) for _id, score in fused.items()), key=lambda h: (-h[0], h[1]))
+
+    def _knn(
+        self, spec: dict[str, Any], index: _Index, _id: str, doc: dict[str, Any], scorer: _Bm25
+    ) -> tuple[bool, float]:
+        """Exact nearest-neighbour scoring of one document (Lucene's ``innerproduct`` score)."""
+        ((fname, clause),) = spec.items()
+        mapping = index.mappings.get("properties", {}).get(fname, {})
+        if mapping.get("type") != "knn_vector":
+            raise _HttpError(400, "query_shard_exception", f"field [{fname}] is not a knn_vector")
+        unknown = set(clause) - {"vector", "k", "filter"}
+        if unknown or not isinstance(clause.get("k"), int) or clause["k"] < 1:
+            raise _HttpError(400, "parsing_exception", f"knn [{fname}]: vector, k >= 1 and filter only")
+        vector = clause["vector"]
+        if len(vector) != mapping["dimension"]:
+            raise _HttpError(
+                400,
+                "illegal_argument_exception",
+                f"query vector has invalid dimension: {len(vector)}. Dimension should be: {mapping['dimension']}",
+            )
+        stored = doc.get(fname)
+        if stored is None or ("filter" in clause and not self._eval(clause["filter"], _id, doc, scorer)[0]):
+            return False, 0.0
+        space = mapping.get("method", {}).get("space_type", "l2")
+        if space != "innerproduct":
+            raise _HttpError(400, "unsupported_operation", f"space_type [{space}] is not emulated")
+        dot = sum(a * b for a, b in zip(vector, stored, strict=True))
+        return True, (dot + 1.0) if dot >= 0 else 1.0 / (1.0 - dot)
 
     @staticmethod
     def _sort(hits: list[tuple[float, str, dict[str, Any]]], sort: Any) -> list[tuple[float, str, dict[str, Any]]]:
@@ -555,6 +711,8 @@ class OpenSearchEmulator:
                 if self._eval(clause, _id, doc, scorer)[0]:
                     return False, 0.0
             return True, score
+        if kind == "hybrid":
+            raise _HttpError(400, "illegal_argument_exception", "a hybrid query must be the top-level query")
         raise _HttpError(400, "parsing_exception", f"query type [{kind}] is not emulated")
 
     @staticmethod

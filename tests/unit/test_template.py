@@ -758,7 +758,7 @@ def test_globals_define_every_variable_the_code_reads(template: Tpl) -> None:
     assert "Fn::If" not in set(intrinsic_names(env))
 
 
-def test_signing_key_is_an_asymmetric_p256_key_only_the_gate_may_sign_with(template: Tpl) -> None:
+def test_signing_key_is_an_asymmetric_p256_key_only_the_gates_may_sign_with(template: Tpl) -> None:
     res = template["Resources"]["ManifestSigningKey"]
     assert res["DeletionPolicy"] == "Retain"  # old manifests must stay verifiable
     key = res["Properties"]
@@ -769,8 +769,10 @@ def test_signing_key_is_an_asymmetric_p256_key_only_the_gate_may_sign_with(templ
     gate = {"Fn::GetAtt": ["GateFunctionRole", "Arn"]}
     api = {"Fn::GetAtt": ["ApiFunctionRole", "Arn"]}
     allows = [st for st in statements if st["Effect"] == "Allow"]
+    # The model gate and the retriever gate (which runs where retriever jobs complete).
+    retriever_gate = {"Fn::GetAtt": ["JobEventsFunctionRole", "Arn"]}
     signers = [st["Principal"] for st in allows if "kms:Sign" in as_list(st["Action"])]
-    assert signers == [{"AWS": gate}]
+    assert signers == [{"AWS": [gate, retriever_gate]}]
     verifiers = [st["Principal"]["AWS"] for st in allows if "kms:Verify" in as_list(st["Action"])]
     assert verifiers == [[gate, api]]
     # The account administers the key (so it stays manageable) ...
@@ -778,7 +780,7 @@ def test_signing_key_is_an_asymmetric_p256_key_only_the_gate_may_sign_with(templ
     # ... but cannot delegate signing: a Deny on every principal but the gate's role.
     (deny,) = [st for st in statements if st["Effect"] == "Deny"]
     assert deny["Action"] == "kms:Sign" and deny["Principal"] == "*"
-    assert deny["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": gate}}
+    assert deny["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": [gate, retriever_gate]}}
     # No role grants signing through IAM either.
     for name in resources_of(template, "AWS::IAM::Role"):
         for st in role_statements(template, name):
@@ -787,7 +789,9 @@ def test_signing_key_is_an_asymmetric_p256_key_only_the_gate_may_sign_with(templ
         "AliasName": {"Fn::Sub": "alias/docllm-${Stage}-manifest-signing"},
         "TargetKeyId": {"Ref": "ManifestSigningKey"},
     }
-    assert env_of(template, "GateFunction")["DOCLLM_SIGNING_KEY_ARN"] == {"Fn::GetAtt": ["ManifestSigningKey", "Arn"]}
+    for signer in ("GateFunction", "JobEventsFunction"):
+        assert env_of(template, signer)["DOCLLM_SIGNING_KEY_ARN"] == {"Fn::GetAtt": ["ManifestSigningKey", "Arn"]}
+        assert env_of(template, signer)["DOCLLM_COMPLIANCE_BUCKET"] == {"Ref": "ComplianceBucket"}
 
 
 def test_kms_key_rotates_and_is_administered_by_the_account(template: Tpl) -> None:

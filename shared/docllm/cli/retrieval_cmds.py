@@ -12,8 +12,8 @@ Two sources of the index:
 and gives the retriever gate's verdict (``docllm.search.retriever_gate``); VERSION is a recorded
 retriever (files fetched and checked against its record), DIR an encoder directory.
 
-``docllm retriever train|list|show`` (this module's ``COMMANDS``) drive the retriever stage
-(``docllm.service_layer.retriever``).
+``docllm retriever train|list|show|verify`` (this module's ``COMMANDS``) drive the retriever stage
+(``docllm.service_layer.retriever``); ``verify`` re-checks an approved retriever's signed manifest.
 
 Questions of type ``not_covered`` are left out of recall and MRR (``docllm.search.evaluation``); for
 every question the command also asks whether an answer would abstain (the answer service's relevance
@@ -41,6 +41,8 @@ from docllm.cli.common import (
     EXIT_USAGE,
     CliError,
     emit_json,
+    line,
+    lit,
     out,
     running_platform,
     warn,
@@ -254,8 +256,21 @@ COMMANDS: tuple[tuple[Any, ...], ...] = (
     (
         ("retriever", "show"),
         "retrieval_cmds:cmd_retriever_show",
-        "one retriever's record: inputs (dataset, tokenizer, job), file sha256s, card, gate figures",
+        "one retriever's record: inputs (dataset, tokenizer, job), file sha256s, card, gate figures, manifest",
         ((("version",), {"help": "retriever version (enc-...)"}), _JSON),
+    ),
+    (
+        ("retriever", "verify"),
+        "retrieval_cmds:cmd_retriever_verify",
+        "check an approved retriever's signed manifest and re-hash every file it names (exit 1 on a mismatch)",
+        (
+            (("version",), {"help": "retriever version (enc-...)"}),
+            (
+                ("--public-key",),
+                {"help": "trust only these keys (PEM or keys/*.json; an auditor's own copy) instead of the store's"},
+            ),
+            _JSON,
+        ),
     ),
 )
 
@@ -357,3 +372,27 @@ def cmd_retriever_show(args: Namespace) -> int:
 
         out.print(json.dumps(body, indent=1, ensure_ascii=False), markup=False)
     return 0
+
+
+def cmd_retriever_verify(args: Namespace) -> int:
+    from docllm.exceptions import NotFoundError
+    from docllm.ports.signer import load_public_keys
+    from docllm.service_layer.retriever import verify_retriever
+
+    p, _ = running_platform(args)
+    try:
+        keys = load_public_keys(args.public_key) if args.public_key else None
+        report = verify_retriever(p, args.version, public_key=keys)
+    except NotFoundError as e:
+        raise CliError(str(e), EXIT_NOT_FOUND) from None
+    if args.json:
+        emit_json(report.model_dump(mode="json"))
+    elif report.ok:
+        out.print(line(lit("verified", "bold green"), " ", lit(report.manifest_uri or report.manifest_key)))
+    else:
+        out.print(line(lit("MISMATCH", "bold red"), " ", lit(report.manifest_uri or report.manifest_key)))
+        for m in report.mismatches:
+            out.print(line("  ", lit(m.kind, "bold"), " ", lit(m.subject), " ", lit(m.detail or "")))
+            if m.expected or m.actual:
+                out.print(line("    expected ", lit(m.expected or ""), "  actual ", lit(m.actual or "")))
+    return 0 if report.ok else EXIT_FAILED

@@ -31,9 +31,12 @@ class Page:
 def _page(p: Platform, pk: str, prefix: str = "", *, after: str | None, limit: int, **kw: Any) -> Page:
     # One row more than shown tells whether there is a next page without counting the rest.
     rows = p.state.query_page(pk, prefix, after=after, limit=limit + 1, **kw)
+    # A filtered page on DynamoDB may stop at its read cap with fewer rows; it then says where it
+    # stopped (``resume_after``) and the next page goes on from there.
+    resume = getattr(rows, "resume_after", None)
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page(rows, rows[-1][0] if more and rows else None)
+    return Page(rows, rows[-1][0] if more and rows else resume)
 
 
 # -- documents ------------------------------------------------------------------------------------

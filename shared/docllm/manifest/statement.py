@@ -86,7 +86,7 @@ def descriptor(
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _described(value: dict[str, Any], *, name: str) -> dict[str, Any]:
+def described(value: dict[str, Any], *, name: str) -> dict[str, Any]:
     # A descriptor needs a uri, digest or content: a record without one is named by its own digest.
     return descriptor(name=name, digest={"sha256": sha256_hex(canonical_json(value))}, annotations=value)
 
@@ -103,18 +103,18 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _artefact(a: Artefact, kind: str, **annotations: Any) -> dict[str, Any]:
+def artefact_descriptor(a: Artefact, kind: str, **annotations: Any) -> dict[str, Any]:
     return descriptor(
         name=a.name, uri=a.uri, digest={"sha256": a.sha256}, annotations={"kind": kind, "size": a.size, **annotations}
     )
 
 
-def _code(role: str, prov: JobProvenance) -> dict[str, Any]:
+def code_descriptor(role: str, prov: JobProvenance) -> dict[str, Any]:
     code = prov.code or {}
     commit = code.get("commit")
     if not commit or commit == "unknown":
         # No commit to pin: say so plainly (the record names itself by its own digest).
-        return _described({"kind": KIND_CODE, "role": role, **json_safe(code)}, name=f"code:{role}")
+        return described({"kind": KIND_CODE, "role": role, **json_safe(code)}, name=f"code:{role}")
     repository = code.get("repository") or "unknown"
     uri = f"git+{repository}@{commit}" if repository != "unknown" else None
     return descriptor(
@@ -125,7 +125,7 @@ def _code(role: str, prov: JobProvenance) -> dict[str, Any]:
     )
 
 
-def _environment(role: str, prov: JobProvenance) -> dict[str, Any] | None:
+def environment_descriptor(role: str, prov: JobProvenance) -> dict[str, Any] | None:
     env = prov.environment
     if not env:
         return None
@@ -189,7 +189,7 @@ def _lora_byproducts(lora: LoraRef) -> list[dict[str, Any]]:
         out.append(
             descriptor(name="lora-subset", uri=f.uri, digest={"sha256": f.sha256}, media_type="application/json")
         )
-    out.append(_described({"kind": "lora", **json_safe(lora.settings), "subset": json_safe(lora.subset)}, name="lora"))
+    out.append(described({"kind": "lora", **json_safe(lora.settings), "subset": json_safe(lora.subset)}, name="lora"))
     return out
 
 
@@ -213,7 +213,7 @@ def _bedrock_inputs(b: BedrockRef) -> list[dict[str, Any]]:
         uri=b.base_model_arn or b.base_model_identifier,
         annotations=annotations,
     )
-    return [base, *(_artefact(a, KIND_CUSTOMIZATION_DATA) for a in b.data_files)]
+    return [base, *(artefact_descriptor(a, KIND_CUSTOMIZATION_DATA) for a in b.data_files)]
 
 
 def _bedrock_outputs(b: BedrockRef) -> list[dict[str, Any]]:
@@ -247,9 +247,9 @@ def build_statement(inputs: ManifestInputs, link: ChainLink) -> dict[str, Any]:
         )
         for d in inputs.documents
     ]
-    deps.append(_artefact(inputs.dataset_manifest, KIND_DATASET, version=inputs.dataset_version))
-    deps += [_artefact(a, KIND_TOKENIZER, version=inputs.tokenizer_version) for a in inputs.tokenizer_files]
-    deps += [_artefact(a, KIND_SHARD) for a in inputs.shard_files]
+    deps.append(artefact_descriptor(inputs.dataset_manifest, KIND_DATASET, version=inputs.dataset_version))
+    deps += [artefact_descriptor(a, KIND_TOKENIZER, version=inputs.tokenizer_version) for a in inputs.tokenizer_files]
+    deps += [artefact_descriptor(a, KIND_SHARD) for a in inputs.shard_files]
     if inputs.teacher is not None:
         deps.append(_teacher(inputs.teacher))
     if inputs.init is not None:
@@ -259,7 +259,7 @@ def build_statement(inputs: ManifestInputs, link: ChainLink) -> dict[str, Any]:
     if inputs.bedrock is not None:
         deps += _bedrock_inputs(inputs.bedrock)
     for role, prov in sorted(inputs.provenance.items()):
-        deps += [d for d in (_code(role, prov), _environment(role, prov)) if d is not None]
+        deps += [d for d in (code_descriptor(role, prov), environment_descriptor(role, prov)) if d is not None]
 
     decision = inputs.decision
     byproducts: list[dict[str, Any]] = []
@@ -282,10 +282,10 @@ def build_statement(inputs: ManifestInputs, link: ChainLink) -> dict[str, Any]:
         byproducts += _lora_byproducts(inputs.lora)
     if inputs.bedrock is not None:
         byproducts += _bedrock_outputs(inputs.bedrock)
-    byproducts.append(_described({"kind": "jobs", **inputs.jobs}, name="jobs"))
-    byproducts.append(_described({"kind": "metrics", **json_safe(inputs.metrics)}, name="metrics"))
+    byproducts.append(described({"kind": "jobs", **inputs.jobs}, name="jobs"))
+    byproducts.append(described({"kind": "metrics", **json_safe(inputs.metrics)}, name="metrics"))
     byproducts.append(
-        _described({"kind": "decision", **decision.model_dump(mode="json", exclude_none=True)}, name="decision")
+        described({"kind": "decision", **decision.model_dump(mode="json", exclude_none=True)}, name="decision")
     )
     statement = {
         "_type": STATEMENT_TYPE,
@@ -365,8 +365,9 @@ def _bedrock_parameters(b: BedrockRef) -> dict[str, Any]:
 # --- reading ---------------------------------------------------------------------------------
 
 
-def shape_problems(statement: Any) -> list[str]:
-    """What keeps ``statement`` from being an in-toto Statement v1 with our predicate (empty: none).
+def shape_problems(statement: Any, *, build_type: str = BUILD_TYPE) -> list[str]:
+    """What keeps ``statement`` from being an in-toto Statement v1 with our predicate for ``build_type``
+    (a model's by default; a retriever's: :mod:`docllm.manifest.retriever`) (empty: none).
 
     >>> shape_problems({"_type": STATEMENT_TYPE})[:1]
     ['subject: missing or empty']
@@ -390,8 +391,8 @@ def shape_problems(statement: Any) -> list[str]:
         problems.append("predicate: missing")
     else:
         build = predicate.get("buildDefinition")
-        if not isinstance(build, dict) or build.get("buildType") != BUILD_TYPE:
-            problems.append(f"predicate.buildDefinition.buildType: not {BUILD_TYPE}")
+        if not isinstance(build, dict) or build.get("buildType") != build_type:
+            problems.append(f"predicate.buildDefinition.buildType: not {build_type}")
         elif not isinstance(build.get("resolvedDependencies"), list):
             problems.append("predicate.buildDefinition.resolvedDependencies: missing")
         else:

@@ -481,7 +481,7 @@ class IssuedManifest:
     writes: list[Put] = field(default_factory=list)
 
 
-def _decode(body: bytes) -> dict[str, Any]:
+def decode_envelope(body: bytes) -> dict[str, Any]:
     """The statement inside stored envelope bytes (signature not checked)."""
     try:
         envelope = json.loads(body)
@@ -510,7 +510,7 @@ def _record_item(decision: DecisionRecord, link: ChainLink, *, key: str, uri: st
 
 
 def _adopted(p: Platform, decision: DecisionRecord, key: str, body: bytes, outcome: Any) -> IssuedManifest:
-    statement = _decode(body)
+    statement = decode_envelope(body)
     link = chain_link_of(statement)
     uri, sha = p.compliance.uri(key), sha256_hex(body)
     item = _record_item(decision, link, key=key, uri=uri, sha=sha, key_id=p.signer.key_id)
@@ -550,7 +550,7 @@ def issue(p: Platform, inputs: ManifestInputs) -> IssuedManifest:
     key = manifest_key(family, link.sequence)
     # The key first: verification looks an entry's key up by the id its signature names, so no
     # entry may be stored (and then survive a crash) without its public key beside it.
-    _publish_public_key(p)
+    publish_public_key(p)
     try:
         uri = p.compliance.put_once(key, body)
     except ConflictError as e:
@@ -566,7 +566,7 @@ def issue(p: Platform, inputs: ManifestInputs) -> IssuedManifest:
 
 def _decision_id(body: bytes) -> str | None:
     try:
-        return str(decision_of(_decode(body)).get("decision_id"))
+        return str(decision_of(decode_envelope(body)).get("decision_id"))
     except ManifestError:
         return None
 
@@ -576,7 +576,7 @@ def public_key_key(key_id: str) -> str:
     return f"keys/{key_id}.json"
 
 
-def _publish_public_key(p: Platform) -> None:
+def publish_public_key(p: Platform) -> None:
     """Store the signing key's public half once, beside the manifests.
 
     Write-once like them (Object Lock on AWS), so it is a record verification can trust years
@@ -633,7 +633,7 @@ def find_manifest(p: Platform, model_version: str, *, sequence: int | None = Non
         if n is None or n in recorded or (sequence is not None and n != sequence):
             continue
         try:
-            if model_version_of(_decode(p.compliance.get(key))) == model_version:
+            if model_version_of(decode_envelope(p.compliance.get(key))) == model_version:
                 return ManifestEntry(family, n, key, p.compliance.uri(key), None, False)
         except ManifestError:
             continue
@@ -645,7 +645,7 @@ def show(p: Platform, model_version: str, *, sequence: int | None = None) -> dic
     """The decoded in-toto statement of ``model_version``'s newest manifest (signature not checked:
     that is :func:`verify`)."""
     entry = find_manifest(p, model_version, sequence=sequence)
-    return _decode(p.compliance.get(entry.key))
+    return decode_envelope(p.compliance.get(entry.key))
 
 
 # --- verify ------------------------------------------------------------------------------------
@@ -692,7 +692,7 @@ def verify(
         return report
     report.manifest_sha256 = sha256_hex(body)
     try:
-        statement = _decode(body)
+        statement = decode_envelope(body)
     except ManifestError as e:
         found.append(Mismatch(kind="statement", subject=entry.key, detail=str(e)))
         report.mismatches = found
@@ -767,10 +767,10 @@ def _check_family_chain(
         link: ChainLink | None
         try:
             envelope = json.loads(body)
-            link = chain_link_of(_decode(body))
+            link = chain_link_of(decode_envelope(body))
         except (ValueError, ManifestError):
             envelope, link = None, None
-        mismatch = _signature_mismatch(key, envelope, trusted, checked_with)
+        mismatch = signature_mismatch(key, envelope, trusted, checked_with)
         if mismatch is not None:
             found.append(mismatch)
         stored.append(StoredEntry(key=key, sha256=sha256_hex(body), link=link))
@@ -782,7 +782,7 @@ def _check_family_chain(
     return bodies, checked_with
 
 
-def _signature_mismatch(key: str, envelope: Any, trusted: TrustedKeys, checked_with: dict[str, str]) -> Mismatch | None:
+def signature_mismatch(key: str, envelope: Any, trusted: TrustedKeys, checked_with: dict[str, str]) -> Mismatch | None:
     """What is wrong with the signature of the entry at ``key``, or None when it verifies."""
     key_ids = envelope_key_ids(envelope) if isinstance(envelope, dict) else []
     keys = trusted.for_ids(key_ids)
@@ -816,7 +816,7 @@ def _check_artefacts(p: Platform, statement: dict[str, Any], found: list[Mismatc
         if _kind(s) == KIND_BEDROCK_MODEL:
             _check_bedrock_model(p, s, found, checked)
         else:
-            _check_digest(p, s, "model", found, checked)
+            check_digest(p, s, "model", found, checked)
     _check_unlisted(p, prefixes.get("export"), subjects, found)
     deps = build["resolvedDependencies"]
     documents: list[dict[str, Any]] = []
@@ -835,7 +835,7 @@ def _check_artefacts(p: Platform, statement: dict[str, Any], found: list[Mismatc
             KIND_INIT,
             KIND_CUSTOMIZATION_DATA,
         ):
-            body = _check_digest(p, d, kind, found, checked, keep=kind == KIND_DATASET)
+            body = check_digest(p, d, kind, found, checked, keep=kind == KIND_DATASET)
             if kind == KIND_DATASET:
                 dataset_manifest = body
     _check_unlisted(p, prefixes.get("tokenizer"), [d for d in deps if _kind(d) == KIND_TOKENIZER], found)
@@ -845,7 +845,7 @@ def _check_artefacts(p: Platform, statement: dict[str, Any], found: list[Mismatc
     byproducts = statement["predicate"].get("runDetails", {}).get("byproducts", [])
     for b in byproducts:
         if str(b.get("uri", "")).startswith("s3://"):
-            _check_digest(p, b, KIND_ADAPTER if _kind(b) == KIND_ADAPTER else "byproduct", found, checked)
+            check_digest(p, b, KIND_ADAPTER if _kind(b) == KIND_ADAPTER else "byproduct", found, checked)
     _check_unlisted(p, prefixes.get("adapter"), [b for b in byproducts if _kind(b) == KIND_ADAPTER], found)
 
 
@@ -891,7 +891,7 @@ def _kind(d: dict[str, Any]) -> Any:
     return (d.get("annotations") or {}).get("kind")
 
 
-def _check_digest(
+def check_digest(
     p: Platform,
     d: dict[str, Any],
     what: str,

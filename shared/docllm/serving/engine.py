@@ -61,7 +61,7 @@ import torch
 from docllm.exceptions import InvalidRequestError
 from docllm.model.gpt import GPT
 from docllm.ports.inference import Generation, GenerationParams, InferenceEngine, ModelInfo
-from docllm.serving.batch import SlotCache, decode_step, prefill, relayout_for_decode
+from docllm.serving.batch import SlotCache, decode_step, pack_for_decode, prefill, relayout_for_decode
 from docllm.serving.copying import NO_EOS, CopyConstraint, sentence_ends
 from docllm.serving.exceptions import (
     EngineBusyError,
@@ -252,7 +252,7 @@ class LocalEngine(InferenceEngine):
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         if threads is not None:
             torch.set_num_threads(threads)
-        self.model = relayout_for_decode(model.to(DTYPES[dtype]).eval())
+        self.model = pack_for_decode(relayout_for_decode(model.to(DTYPES[dtype]).eval()), max_batch)
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.max_batch = max_batch

@@ -108,6 +108,7 @@ FAILURES: dict[str, tuple[list[str], int]] = {
     "retriever list": (["retriever", "list", "--bogus"], EXIT_USAGE),
     "retriever show": (["retriever", "show", "enc-no-such"], EXIT_NOT_FOUND),
     "retriever train": (["retriever", "train", "--tokenizer", "tok-no-such"], EXIT_NOT_FOUND),
+    "retriever verify": (["retriever", "verify", "enc-no-such"], EXIT_NOT_FOUND),
 }
 
 #: Verbs that need no running platform: ``families`` reads the families file, ``demo`` starts one.
@@ -145,6 +146,7 @@ def test_the_tables_cover_every_verb_with_json():
         "pipeline cancel",
         "retriever show",  # needs a trained retriever (a training job): its failure shapes are tested here
         "retriever train",
+        "retriever verify",  # needs an approved retriever: tests/integration/service_layer/test_retriever_stage.py
     } == set(WITH_JSON)
 
 
@@ -195,6 +197,7 @@ def test_a_platform_that_is_not_running_is_a_json_error(tmp_path, capsys, verb):
         "pipeline run": ["smoke"],
         "pipeline cancel": ["smoke"],
         "retriever show": ["enc-x"],
+        "retriever verify": ["enc-x"],
     }
     capsys.readouterr()
     code = main(["--data-dir", str(tmp_path / "none"), *verb.split(), *required.get(verb, []), "--json"])

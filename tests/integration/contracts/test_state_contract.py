@@ -98,3 +98,112 @@ def test_transact_refuses_two_writes_of_one_key_and_over_the_item_limit(state_st
     with pytest.raises(ValueError, match="at most"):
         state_store.transact([Put("p", str(i), {}) for i in range(MAX_TRANSACT_ITEMS + 1)])
     assert state_store.get("p", "s") is None
+
+
+# -- pages and counts: the adapter, the port's default and a plain-Python reference agree ------------------
+
+#: Sort keys that put the page ranges to work: ASCII neighbours, multi-byte UTF-8 (2, 3 and 4 bytes), the
+#: last code point before the surrogates (U+D7FF, whose successor is U+E000) and U+FFFF (successor U+10000).
+PAGED_KEYS = [
+    "a", "a#1", "a#10", "a#2", "a/b", "ab", "b", "V9",
+    "é", "é#1", "éa", "ê", "€", "€x", "日本", "日本語", "日", "\U0001f600", "\U0001f600x",
+    "k\ud7ff", "k\ud7ffa", "k\ue000", "k\uffff", "k\uffffz", "k\U00010000",
+]  # fmt: skip
+PAGED_PREFIXES = ["", "a", "a#", "é", "日本", "\U0001f600", "k\ud7ff", "k\uffff", "zz"]
+
+
+def _paged_item(i: int, sk: str) -> dict[str, Any]:
+    item: dict[str, Any] = {"status": ["ok", "failed", "held"][i % 3], "n": i % 4, "name": sk}
+    if i % 5 == 0:
+        del item["status"]  # missing: reads as "None", and is counted as "None"
+    return item
+
+
+@pytest.fixture
+def paged(state_store: StateStore) -> dict[str, dict[str, Any]]:
+    data = {sk: _paged_item(i, sk) for i, sk in enumerate(PAGED_KEYS)}
+    for sk, item in data.items():
+        state_store.put("paged", sk, item)
+    state_store.put("paged-other", "a", {"status": "ok"})
+    return data
+
+
+def _reference(
+    data: dict[str, dict[str, Any]],
+    prefix: str,
+    after: str | None,
+    limit: int,
+    where: dict[str, str] | None,
+    descending: bool,
+) -> list[tuple[str, dict[str, Any]]]:
+    keys = sorted((k for k in data if k.startswith(prefix)), reverse=descending)
+    if after is not None:
+        keys = [k for k in keys if (k < after if descending else k > after)]
+    keys = [k for k in keys if all(str(data[k].get(f)) == v for f, v in (where or {}).items())]
+    return [(k, data[k]) for k in keys[:limit]]
+
+
+@pytest.mark.parametrize("where", [None, {"status": "ok"}, {"n": "3"}, {"status": "held", "n": "1"}])
+@pytest.mark.parametrize("descending", [False, True])
+def test_query_page_walks_every_prefix_page_by_page_like_the_default(
+    state_store: StateStore, paged: dict[str, dict[str, Any]], where: dict[str, str] | None, descending: bool
+) -> None:
+    for prefix in PAGED_PREFIXES:
+        for limit in (1, 3):
+            after: str | None = None
+            walked: list[str] = []
+            while True:
+                want = _reference(paged, prefix, after, limit, where, descending)
+                got = state_store.query_page(
+                    "paged", prefix, after=after, limit=limit, where=where, descending=descending
+                )
+                default = StateStore.query_page(
+                    state_store, "paged", prefix, after=after, limit=limit, where=where, descending=descending
+                )
+                assert got == want, (prefix, after, limit)
+                assert default == want, (prefix, after, limit)
+                walked += [sk for sk, _ in got]
+                if len(got) < limit:
+                    break
+                after = got[-1][0]
+            assert walked == [sk for sk, _ in _reference(paged, prefix, None, 99, where, descending)]
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_query_page_after_any_key_is_exclusive_and_stays_in_the_prefix(
+    state_store: StateStore, paged: dict[str, dict[str, Any]], descending: bool
+) -> None:
+    # ``after`` anywhere: an existing key (excluded), between keys, before or beyond the prefix's keys.
+    afters = [*PAGED_KEYS, "", "0", "a#", "a0", "aa", "c", "é0", "k", "k\ud7ff\U0010ffff", "\U0010ffff"]
+    for prefix in PAGED_PREFIXES:
+        for after in afters:
+            want = _reference(paged, prefix, after, 4, None, descending)
+            got = state_store.query_page("paged", prefix, after=after, limit=4, descending=descending)
+            assert got == want, (prefix, after)
+            assert (
+                StateStore.query_page(state_store, "paged", prefix, after=after, limit=4, descending=descending) == want
+            )
+
+
+def test_query_page_of_an_empty_or_absent_range_is_empty(
+    state_store: StateStore, paged: dict[str, dict[str, Any]]
+) -> None:
+    assert state_store.query_page("nobody") == []
+    assert state_store.query_page("paged", "zz") == []
+    assert state_store.query_page("paged", "a", after="b") == []
+    assert state_store.query_page("paged", "a", after="a", descending=True) == []
+    assert state_store.query_page("paged", where={"status": "nobody"}) == []
+    assert state_store.query_page("paged", limit=0) == []
+
+
+def test_count_by_counts_each_combination_as_text_like_the_default(
+    state_store: StateStore, paged: dict[str, dict[str, Any]]
+) -> None:
+    want: dict[tuple[str, ...], int] = {}
+    for item in paged.values():
+        key = (str(item.get("status")), str(item.get("n")))
+        want[key] = want.get(key, 0) + 1
+    assert state_store.count_by("paged", ("status", "n")) == want
+    assert StateStore.count_by(state_store, "paged", ("status", "n")) == want
+    assert state_store.count_by("paged", ("absent",)) == {("None",): len(paged)}
+    assert state_store.count_by("nobody", ("status",)) == {}

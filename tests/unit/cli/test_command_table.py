@@ -35,6 +35,7 @@ def test_every_command_in_the_table_parses_and_resolves(cmd):
         ("canary", "set"): ["f"],
         ("pipeline", "run"): ["tiny-s3"],
         ("retriever", "show"): ["enc-0123456789ab"],
+        ("retriever", "verify"): ["enc-0123456789ab"],
         ("pipeline", "cancel"): ["tiny-s3"],
     }
     argv = [*cmd.path, *required.get(cmd.path, [])]

@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from docllm.model.config import Variant
-from docllm.serving.batch import SlotCache, decode_step, prefill, relayout_for_decode
+from docllm.serving.batch import (
+    DecodeLinear,
+    SlotCache,
+    can_pack,
+    decode_step,
+    pack_for_decode,
+    prefill,
+    relayout_for_decode,
+)
 from tests.unit.serving.conftest import tiny_model
 
 VARIANTS: list[Variant] = ["llama", "gelu-learned", "gelu-rotary"]
@@ -17,10 +25,14 @@ def reference(model: torch.nn.Module, prompt: list[int], n: int) -> list[int]:
     return list(out[0, len(prompt) :].tolist())
 
 
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_rows_of_different_lengths_decode_as_each_alone(variant: Variant) -> None:
+def test_rows_of_different_lengths_decode_as_each_alone(variant: Variant, packed: bool) -> None:
     torch.set_num_threads(1)
     model = tiny_model(variant=variant, block_size=64)
+    if packed:  # the engine's decoding linears: same greedy tokens as the plain model's
+        reference_model = tiny_model(variant=variant, block_size=64)
+        model = pack_for_decode(relayout_for_decode(model), rows=4)
     prompts = [[5, 9, 11], [7] * 12, [3, 20, 31, 40, 41, 42, 43], [100]]
     steps = 10
     cache = SlotCache(model, max_batch=4)
@@ -33,7 +45,7 @@ def test_rows_of_different_lengths_decode_as_each_alone(variant: Variant) -> Non
             for o, t in zip(out, logits.argmax(-1).tolist(), strict=True):
                 o.append(t)
             pos = [p + 1 for p in pos]
-    assert out == [reference(model, p, steps) for p in prompts]
+    assert out == [reference(reference_model if packed else model, p, steps) for p in prompts]
 
 
 def test_a_moved_row_keeps_decoding_where_it_was() -> None:
@@ -60,3 +72,16 @@ def test_relayout_keeps_values_and_shapes_and_the_tied_head() -> None:
     torch.testing.assert_close(after, before)
     assert model.lm_head.weight is model.transformer["wte"].weight
     assert not model.lm_head.weight.is_contiguous()  # (V, C) stored column-major
+
+
+@pytest.mark.skipif(not can_pack(), reason="this torch has no oneDNN packed linear")
+def test_packed_linears_match_the_plain_ones_for_any_number_of_rows_and_keep_the_tie() -> None:
+    model = tiny_model(block_size=64)
+    plain = tiny_model(block_size=64)
+    pack_for_decode(model, rows=8)
+    assert isinstance(model.lm_head, DecodeLinear)
+    assert model.lm_head.weight is model.transformer["wte"].weight
+    with torch.inference_mode():
+        for rows in (1, 3, 8, 20):  # fewer, as many and more rows than packed for
+            x = torch.randint(0, 400, (1, rows))
+            torch.testing.assert_close(model(x)[0], plain(x)[0], rtol=1e-5, atol=1e-5)

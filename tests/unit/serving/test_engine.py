@@ -91,8 +91,9 @@ def test_eos_ends_the_completion_with_stop(tiny_export: Path) -> None:
     assert tok.eos_id is not None
     eos_bias = torch.zeros(model.config.vocab_size)
     eos_bias[tok.eos_id] = 1e4  # make EOS the model's only choice
-    model.lm_head.register_forward_hook(lambda module, inputs, out: out + eos_bias)
     with LocalEngine(model, tok, model_name="v1") as e:
+        # On the engine's head: the engine replaces the model's linears with its decoding ones.
+        e.model.lm_head.register_forward_hook(lambda module, inputs, out: out + eos_bias)
         g = e.generate("Amazon", GenerationParams(max_tokens=10))
     assert (g.text, g.finish_reason, g.completion_tokens) == ("", "stop", 1)
 

@@ -39,19 +39,28 @@ Visibility of writes depends on the service (``signing_service``):
 See ``docs/retrieval.md`` for the limits of these guarantees and for what
 only a real cluster can prove.
 
-Hybrid (vector + BM25) retrieval, issue 18: the request bodies are built here
-(:func:`embedding_mapping`, :func:`hybrid_search_pipeline`, :func:`hybrid_query_body`) and
-unit-tested; :class:`OpenSearchIndex` does not send them yet (it would need the encoder to
-vectorise chunks at bulk time and a new index version with ``index.knn``); see ``docs/search.md``.
+Hybrid (vector + BM25) retrieval, issue 18. With an ``encoder_source`` that answers a versioned
+encoder (the platform's gated one), a physical index is created *for* that encoder version: its
+mapping adds the ``knn_vector`` field (:func:`embedding_mapping`, the dimension is fixed at
+creation) and the keyword ``encoder_version``, and records the version and dimension in its
+``_meta`` (:func:`hybrid_index_body`). Writes then carry each chunk's vector; searches send
+:func:`hybrid_query_body` with ``?search_pipeline=docllm-hybrid-rrf`` (:func:`hybrid_search_pipeline`,
+put by the writer before such an index goes live). An index built for another version (or for
+none) is searched with BM25 alone until a blue/green :meth:`OpenSearchIndex.reindex_all` builds
+one for the active encoder: :meth:`OpenSearchIndex.search` explains why this fallback and not a
+filtered mix. Managed domains only; on Serverless the path is off (see :data:`SERVERLESS_HYBRID`).
+``docs/operating-aws.md`` ("Hybrid retrieval on OpenSearch") says what only a real cluster proves.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from docllm.exceptions import ConfigurationError, TransientError
@@ -62,6 +71,10 @@ from docllm.search.exceptions import BulkIndexingError, InvalidChunkError
 if TYPE_CHECKING:
     import boto3
     from opensearchpy import OpenSearch
+
+    from docllm.search.encoder import TextEncoder
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ALIAS = "docllm-chunks"
 ANALYZER = "docllm_english"
@@ -280,7 +293,13 @@ def hybrid_search_pipeline(
 
 
 def hybrid_query_body(
-    query: str, vector: Iterable[float], *, k: int, service: str | None, depth: int = 100
+    query: str,
+    vector: Iterable[float],
+    *,
+    k: int,
+    service: str | None,
+    depth: int = 100,
+    encoder_version: str | None = None,
 ) -> dict[str, Any]:
     """BM25 (as :func:`search_body`) and k-NN on ``embedding`` as one ``hybrid`` query.
 
@@ -288,7 +307,9 @@ def hybrid_query_body(
     sub-query returns its best ``depth`` chunks, the pipeline fuses them and the first ``k`` come
     back. The k-NN clause carries the same filter (chunks, and the service) as an efficient
     pre-filter, so a service filter never empties the vector side's candidates. ``vector`` is the
-    query encoded by the same encoder version whose vectors the index holds.
+    query encoded by the same encoder version whose vectors the index holds; ``encoder_version``
+    adds that version to the k-NN side's filter only (the BM25 side keeps every chunk), so a vector
+    of another encoder can never be compared with the query even if one were in the index.
 
     Examples
     --------
@@ -299,7 +320,9 @@ def hybrid_query_body(
     {'term': {'service': 's3'}}
     """
     lexical = search_body(query, k=depth, service=service)
-    filters = lexical["query"]["bool"]["filter"]
+    filters = list(lexical["query"]["bool"]["filter"])
+    if encoder_version is not None:
+        filters.append({"term": {ENCODER_VERSION_FIELD: encoder_version}})
     knn: dict[str, Any] = {
         "knn": {
             EMBEDDING_FIELD: {"vector": [float(x) for x in vector], "k": depth, "filter": {"bool": {"filter": filters}}}
@@ -307,9 +330,92 @@ def hybrid_query_body(
     }
     return {
         "size": k,
-        "query": {"hybrid": {"queries": [lexical["query"], knn]}},
+        # pagination_depth (2.19+, as the RRF processor): each sub-query contributes its best
+        # ``depth`` chunks per shard, as the embedded engine fuses ``fusion_depth`` of each; the
+        # default would be ``size``, a much shallower fusion.
+        "query": {"hybrid": {"queries": [lexical["query"], knn], "pagination_depth": depth}},
         "_source": lexical["_source"],
     }
+
+
+#: Keyword field of every chunk written with a vector: the encoder version that computed it.
+ENCODER_VERSION_FIELD = "encoder_version"
+#: Key under the physical index's mapping ``_meta`` where the hybrid layout is recorded.
+META_KEY = "docllm"
+
+#: Whether the adapter sends the hybrid path to OpenSearch Serverless (``aoss``): no. AWS's
+#: "Configure Neural Search and Hybrid Search on OpenSearch Serverless" lists, for hybrid search,
+#: the hybrid query and the *normalization* search processor only (min_max/l2 with
+#: arithmetic/geometric/harmonic mean), not the ``score-ranker-processor`` whose ``rrf`` technique
+#: this path needs (OpenSearch 2.19+ docs, "Score ranker processor"); and ``knn_vector`` fields
+#: need a VECTORSEARCH collection, while ``template.yaml`` deploys a SEARCH collection. A
+#: normalization pipeline is not the same fusion as the embedded engine's reciprocal rank, so
+#: rather than a different ranking under the same name, Serverless keeps BM25 and says so once
+#: in the log. ``tests/integration/search/test_search_opensearch_hybrid_path.py`` pins it.
+SERVERLESS_HYBRID = False
+
+
+def hybrid_index_body(encoder_version: str, dim: int, alias: str | None = None) -> dict[str, Any]:
+    """Body of ``PUT <alias>-v<N>`` for an index that holds ``encoder_version``'s ``dim``-wide vectors.
+
+    The whole mapping is sent (the template's fields plus ``embedding`` and ``encoder_version``),
+    so the index is the same whether the service merges the body into the template's mapping (it
+    does) or not; ``index.knn`` is a static setting, and the vector's dimension cannot change
+    after creation: a new encoder means a new index (blue/green). ``_meta`` records what the index
+    holds; readers and writers read it back (``GET <alias>/_mapping``).
+
+    Examples
+    --------
+    >>> body = hybrid_index_body("enc-1", 8, alias="docllm-chunks")
+    >>> body["mappings"]["_meta"]
+    {'docllm': {'encoder_version': 'enc-1', 'embedding_dim': 8}}
+    >>> body["mappings"]["properties"]["embedding"]["dimension"], body["aliases"]
+    (8, {'docllm-chunks': {}})
+    """
+    mappings = index_mappings()
+    mappings["properties"] = {
+        **mappings["properties"],
+        **embedding_mapping(dim),
+        ENCODER_VERSION_FIELD: {"type": "keyword"},
+    }
+    mappings["_meta"] = {META_KEY: {"encoder_version": encoder_version, "embedding_dim": dim}}
+    body: dict[str, Any] = {"settings": {"index.knn": True}, "mappings": mappings}
+    if alias is not None:
+        body["aliases"] = {alias: {}}
+    return body
+
+
+@dataclass(frozen=True)
+class IndexLayout:
+    """What the live physical index holds: its name and, for a hybrid index, its encoder's version and width."""
+
+    name: str
+    encoder_version: str | None = None
+    dim: int | None = None
+
+    @classmethod
+    def of(cls, name: str, mappings: dict[str, Any]) -> IndexLayout:
+        meta = (mappings.get("_meta") or {}).get(META_KEY) or {}
+        version, dim = meta.get("encoder_version"), meta.get("embedding_dim")
+        if not isinstance(version, str) or not isinstance(dim, int):
+            return cls(name)
+        return cls(name, version, dim)
+
+    def holds(self, encoder: TextEncoder | None) -> bool:
+        """Whether this index's vectors are ``encoder``'s (same version and width)."""
+        version = versioned(encoder)
+        if version is None or encoder is None:
+            return False
+        return (version, encoder.dim) == (self.encoder_version, self.dim)
+
+
+def versioned(encoder: TextEncoder | None) -> str | None:
+    """The version an encoder's vectors are recorded under: its card's; ``None`` without a card.
+
+    An encoder without a card cannot be told from another one, so it never writes or queries
+    vectors here (the embedded index likewise keeps no stored vectors for it).
+    """
+    return encoder.card.version if encoder is not None and encoder.card is not None else None
 
 
 def chunk_doc_id(doc_key: str, chunk_id: str) -> str:
@@ -352,7 +458,15 @@ class OpenSearchIndex(SearchIndex):
     searchable_timeout_s, poll_s, clock
         Serverless only: how long :meth:`reindex_all` waits, polling ``_count`` every
         ``poll_s`` seconds, for the new index to make every document searchable
-        before it swaps the alias.
+        before it swaps the alias. ``clock`` also times ``layout_ttl_s``.
+    encoder_source
+        Asked before each write and search which learned encoder to use (the platform's gated
+        one, ``service_layer.retriever.ActiveEncoder``, as the embedded index is given); ``None``
+        or an answer of ``None``: BM25 alone, exactly as without it. An encoder is used only
+        where the live index was created for its version (module docstring); never on Serverless.
+    layout_ttl_s
+        How long a search trusts what it last read of the live index (``GET <alias>/_mapping``:
+        its name and encoder version) before reading it again; writers always read it afresh.
 
     Examples
     --------
@@ -379,6 +493,8 @@ class OpenSearchIndex(SearchIndex):
         searchable_timeout_s: float = 120.0,
         poll_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        encoder_source: Callable[[], TextEncoder | None] | None = None,
+        layout_ttl_s: float = 5.0,
     ) -> None:
         if client is None and endpoint is None:
             raise ConfigurationError("OpenSearchIndex needs a client or an endpoint")
@@ -401,6 +517,12 @@ class OpenSearchIndex(SearchIndex):
         self.poll_s = poll_s
         self._clock = clock
         self._ready = False
+        self._encoder_source = encoder_source
+        self.layout_ttl_s = layout_ttl_s
+        self._layout: IndexLayout | None = None
+        self._layout_at = float("-inf")
+        self._pipeline_put = False
+        self._noted: set[tuple[str, ...]] = set()
 
     # -- client and bootstrap ----------------------------------------------------------------
     @property
@@ -446,7 +568,7 @@ class OpenSearchIndex(SearchIndex):
         if not self.client.indices.exists_alias(name=self.alias):
             first = f"{self.alias}-v1"
             if not self.client.indices.exists(index=first):
-                self.client.indices.create(index=first, body={"aliases": {self.alias: {}}})
+                self.client.indices.create(index=first, body=self._create_body(self.active_encoder(), self.alias))
             else:
                 self.client.indices.update_aliases(body={"actions": [{"add": {"index": first, "alias": self.alias}}]})
                 self._add_missing_fields(first)
@@ -456,6 +578,94 @@ class OpenSearchIndex(SearchIndex):
 
     def _add_missing_fields(self, index: str) -> None:
         self.client.indices.put_mapping(index=index, body={"properties": {"chunk_ids": CHUNK_IDS_MAPPING}})
+
+    # -- hybrid retrieval (issue 18) ---------------------------------------------------------
+    def active_encoder(self) -> TextEncoder | None:
+        """The encoder the source answers now, if this index may use one; ``None``: BM25 alone.
+
+        ``None`` without a source (the source is not even asked), on Serverless (see
+        :data:`SERVERLESS_HYBRID`) and for an encoder without a card (no version to record).
+        """
+        if self._encoder_source is None:
+            return None
+        if self.serverless and not SERVERLESS_HYBRID:
+            self._note(
+                ("serverless",),
+                "hybrid retrieval is off on OpenSearch Serverless (no rrf score-ranker-processor there, and a SEARCH"
+                " collection holds no knn_vector): %s searches with BM25 alone",
+                self.alias,
+            )
+            return None
+        encoder = self._encoder_source()
+        if encoder is not None and versioned(encoder) is None:
+            self._note(("unversioned",), "an encoder without a card has no version to record: %s uses BM25", self.alias)
+            return None
+        return encoder
+
+    def _note(self, key: tuple[str, ...], message: str, *args: object) -> None:
+        """Log ``message`` once per ``key`` in this process (a fallback explained, not repeated per search)."""
+        if key not in self._noted:
+            self._noted.add(key)
+            log.warning(message, *args)
+
+    def layout(self, *, max_age_s: float = 0.0) -> IndexLayout | None:
+        """The live physical index and the encoder version it was created for, or ``None`` before any write.
+
+        One ``GET <alias>/_mapping`` (the ``_meta`` of :func:`hybrid_index_body`), reused for
+        ``max_age_s`` seconds of ``clock``; ``0`` always reads.
+        """
+        now = self._clock()
+        if self._layout is not None and max_age_s > 0 and now - self._layout_at < max_age_s:
+            return self._layout
+        from opensearchpy.exceptions import NotFoundError
+
+        try:
+            found = self.client.indices.get_mapping(index=self.alias)
+        except NotFoundError:
+            return None
+        if not found:
+            return None
+        # One index behind the alias (swaps are atomic); the newest if a hand-made alias held more.
+        name = max(found, key=lambda n: (len(n), n))
+        self._layout, self._layout_at = IndexLayout.of(name, found[name].get("mappings") or {}), now
+        return self._layout
+
+    def _ensure_pipeline(self) -> None:
+        """``PUT _search/pipeline/docllm-hybrid-rrf``, once per process (the PUT itself is idempotent).
+
+        The writer puts it before it creates an index for an encoder, so it exists before any
+        reader can send a hybrid query. Weights as the embedded engine's hybrid ranking.
+        """
+        if self._pipeline_put:
+            return
+        from docllm.search.fusion import RRF_K
+        from docllm.search.sqlite_index import HYBRID_RANKING
+
+        body = hybrid_search_pipeline(dense_weight=HYBRID_RANKING.dense_weight, rank_constant=RRF_K)
+        self.client.search_pipeline.put(id=HYBRID_PIPELINE, body=body)
+        self._pipeline_put = True
+
+    def _create_body(self, encoder: TextEncoder | None, alias: str | None) -> dict[str, Any] | None:
+        """Body of a new physical index: today's (template only) without an encoder, else one for its vectors."""
+        version = versioned(encoder)
+        if encoder is None or version is None:
+            return {"aliases": {alias: {}}} if alias is not None else None
+        self._ensure_pipeline()
+        return hybrid_index_body(version, encoder.dim, alias)
+
+    @staticmethod
+    def _vectors(encoder: TextEncoder | None, chunks: Sequence[IndexedChunk]) -> list[list[float] | None] | None:
+        """Each chunk's unit vector (as the embedded index encodes passages); ``None`` for a text with no pieces.
+
+        A zero vector has no direction to rank by: the chunk is left off the k-NN side and found by
+        BM25 alone (the embedded engine ranks it last on that side, which RRF weighs about the same).
+        """
+        if encoder is None or not chunks:
+            return None
+        from docllm.search.encoder import passage_text
+
+        rows = encoder.encode([passage_text(c.title, c.heading_path, c.text) for c in chunks])
+        return [[float(x) for x in row] if row.any() else None for row in rows]
 
     def physical_indexes(self) -> list[str]:
         """Physical indexes of this alias family, oldest first (``_resolve/index``, supported on both services)."""
@@ -570,26 +780,35 @@ class OpenSearchIndex(SearchIndex):
 
     @staticmethod
     def _actions(
-        doc_key: str, version: str, chunks: Sequence[IndexedChunk], index: str, stale: Iterable[str]
+        doc_key: str,
+        version: str,
+        chunks: Sequence[IndexedChunk],
+        index: str,
+        stale: Iterable[str],
+        *,
+        vectors: Sequence[list[float] | None] | None = None,
+        encoder_version: str | None = None,
     ) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
         fresh = set()
-        for c in chunks:
+        for i, c in enumerate(chunks):
             _id = chunk_doc_id(doc_key, c.chunk_id)
             fresh.add(_id)
-            yield (
-                {"index": {"_index": index, "_id": _id}},
-                {
-                    "kind": "chunk",
-                    "chunk_id": c.chunk_id,
-                    "doc_key": doc_key,
-                    "version": version,
-                    "service": c.service,
-                    "title": c.title,
-                    "headings": " \n ".join(c.heading_path),
-                    "heading_path": c.heading_path,
-                    "text": c.text,
-                },
-            )
+            source: dict[str, Any] = {
+                "kind": "chunk",
+                "chunk_id": c.chunk_id,
+                "doc_key": doc_key,
+                "version": version,
+                "service": c.service,
+                "title": c.title,
+                "headings": " \n ".join(c.heading_path),
+                "heading_path": c.heading_path,
+                "text": c.text,
+            }
+            vector = vectors[i] if vectors is not None else None
+            if vector is not None and encoder_version is not None:
+                source[EMBEDDING_FIELD] = vector
+                source[ENCODER_VERSION_FIELD] = encoder_version
+            yield {"index": {"_index": index, "_id": _id}}, source
         for _id in stale:
             if _id not in fresh:
                 yield {"delete": {"_index": index, "_id": _id}}, None
@@ -618,7 +837,15 @@ class OpenSearchIndex(SearchIndex):
                 raise InvalidChunkError(f"chunk {c.chunk_id!r} does not belong once to {doc_key!r}")
             seen.add(c.chunk_id)
         self.ensure_index()
-        index = self.live_index()
+        encoder = self.active_encoder()
+        if encoder is None:
+            index = self.live_index()
+        else:
+            layout = self.layout()  # afresh: a writer must never put one encoder's vectors in another's index
+            index = layout.name if layout is not None else self.live_index()
+            if layout is None or not layout.holds(encoder):
+                self._note_stale(layout, encoder)
+                encoder = None
         record = self._stored_record(doc_key, index)
         if (
             record is not None
@@ -627,8 +854,25 @@ class OpenSearchIndex(SearchIndex):
         ):
             return  # a redelivery; the same version with other chunks (boilerplate changed) is replaced
         stale = self._stale_ids(doc_key, index, record)
-        self._bulk(self._actions(doc_key, version, chunks, index, stale), index)
+        if encoder is not None:
+            self._ensure_pipeline()
+        vectors = self._vectors(encoder, chunks)
+        tag = versioned(encoder)
+        actions = self._actions(doc_key, version, chunks, index, stale, vectors=vectors, encoder_version=tag)
+        self._bulk(actions, index)
         self._refresh(index)
+
+    def _note_stale(self, layout: IndexLayout | None, encoder: TextEncoder) -> None:
+        name = layout.name if layout is not None else self.alias
+        held = layout.encoder_version if layout is not None else None
+        self._note(
+            ("stale", name, versioned(encoder) or ""),
+            "%s holds %s, the active encoder is %s: BM25 alone, no vectors written, until a blue/green"
+            " reindex_all builds an index for it (docs/operating-aws.md, 'Hybrid retrieval on OpenSearch')",
+            name,
+            f"vectors of {held}" if held else "no vectors",
+            versioned(encoder),
+        )
 
     def delete_document(self, doc_key: str) -> None:
         self._require_writer("delete_document")
@@ -642,22 +886,82 @@ class OpenSearchIndex(SearchIndex):
         self._bulk(actions, index)
         self._refresh(index)
 
-    def _read(self, body: dict[str, Any]) -> dict[str, Any] | None:
+    def _read(self, body: dict[str, Any], params: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """A search on the alias, or ``None`` before anything was ever indexed (no alias yet)."""
         from opensearchpy.exceptions import NotFoundError
 
         try:
-            response: dict[str, Any] = self.client.search(index=self.alias, body=body)
+            if params is None:
+                response: dict[str, Any] = self.client.search(index=self.alias, body=body)
+            else:
+                response = self.client.search(index=self.alias, body=body, params=params)
         except NotFoundError:
             return None
         return response
 
     def search(self, query: str, *, k: int = 10, service: str | None = None) -> list[SearchHit]:
+        """The best ``k`` chunks: BM25 alone, or BM25 and the encoder fused by reciprocal rank.
+
+        Hybrid exactly when the live index was created for the active encoder's version (its
+        ``_meta``): the query is encoded and :func:`hybrid_query_body` is sent with
+        ``search_pipeline=docllm-hybrid-rrf``. Any other index (created for no encoder, or for
+        another version) gets the BM25 :func:`search_body`, logged once. Why that fallback rather
+        than a hybrid query whose k-NN side is filtered to the active version's chunks: vectors are
+        only ever written into an index created for their version, so such an index holds *no*
+        chunk of the active version and the filtered k-NN side would be empty; the pipeline would
+        then fuse BM25 with nothing, the same ranking at a higher cost, and a query vector of
+        another width than the index's field is rejected outright. The version term stays in the
+        k-NN filter as a second guard. Readers trust the layout for ``layout_ttl_s``; a hybrid
+        request the service rejects (400: a pipeline deleted by hand, a layout older than an alias
+        swap) is answered with BM25 and logged, and the layout is read again.
+        """
         if not query.strip() or k <= 0:
             return []
+        encoder = self.active_encoder()
+        if encoder is not None:
+            layout = self.layout(max_age_s=self.layout_ttl_s)
+            if layout is None:
+                return []
+            if not layout.holds(encoder):
+                self._note_stale(layout, encoder)
+            else:
+                hybrid = self._hybrid(query, encoder, layout, k=k, service=service)
+                if hybrid is not None:
+                    return hybrid
         response = self._read(search_body(query, k=k, service=service))
         if response is None:
             return []
+        return self._hits(response)
+
+    def _hybrid(
+        self, query: str, encoder: TextEncoder, layout: IndexLayout, *, k: int, service: str | None
+    ) -> list[SearchHit] | None:
+        """The hybrid search, or ``None`` when BM25 must answer (a query with no pieces, a 400)."""
+        from opensearchpy.exceptions import RequestError
+
+        vector = encoder.encode([query])[0]
+        if not vector.any():
+            return None  # no piece of the query is known to the encoder: BM25 alone, as the embedded engine
+        from docllm.search.sqlite_index import HYBRID_RANKING
+
+        body = hybrid_query_body(
+            query,
+            [float(x) for x in vector],
+            k=k,
+            service=service,
+            depth=max(k, HYBRID_RANKING.fusion_depth),
+            encoder_version=layout.encoder_version,
+        )
+        try:
+            response = self._read(body, {"search_pipeline": HYBRID_PIPELINE})
+        except RequestError as e:
+            self._layout = None
+            log.warning("hybrid search on %s rejected (%s): answered with BM25 alone", layout.name, e.error)
+            return None
+        return [] if response is None else self._hits(response)
+
+    @staticmethod
+    def _hits(response: dict[str, Any]) -> list[SearchHit]:
         return [
             SearchHit(
                 **{f: h["_source"][f] for f in ("chunk_id", "doc_key", "service", "title", "text")},
@@ -708,13 +1012,22 @@ class OpenSearchIndex(SearchIndex):
         existing = self.physical_indexes()
         next_no = int(existing[-1].rsplit("v", 1)[1]) + 1 if existing else 1
         new = f"{self.alias}-v{next_no}"
-        self.client.indices.create(index=new)
+        # One encoder for the whole build, the one the new index's _meta names (the source may move on).
+        encoder = self.active_encoder()
+        body = self._create_body(encoder, None)
+        if body is None:
+            self.client.indices.create(index=new)
+        else:
+            self.client.indices.create(index=new, body=body)
         written = 0
 
         def actions() -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
             nonlocal written
             for doc_key, version, chunks in documents:
-                for action in self._actions(doc_key, version, chunks, new, ()):
+                vectors = self._vectors(encoder, chunks)
+                for action in self._actions(
+                    doc_key, version, chunks, new, (), vectors=vectors, encoder_version=versioned(encoder)
+                ):
                     written += 1
                     yield action
 
@@ -727,6 +1040,7 @@ class OpenSearchIndex(SearchIndex):
         swap = [{"remove": {"index": o, "alias": self.alias}} for o in old]
         swap.append({"add": {"index": new, "alias": self.alias}})
         self.client.indices.update_aliases(body={"actions": swap})
+        self._layout = None  # the live index changed: read its layout again
         if delete_old:
             for o in old:
                 self.client.indices.delete(index=o)
