@@ -51,3 +51,34 @@ def _environment_restored() -> Iterator[None]:
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _engine_servers_stopped() -> Iterator[None]:
+    """Each test module stops the local engine servers it left running. An engine exits by itself when
+    the process that started it exits (``DOCLLM_ENGINE_PARENT_PID``), which is right for ``docllm`` but
+    never happens inside one pytest process: platforms run in-process by the e2e tests (the demo's, a
+    deploy's) left a dozen engines of 400 MB each running until the end of the suite."""
+    import psutil
+
+    before = {c.pid for c in psutil.Process().children(recursive=True)}
+    yield
+    left = [
+        c
+        for c in psutil.Process().children(recursive=True)
+        if c.pid not in before and "docllm.serving.server" in " ".join(_cmdline(c))
+    ]
+    for c in left:
+        c.terminate()
+    _, alive = psutil.wait_procs(left, timeout=10)
+    for c in alive:
+        c.kill()
+
+
+def _cmdline(proc: Any) -> list[str]:
+    import psutil
+
+    try:
+        return list(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []

@@ -40,6 +40,7 @@ from pydantic import ValidationError
 from docllm.dataset.versions import DatasetManifest, read_split_file
 from docllm.jobs import contract
 from docllm.jobs.contract import JobEnvironment, JobInputError, run_job
+from docllm.provenance import provenance
 from docllm.search.encoder import TOKENIZER_FILE, EncoderCard, EncoderSettings, TextEncoder
 from docllm.search.retriever_gate import GateFigures
 
@@ -136,7 +137,9 @@ def main(env: JobEnvironment) -> None:
     with tempfile.TemporaryDirectory(prefix="retriever-gate-") as work:
         figures = validate_retriever(env.channels["dataset"], env.model_dir, env.channels.get("questions"), Path(work))
     (env.model_dir / VALIDATION_FILE).write_text(figures.model_dump_json(indent=1), encoding="utf-8")
-    (env.model_dir / RESULT_FILE).write_text(card.model_dump_json(indent=1), encoding="utf-8")
+    # The card, and the code and environment that made it: the retriever's manifest names both.
+    result = {**card.model_dump(mode="json"), "provenance": provenance()}
+    (env.model_dir / RESULT_FILE).write_text(json.dumps(result, indent=1), encoding="utf-8")
     output_uri = env.hyperparameters.get("output_uri")
     if output_uri:
         contract.publish_directory(env.model_dir, output_uri)

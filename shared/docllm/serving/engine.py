@@ -124,21 +124,37 @@ class RequestHandle:
         has gone (the server's check for a closed client connection); if so the request is
         cancelled and the iteration ends with ``finished`` still None.
         """
+        held: str | Finished | BaseException | None = None
         while self.finished is None:
-            try:
-                event = self._req.events.get(timeout=poll_s)
-            except queue.Empty:
-                if abandon is not None and abandon():
-                    self.cancel()
-                    return
-                if not self._alive():  # never hang on a scheduler that is gone
-                    raise EngineUnavailableError("the engine stopped") from None
-                continue
+            if held is not None:
+                event, held = held, None
+            else:
+                try:
+                    event = self._req.events.get(timeout=poll_s)
+                except queue.Empty:
+                    if abandon is not None and abandon():
+                        self.cancel()
+                        return
+                    if not self._alive():  # never hang on a scheduler that is gone
+                        raise EngineUnavailableError("the engine stopped") from None
+                    continue
             if isinstance(event, Finished):
                 self.finished = event
             elif isinstance(event, BaseException):
                 raise event
             else:
+                # Deltas that queued up while the consumer was busy go out as one: a busy server
+                # then writes one event per step it saw, not one per token (OpenAI's stream
+                # allows a delta of several tokens; the text is the same).
+                while True:
+                    try:
+                        nxt = self._req.events.get_nowait()
+                    except queue.Empty:
+                        break
+                    if not isinstance(nxt, str):
+                        held = nxt
+                        break
+                    event += nxt
                 self.text += event
                 yield event
 

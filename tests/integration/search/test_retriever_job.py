@@ -84,7 +84,10 @@ def test_the_job_leaves_an_encoder_traceable_to_its_dataset_and_tokenizer(
         "result.json",
     }
     card = EncoderCard.model_validate_json((model_dir / CARD_FILE).read_bytes())
-    assert EncoderCard.model_validate_json((model_dir / "result.json").read_bytes()) == card
+    result = json.loads((model_dir / "result.json").read_text())
+    assert EncoderCard.model_validate(result) == card
+    # The code and environment that made it, for the retriever's manifest.
+    assert result["provenance"]["code"] and result["provenance"]["environment"]["python"]
     tok_result = json.loads((tok_dir / "result.json").read_text())
     assert card.dataset_version == manifest.version
     assert card.tokenizer_version == tok_result["version"]

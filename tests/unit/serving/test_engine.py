@@ -102,7 +102,17 @@ def test_streamed_deltas_join_to_the_generated_text(engine: LocalEngine) -> None
     params = GenerationParams(max_tokens=40, temperature=0.9, seed=11, top_k=50, top_p=0.9, repetition_penalty=1.3)
     deltas = list(engine.stream("Café", params))
     assert "".join(deltas) == engine.generate("Café", params).text  # the seed reproduces the sample
-    assert len(deltas) > 1
+    assert deltas and all(deltas)
+
+
+def test_deltas_that_queued_while_the_consumer_was_busy_come_out_as_one(engine: LocalEngine) -> None:
+    params = GenerationParams(max_tokens=30)
+    handle = engine.submit("A bucket is", params)
+    wait_for(lambda: handle._req.events.qsize() >= 5)  # several tokens generated, none read yet
+    first = next(iter(handle))
+    rest = list(handle)
+    assert len(first) > 1 and first + "".join(rest) == engine.generate("A bucket is", params).text
+    assert handle.finished is not None
 
 
 def test_a_seed_reproduces_a_sample_whatever_runs_beside_it(engine: LocalEngine) -> None:
