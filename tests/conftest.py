@@ -55,19 +55,30 @@ def _environment_restored() -> Iterator[None]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _engine_servers_stopped() -> Iterator[None]:
-    """Each test module stops the local engine servers it left running. An engine exits by itself when
-    the process that started it exits (``DOCLLM_ENGINE_PARENT_PID``), which is right for ``docllm`` but
-    never happens inside one pytest process: platforms run in-process by the e2e tests (the demo's, a
-    deploy's) left a dozen engines of 400 MB each running until the end of the suite."""
+    """Each test module stops the local engines it left running. An engine exits by itself when the
+    process that started it exits (``DOCLLM_ENGINE_PARENT_PID``), which is right for ``docllm`` but never
+    happens inside one pytest process, and a platform run in-process (the demo's, a deploy's) keeps its
+    engines' watchdog thread, which restarts an engine that is merely killed. So, when a module leaves
+    engines: every engine supervisor of the process is stopped (its watchdog ends, its engines drain),
+    then any engine server still running that this module started is terminated."""
+    import gc
+
     import psutil
+
+    from docllm.adapters.local.engines import LocalEngines
+
+    def engines_left() -> list[psutil.Process]:
+        children = psutil.Process().children(recursive=True)
+        return [c for c in children if c.pid not in before and "docllm.serving.server" in " ".join(_cmdline(c))]
 
     before = {c.pid for c in psutil.Process().children(recursive=True)}
     yield
-    left = [
-        c
-        for c in psutil.Process().children(recursive=True)
-        if c.pid not in before and "docllm.serving.server" in " ".join(_cmdline(c))
-    ]
+    if not engines_left():
+        return  # most modules start no engine: no heap walk for them
+    for o in gc.get_objects():  # no supervisor outlives its module (none is session-scoped)
+        if isinstance(o, LocalEngines):
+            o.stop_all(timeout_s=10)
+    left = engines_left()
     for c in left:
         c.terminate()
     _, alive = psutil.wait_procs(left, timeout=10)
