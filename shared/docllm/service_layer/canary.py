@@ -399,4 +399,9 @@ def _record(p: Platform, run: dict[str, Any]) -> dict[str, Any]:
 def canary_runs(p: Platform, target: str | None = None, *, limit: int = 50) -> list[dict[str, Any]]:
     """The newest ``limit`` recorded runs (of ``target``), newest first."""
     rows = [item for _, item in p.state.query(CANARY_RUNS_PK, f"{target}#" if target else "")]
-    return sorted(rows, key=lambda r: str(r.get("started_at", "")), reverse=True)[:limit]
+    # Two runs can start in the same millisecond (the clock's resolution here): the later one also
+    # finished later, so the finish breaks the tie.
+    newest_first = sorted(
+        rows, key=lambda r: (str(r.get("started_at", "")), str(r.get("finished_at", ""))), reverse=True
+    )
+    return newest_first[:limit]
