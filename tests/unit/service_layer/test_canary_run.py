@@ -341,7 +341,12 @@ def test_runs_are_recorded_newest_first_and_pruned(tmp_path: Path, monkeypatch: 
     p, _ = platform(tmp_path, FakeEngine(extractive))
     deployed(p)
     operator_set(p, [OPERATOR_SET[3]])
-    ids = [canary.run_canary(p, "local", run_id=f"run-{i}")["run_id"] for i in range(3)]
+    ids = []
+    for i in range(3):
+        ids.append(canary.run_canary(p, "local", run_id=f"run-{i}")["run_id"])
+        # Runs are ordered by their times, which have millisecond resolution; a run against the fake
+        # engine can take less than that.
+        time.sleep(0.002)
 
     runs = canary.canary_runs(p, "local")
     assert [r["run_id"] for r in runs] == ids[:0:-1]
