@@ -230,10 +230,12 @@ def copy_sources(built: BuiltPrompt, question_terms: Sequence[str] | None = None
         for line in lines
         if _is_prose(line) and (wanted is None or len(wanted.intersection(analyze(line))) >= need)
         for sentence in split_sentences(line)
+        if len(sentence) <= MAX_COPY_CHARS  # the port's bound; a longer "sentence" is not an answer
     ][:MAX_COPY_SOURCES]
 
 
 MAX_COPY_SOURCES = 64
+MAX_COPY_CHARS = 2000
 MIN_LINE_TERMS_SHARE = 0.67
 """Share of the question's content terms a line must name to be copied (rounded up: 2 of 2, 3 of 3, 3 of
 4, 4 of 5). On the S3 dev set with the answer-tuned tiny-s3 (docs/benchmarks.md): 0.5 cites an answering

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,7 +26,9 @@ class GenerationParams(BaseModel):
     repetition_penalty: float = Field(default=1.0, gt=0, le=10)
     stop: list[str] = Field(default_factory=list, max_length=8)
     seed: int | None = None
-    copy_from: list[str] | None = Field(
+    # Bounded: the engine tokenizes these on its scheduler thread, so an unbounded list would stall
+    # every request beside it (64 sentences of at most 2,000 characters; the answer path sends fewer).
+    copy_from: list[Annotated[str, Field(max_length=2000)]] | None = Field(
         default=None,
         max_length=64,
         description="docllm extension: the continuation copies spans of these texts, sentence start to "

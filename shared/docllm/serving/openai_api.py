@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -47,7 +47,7 @@ class _SamplingFields(BaseModel):
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=-1, description="vLLM extension; -1 or 0: off")
     repetition_penalty: float | None = Field(default=None, gt=0, le=10, description="vLLM extension")
-    copy_from: list[str] | None = Field(
+    copy_from: list[Annotated[str, Field(max_length=2000)]] | None = Field(
         default=None, max_length=64, description="docllm extension: copy-constrained decoding (docllm.serving.copying)"
     )
     stop: str | list[str] | None = None

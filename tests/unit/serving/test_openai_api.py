@@ -30,6 +30,12 @@ def test_our_copy_from_extension_reaches_the_engine_parameters() -> None:
     assert completion(copy_from=[]).generation_params(prompt_tokens=1, context_length=256).copy_from is None
 
 
+@pytest.mark.parametrize("copy_from", [["x" * 2001], ["a sentence."] * 65])
+def test_copy_from_is_bounded_so_no_request_can_stall_the_scheduler(copy_from: list[str]) -> None:
+    with pytest.raises(ValidationError):
+        completion(copy_from=copy_from)
+
+
 @pytest.mark.parametrize(
     "field",
     [
