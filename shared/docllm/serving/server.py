@@ -79,6 +79,9 @@ MAX_BODY = 4 * 1024 * 1024
 IDLE_TIMEOUT_S = 120.0  # a kept-alive connection with no request for this long is closed
 DISCONNECT_POLL_S = 0.25  # how often a waiting request checks that its client is still there
 RETRY_AFTER_BUSY_S = 1
+#: The engines ``docllm up`` starts read their dtype here (bfloat16: faster on CPUs with AVX512-BF16 or
+#: AMX, not exact against the fp32 model the gate evaluated; docs/serving.md).
+ENV_DTYPE = "DOCLLM_ENGINE_DTYPE"
 ROUTES = ("/health", "/v1/models", "/v1/completions", "/v1/chat/completions", "/metrics")
 
 
@@ -465,7 +468,12 @@ def parse_args(argv: list[str] | None = None) -> ServeArgs:
     p.add_argument("--max-queue", type=int, default=64, help="requests that may wait; one more gets a 429")
     p.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request, queue wait included")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds SIGTERM waits for requests in flight")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="weights and cache dtype")
+    p.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default=os.environ.get(ENV_DTYPE, "float32"),
+        help=f"weights and cache dtype (default: ${ENV_DTYPE}, else float32, exact against the evaluated model)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     p.add_argument(
         "--fault",
@@ -474,6 +482,8 @@ def parse_args(argv: list[str] | None = None) -> ServeArgs:
         "ungrounded (each answers an invented sentence); see docllm.serving.faults",
     )
     ns = p.parse_args(argv)
+    if ns.dtype not in DTYPES:  # argparse checks choices only on the command line, not a default
+        p.error(f"${ENV_DTYPE} must be one of {sorted(DTYPES)}, got {ns.dtype!r}")
     return ServeArgs.model_validate(vars(ns))
 
 

@@ -85,3 +85,17 @@ def test_packed_linears_match_the_plain_ones_for_any_number_of_rows_and_keep_the
         for rows in (1, 3, 8, 20):  # fewer, as many and more rows than packed for
             x = torch.randint(0, 400, (1, rows))
             torch.testing.assert_close(model(x)[0], plain(x)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not can_pack(), reason="this torch has no oneDNN packed linear")
+def test_bf16_linears_are_packed_even_for_one_row_and_match_the_plain_bf16_model() -> None:
+    model = tiny_model(block_size=64).to(torch.bfloat16)
+    plain = tiny_model(block_size=64).to(torch.bfloat16)
+    pack_for_decode(model, rows=1)
+    assert isinstance(model.lm_head, DecodeLinear) and model.lm_head.packed_for_one
+    assert model.lm_head.weight is model.transformer["wte"].weight
+    with torch.inference_mode():
+        for rows in (1, 8):
+            x = torch.randint(0, 400, (1, rows))
+            # bf16 keeps 8 bits of mantissa; the two paths accumulate in different orders
+            torch.testing.assert_close(model(x)[0].float(), plain(x)[0].float(), rtol=0.05, atol=0.05)
