@@ -337,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         help="train a tokenizer and an encoder on the train split in this run, into DIR",
     )
     parser.add_argument("--encoder-epochs", type=int, default=EncoderSettings().epochs, help="with --train-encoder")
+    parser.add_argument(
+        "--encoder-hard-negatives", action="store_true", help="with --train-encoder: BM25-mined hard negatives"
+    )
     parser.add_argument("--rate", type=float, default=None, help="load run requests/s (default 200; quick 50)")
     parser.add_argument("--duration", type=float, default=None, help="load run seconds (default 60; quick 10)")
     parser.add_argument("--fresh-repeats", type=int, default=None, help="freshness probes (default 5; quick 3)")
@@ -384,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.encoder is not None:
         encoder = TextEncoder.load(args.encoder)
     elif args.train_encoder is not None:
-        encoder, train_s = train_bench_encoder(chunks, EncoderSettings(epochs=args.encoder_epochs), args.train_encoder)
+        settings = EncoderSettings(epochs=args.encoder_epochs, hard_negatives=args.encoder_hard_negatives)
+        encoder, train_s = train_bench_encoder(chunks, settings, args.train_encoder)
     enc_rankings = tuple((n, r) for n, r in ENCODER_VARIANTS if wanted is None or n in wanted)
     if encoder is not None and enc_rankings:
         measured = bench_docllm(chunks, questions, FLAT, ident, real, enc_rankings, encoder=encoder)

@@ -56,11 +56,21 @@ class EncoderSettings(BaseModel):
     learning_rate: float = Field(default=2e-3, gt=0, le=1)
     temperature: float = Field(default=0.05, gt=0, le=1, description="softmax temperature of the InfoNCE loss")
     cloze_per_chunk: int = Field(default=1, ge=0, le=8, description="inverse-cloze pairs drawn per chunk")
+    hard_negatives: bool = Field(
+        default=False,
+        description="each heading and question pair also gets the passage of another page that BM25 ranks "
+        "first for its query, as one more negative (docllm.search.encoder_train.mine_hard_negatives)",
+    )
     seed: int = Field(default=0, ge=0)
     max_seconds: float = Field(default=600.0, gt=0, description="training stops after this wall time (not versioned)")
 
     def versioned(self) -> dict[str, object]:
-        return self.model_dump(exclude={"max_seconds"})
+        # A setting added later is left out at its default, so the encoders trained before it keep
+        # their versions.
+        fields = self.model_dump(exclude={"max_seconds"})
+        if not self.hard_negatives:
+            del fields["hard_negatives"]
+        return fields
 
 
 class EncoderCard(BaseModel):

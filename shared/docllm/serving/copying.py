@@ -81,3 +81,27 @@ def sentence_ends(ids: Sequence[int], piece: Callable[[int], str]) -> set[int]:
     [1, 3]
     """
     return {p for p, t in enumerate(ids) if piece(t).rstrip().endswith(SENTENCE_END)}
+
+
+def copy_choices(sources: Sequence[str]) -> list[str]:
+    """The texts a copy-constrained answer may be, for an engine that takes a list of choices instead
+    of ``copy_from`` (vLLM's ``structured_outputs: {"choice": [...]}``): each source up to each of its
+    sentence ends, and each whole source; once each, in order.
+
+    It is the same set of answers the engine's :class:`CopyConstraint` allows, read at the level of
+    text rather than tokens (vLLM may tokenize a choice differently; the text is what is checked).
+
+    Example
+    -------
+    >>> copy_choices(["Enable it: open the bucket. Then save.", "Names are global", ""])
+    ['Enable it:', 'Enable it: open the bucket.', 'Enable it: open the bucket. Then save.', 'Names are global']
+    """
+    out: dict[str, None] = {}
+    for source in sources:
+        text = source.strip()
+        for i, ch in enumerate(text):
+            if ch in SENTENCE_END and (i + 1 == len(text) or text[i + 1].isspace()):
+                out[text[: i + 1]] = None
+        if text:
+            out[text] = None
+    return list(out)

@@ -51,8 +51,9 @@ def completion(text: str, finish: str = "stop") -> StreamingBody:
 
 
 def test_generate_invokes_the_endpoint_with_an_openai_completion(client: Any) -> None:
-    # copy_from is our engine's extension: vLLM would ignore it, so it is not sent (the body below).
-    params = GenerationParams(max_tokens=3, stop=["\n"], repetition_penalty=1.1, copy_from=["Versioning keeps all."])
+    # copy_from is our engine's extension: vLLM gets the same answers as a structured output's choices.
+    sources = ["Versioning keeps all: every version.", "It is off"]
+    params = GenerationParams(max_tokens=3, stop=["\n"], repetition_penalty=1.1, copy_from=sources)
     body = {
         "prompt": "Versioning",
         "max_tokens": 3,
@@ -60,6 +61,9 @@ def test_generate_invokes_the_endpoint_with_an_openai_completion(client: Any) ->
         "top_p": 1.0,
         "stop": ["\n"],
         "repetition_penalty": 1.1,
+        "structured_outputs": {
+            "choice": ["Versioning keeps all:", "Versioning keeps all: every version.", "It is off"]
+        },
     }
     with Stubber(client) as stub:
         stub.add_response(

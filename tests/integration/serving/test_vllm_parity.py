@@ -33,10 +33,12 @@ import pytest
 import sentencepiece as spm
 import torch
 
+from docllm.adapters.local.inference import vllm_completion_body
 from docllm.model.config import ModelConfig
 from docllm.model.export import export_hf
 from docllm.model.gpt import GPT
 from docllm.ports.inference import GenerationParams
+from docllm.serving.copying import copy_choices
 from docllm.serving.engine import LocalEngine
 from docllm.tokenizer.hf_export import export_hf as export_tokenizer
 from tests.support.vllm import get_json, post_json, skip_without_vllm, vllm_server
@@ -152,3 +154,15 @@ def test_vllm_encodes_a_text_prompt_as_we_do(vllm_url: str, engine: LocalEngine)
     ours, our_text = _ours(engine, engine.tokenizer.encode_prompt(prompt))
     theirs, their_text = _vllm(vllm_url, prompt)
     assert (theirs, their_text) == (ours, our_text)
+
+
+def test_vllm_answers_a_copy_constrained_request_with_one_of_the_choices(vllm_url: str) -> None:
+    # What the SageMaker adapter sends for the answer path's copy_from: the answer must be one of the
+    # sources up to a sentence end, however the random model would have continued on its own.
+    sources = ["Versioning keeps every version of an object.", "Lifecycle rules expire old versions: daily."]
+    # Room for the longest choice in this 512-piece vocabulary (a cut one would end with "length").
+    params = GenerationParams(max_tokens=160, temperature=0.0, copy_from=sources)
+    body = {**vllm_completion_body("### Answer:\n", params), "model": MODEL}
+    choice = post_json(vllm_url + "/v1/completions", body)["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    assert choice["text"] in copy_choices(sources)

@@ -12,6 +12,7 @@ from docllm.adapters.local.inference import (
     error_for_status,
     finish_reason,
     sse_deltas,
+    vllm_completion_body,
     without_extensions,
 )
 from docllm.exceptions import PermanentError
@@ -36,6 +37,15 @@ def test_completion_body_carries_copy_from_and_only_our_engine_gets_it() -> None
     assert completion_body("p", params)["copy_from"] == ["Versioning keeps every version."]
     assert "copy_from" not in completion_body("p", without_extensions(params))
     assert without_extensions(GenerationParams()) == GenerationParams()
+
+
+def test_vllm_gets_copy_from_as_choices_and_nothing_when_there_is_none() -> None:
+    params = GenerationParams(copy_from=["Versioning is off; enable it.", "  "])
+    body = vllm_completion_body("p", params, stream=True)
+    assert body["structured_outputs"] == {"choice": ["Versioning is off;", "Versioning is off; enable it."]}
+    assert "copy_from" not in body and body["stream"] is True
+    assert "structured_outputs" not in vllm_completion_body("p", GenerationParams(copy_from=[" "]))
+    assert vllm_completion_body("p", GenerationParams()) == completion_body("p", GenerationParams())
 
 
 def test_sse_decoder_handles_any_cut_crlf_comments_and_multiline_data() -> None:

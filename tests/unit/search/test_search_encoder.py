@@ -22,7 +22,14 @@ from docllm.search.encoder import (
     passage_text,
     write_encoder_arrays,
 )
-from docllm.search.encoder_train import Pair, make_pairs, pair_counts, passages_from_records, train_encoder
+from docllm.search.encoder_train import (
+    Pair,
+    make_pairs,
+    mine_hard_negatives,
+    pair_counts,
+    passages_from_records,
+    train_encoder,
+)
 from docllm.search.exceptions import EncoderArtifactError
 from docllm.search.fusion import reciprocal_rank_fusion
 from docllm.search.ranking import Ranking
@@ -106,6 +113,9 @@ def test_encoder_version_names_data_tokenizer_and_settings() -> None:
     assert base != encoder_version(EncoderSettings(dim=64), "ds-1", "tok-1")
     assert base != encoder_version(EncoderSettings(), "ds-2", "tok-1")
     assert base != encoder_version(EncoderSettings(), "ds-1", "tok-2")
+    assert base != encoder_version(EncoderSettings(hard_negatives=True), "ds-1", "tok-1")
+    # a setting added later leaves the versions of encoders trained before it as they were
+    assert "hard_negatives" not in EncoderSettings().versioned()
 
 
 def test_passage_text_does_not_repeat_the_title() -> None:
@@ -162,6 +172,37 @@ def test_training_pulls_paired_texts_together() -> None:
     enc = TextEncoder(WordTokenizer(), trained.embeddings, trained.weights)
     q, pos, neg = enc.encode([WORDS[0], WORDS[1], WORDS[5]])
     assert float(q @ pos) > float(q @ neg)
+
+
+def test_hard_negatives_are_the_best_bm25_passage_of_another_page() -> None:
+    pairs = [
+        Pair("heading", "bucket storage", "bucket storage bucket", "a"),
+        Pair("question", "how bucket storage", "bucket storage bucket", "a"),
+        Pair("heading", "alarm metric", "alarm metric", "b"),
+        Pair("heading", "bucket metric", "bucket storage metric", "c"),
+        Pair("cloze", "bucket", "storage", "a"),
+        Pair("heading", "queue", "queue", "d"),
+    ]
+    mined = mine_hard_negatives(pairs)
+    # a's query lands on its own passage first; the next page is c's, which shares both words
+    assert mined[:2] == ["bucket storage metric"] * 2
+    assert mined[2] == "bucket storage metric"  # "metric" is in c's and no other page but b's own
+    assert mined[3] in {"bucket storage bucket", "alarm metric"}
+    assert mined[4] is None  # cloze pairs keep their in-batch negatives only
+    assert mined[5] is None  # no other page holds "queue"
+
+
+def test_training_with_hard_negatives_separates_a_page_from_its_near_twin() -> None:
+    # Two pages share "bucket"; only the second word tells them apart. With hard negatives the loss
+    # must push each query away from its twin's passage.
+    pages = {"a": "bucket storage", "b": "bucket function", "c": "alarm metric", "d": "queue runtime"}
+    pairs = [Pair("heading", text, text, page) for page, text in pages.items()] * 16
+    settings = EncoderSettings(dim=16, epochs=20, batch_size=8, learning_rate=0.05, seed=1, hard_negatives=True)
+    trained = train_encoder(pairs, WordTokenizer(), settings, vocab_size=len(WORDS))
+    assert trained.steps == 20 * 8 and np.isfinite(trained.losses).all()  # masked columns never give NaN
+    enc = TextEncoder(WordTokenizer(), trained.embeddings, trained.weights)
+    q, own, twin = enc.encode(["bucket storage", "bucket storage", "bucket function"])
+    assert float(q @ own) > float(q @ twin)
 
 
 # -- artefacts ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from docllm.serving.batch import (
     DecodeLinear,
     SlotCache,
     can_pack,
+    decode_attention,
     decode_step,
     pack_for_decode,
     prefill,
@@ -99,3 +100,18 @@ def test_bf16_linears_are_packed_even_for_one_row_and_match_the_plain_bf16_model
             x = torch.randint(0, 400, (1, rows))
             # bf16 keeps 8 bits of mantissa; the two paths accumulate in different orders
             torch.testing.assert_close(model(x)[0].float(), plain(x)[0].float(), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("rows", [1, 5])
+def test_written_out_bf16_attention_matches_the_kernel(rows: int) -> None:
+    torch.manual_seed(0)
+    q = torch.randn(rows, 4, 1, 16)
+    keys, values = torch.randn(rows, 4, 40, 16), torch.randn(rows, 4, 40, 16)
+    mask = None
+    if rows > 1:  # each row sees its own number of keys, as in a continuous batch
+        mask = (torch.arange(40)[None, :] < torch.tensor([40, 3, 17, 1, 29])[:, None])[:, None, None, :]
+    expected = torch.nn.functional.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+    torch.testing.assert_close(decode_attention(q, keys, values, mask), expected)  # fp32: the kernel itself
+    got = decode_attention(*(t.to(torch.bfloat16) for t in (q, keys, values)), mask)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected, rtol=0.03, atol=0.03)

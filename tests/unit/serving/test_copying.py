@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from docllm.ports.inference import GenerationParams
-from docllm.serving.copying import NO_EOS, CopyConstraint, sentence_ends
+from docllm.serving.copying import NO_EOS, SENTENCE_END, CopyConstraint, copy_choices, sentence_ends
 from docllm.serving.engine import LocalEngine
 
 SOURCES = [
@@ -54,6 +54,17 @@ def test_sentence_ends_follow_the_tokens_text() -> None:
 
 
 @settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet="ab .:;!?\n", max_size=30), max_size=4))
+def test_copy_choices_are_source_prefixes_ending_a_sentence_or_whole_sources(sources: list[str]) -> None:
+    choices = copy_choices(sources)
+    assert len(choices) == len(set(choices)) and all(choices)
+    for choice in choices:
+        whole = [s.strip() for s in sources if s.strip() == choice]
+        ending = [s for s in sources if s.strip().startswith(choice) and choice.endswith(SENTENCE_END)]
+        assert whole or ending
+    assert {s.strip() for s in sources if s.strip()} <= set(choices)
+
+
 @given(
     sources=st.lists(st.lists(st.integers(1, 6), min_size=1, max_size=12), min_size=1, max_size=4),
     choices=st.lists(st.integers(0, 1000), max_size=20),

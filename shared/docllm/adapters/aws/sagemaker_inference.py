@@ -5,8 +5,9 @@ The container (``containers/serve/``) runs vLLM's OpenAI server behind SageMaker
 (``vllm.entrypoints.serve.sagemaker``, used by its ``sagemaker-entrypoint.sh`` image) picks the
 handler for ``/invocations`` from the shape of the body, and our entry script maps it to
 ``/v1/completions`` outright; either way the body is the OpenAI completions request
-(:func:`~docllm.adapters.local.inference.completion_body`) and the answer a ``text_completion``
-object, exactly as on the local engine. The request names no ``model``: the container serves one,
+(:func:`~docllm.adapters.local.inference.vllm_completion_body`: a copy-constrained request's
+``copy_from`` goes as vLLM's structured output ``{"choice": [...]}``) and the answer a
+``text_completion`` object, exactly as on the local engine. The request names no ``model``: the container serves one,
 and its served name (a path under ``/opt/ml/model``) is not the registry's version, which the
 adapter is told instead.
 
@@ -46,11 +47,10 @@ from botocore.exceptions import (
 
 from docllm.adapters.aws.errors import aws_errors
 from docllm.adapters.local.inference import (
-    completion_body,
     error_for_status,
     parse_completion,
     sse_deltas,
-    without_extensions,
+    vllm_completion_body,
 )
 from docllm.exceptions import DocllmError
 from docllm.ports.inference import Generation, GenerationParams, InferenceEngine, ModelInfo
@@ -120,7 +120,7 @@ class SageMakerInference(InferenceEngine):
         return ModelInfo(model=self.model_version, context_length=self.context_length)
 
     def generate(self, prompt: str, params: GenerationParams) -> Generation:
-        body = json.dumps(completion_body(prompt, without_extensions(params))).encode()
+        body = json.dumps(vllm_completion_body(prompt, params)).encode()
         with _engine_errors(f"SageMaker InvokeEndpoint {self.endpoint_name}"):
             resp = self.client.invoke_endpoint(
                 EndpointName=self.endpoint_name, Body=body, ContentType=CONTENT_TYPE, Accept=CONTENT_TYPE
@@ -130,7 +130,7 @@ class SageMakerInference(InferenceEngine):
         return parse_completion(payload, model=self.model_version).model_copy(update={"model": self.model_version})
 
     def stream(self, prompt: str, params: GenerationParams) -> Iterator[str]:
-        body = json.dumps(completion_body(prompt, without_extensions(params), stream=True)).encode()
+        body = json.dumps(vllm_completion_body(prompt, params, stream=True)).encode()
         operation = f"SageMaker InvokeEndpointWithResponseStream {self.endpoint_name}"
         with _engine_errors(operation):
             resp = self.client.invoke_endpoint_with_response_stream(

@@ -41,6 +41,7 @@ from typing import Any, Literal, TypeVar
 from docllm.exceptions import ConfigurationError, DocllmError, PermanentError
 from docllm.ports.inference import Generation, GenerationParams, InferenceEngine, ModelInfo
 from docllm.ports.state import StateStore
+from docllm.serving.copying import copy_choices
 from docllm.serving.exceptions import (
     EngineBusyError,
     EngineUnavailableError,
@@ -59,6 +60,7 @@ __all__ = [
     "finish_reason",
     "parse_completion",
     "sse_deltas",
+    "vllm_completion_body",
     "without_extensions",
 ]
 
@@ -112,10 +114,29 @@ def completion_body(
 
 
 def without_extensions(params: GenerationParams) -> GenerationParams:
-    """``params`` less docllm's own extensions, for engines that are not ours (vLLM on SageMaker, a
-    Bedrock imported model): they would ignore or refuse ``copy_from``, so the answer path's
-    grounding check alone decides there (docs/serving.md, "Copy-constrained answers")."""
+    """``params`` less docllm's own extensions, for engines that are not ours: they would ignore or
+    refuse ``copy_from``. vLLM gets it in its own form (:func:`vllm_completion_body`); on a Bedrock
+    imported model the answer path's grounding check alone decides (docs/answers.md)."""
     return params.model_copy(update={"copy_from": None}) if params.copy_from else params
+
+
+def vllm_completion_body(prompt: str, params: GenerationParams, *, stream: bool = False) -> dict[str, Any]:
+    """The ``/v1/completions`` request for vLLM (the SageMaker serving container): ``copy_from``
+    becomes vLLM's structured output ``{"choice": [...]}`` over the same answers
+    (:func:`~docllm.serving.copying.copy_choices`), so the answer path is copy-constrained there too.
+
+    Examples
+    --------
+    >>> body = vllm_completion_body("Q", GenerationParams(max_tokens=8, copy_from=["It is on. It is free."]))
+    >>> body["structured_outputs"], "copy_from" in body
+    ({'choice': ['It is on.', 'It is on. It is free.']}, False)
+    """
+    body = completion_body(prompt, without_extensions(params), stream=stream)
+    if params.copy_from:
+        choices = copy_choices(params.copy_from)
+        if choices:
+            body["structured_outputs"] = {"choice": choices}
+    return body
 
 
 def finish_reason(value: object) -> Literal["stop", "length"]:
