@@ -117,19 +117,14 @@ class RequestHandle:
     def __iter__(self) -> Iterator[str]:
         return self.deltas()
 
-    def deltas(
-        self, *, poll_s: float = 1.0, abandon: Callable[[], bool] | None = None, interval_s: float = 0.0
-    ) -> Iterator[str]:
+    def deltas(self, *, poll_s: float = 1.0, abandon: Callable[[], bool] | None = None) -> Iterator[str]:
         """Text deltas in order; raises the request's error (timeout, engine stopped) if it fails.
 
         While no event arrives, ``abandon`` is asked every ``poll_s`` seconds whether the consumer
         has gone (the server's check for a closed client connection); if so the request is
-        cancelled and the iteration ends with ``finished`` still None. With ``interval_s``, a delta
-        after the first waits until that long after the previous one, gathering the tokens that come
-        meanwhile; the end of the request cuts the wait short (the first and last text are never late).
+        cancelled and the iteration ends with ``finished`` still None.
         """
         held: str | Finished | BaseException | None = None
-        last_yield: float | None = None
         while self.finished is None:
             if held is not None:
                 event, held = held, None
@@ -151,11 +146,9 @@ class RequestHandle:
                 # Deltas that queued up while the consumer was busy go out as one: a busy server
                 # then writes one event per step it saw, not one per token (OpenAI's stream
                 # allows a delta of several tokens; the text is the same).
-                until = last_yield + interval_s if last_yield is not None else 0.0
                 while True:
-                    wait = until - time.monotonic()
                     try:
-                        nxt = self._req.events.get(timeout=wait) if wait > 0 else self._req.events.get_nowait()
+                        nxt = self._req.events.get_nowait()
                     except queue.Empty:
                         break
                     if not isinstance(nxt, str):
@@ -163,7 +156,6 @@ class RequestHandle:
                         break
                     event += nxt
                 self.text += event
-                last_yield = time.monotonic()
                 yield event
 
     def result(self) -> Generation:

@@ -79,9 +79,6 @@ MAX_BODY = 4 * 1024 * 1024
 IDLE_TIMEOUT_S = 120.0  # a kept-alive connection with no request for this long is closed
 DISCONNECT_POLL_S = 0.25  # how often a waiting request checks that its client is still there
 RETRY_AFTER_BUSY_S = 1
-#: A streamed delta waits until this long after the previous one (the first and last never wait): an
-#: event per token costs every connection's thread a wake-up and a write per step under one GIL.
-STREAM_INTERVAL_S = float(os.environ.get("DOCLLM_STREAM_INTERVAL_S", "0.02"))
 #: The engines ``docllm up`` starts read their dtype here (bfloat16: faster on CPUs with AVX512-BF16 or
 #: AMX, not exact against the fp32 model the gate evaluated; docs/serving.md).
 ENV_DTYPE = "DOCLLM_ENGINE_DTYPE"
@@ -351,8 +348,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _complete(self, handle: RequestHandle, rid: str, *, chat: bool) -> None:
         try:
-            # Nobody reads the deltas of a whole completion: wake a few times a second, not per token.
-            for _ in handle.deltas(poll_s=DISCONNECT_POLL_S, abandon=self._client_gone, interval_s=DISCONNECT_POLL_S):
+            for _ in handle.deltas(poll_s=DISCONNECT_POLL_S, abandon=self._client_gone):
                 pass
         except GenerationTimeoutError as e:
             self._error(504, str(e), code="timeout")
@@ -397,8 +393,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
 
             try:
-                gone = self._client_gone
-                for delta in handle.deltas(poll_s=DISCONNECT_POLL_S, abandon=gone, interval_s=STREAM_INTERVAL_S):
+                for delta in handle.deltas(poll_s=DISCONNECT_POLL_S, abandon=self._client_gone):
                     if not ungrounded:
                         send(delta)
                     elif len(pending) > 1:

@@ -116,16 +116,6 @@ def test_deltas_that_queued_while_the_consumer_was_busy_come_out_as_one(engine: 
     assert handle.finished is not None
 
 
-def test_an_interval_gathers_deltas_but_never_delays_the_first_or_the_end(engine: LocalEngine) -> None:
-    params = GenerationParams(max_tokens=30)
-    handle = engine.submit("A bucket is", params)
-    started = time.monotonic()
-    deltas = list(handle.deltas(interval_s=60.0))
-    # the first delta at once, the rest when the request ends: not a minute later
-    assert len(deltas) <= 2 and time.monotonic() - started < 30
-    assert "".join(deltas) == engine.generate("A bucket is", params).text and handle.finished is not None
-
-
 def test_a_seed_reproduces_a_sample_whatever_runs_beside_it(engine: LocalEngine) -> None:
     params = GenerationParams(max_tokens=20, temperature=1.0, seed=5)
     alone = engine.generate("A bucket is", params).text
