@@ -42,6 +42,13 @@ PAGES = {
 }
 MAX_EXAMPLES = 60
 
+# schemathesis imports most of its OpenAPI machinery lazily, on the first schema it loads, and pytest
+# compiles those modules then (it rewrites a plugin's asserts). CPython 3.11.7 keeps the AST
+# constructor's recursion depth in state shared by threads (gh-106905, fixed in 3.11.8): a compile
+# in the fixture while the platform's threads compiled too failed with "AST constructor recursion
+# depth mismatch". Loading a schema here does those imports at collection, before any platform runs.
+schemathesis.openapi.from_dict({"openapi": "3.0.3", "info": {"title": "warm-up", "version": "0"}, "paths": {}})
+
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRuntime]:
