@@ -42,12 +42,8 @@ PAGES = {
 }
 MAX_EXAMPLES = 60
 
-# schemathesis imports most of its OpenAPI machinery lazily, on the first schema it loads, and pytest
-# compiles those modules then (it rewrites a plugin's asserts). CPython 3.11.7 keeps the AST
-# constructor's recursion depth in state shared by threads (gh-106905, fixed in 3.11.8): a compile
-# in the fixture while the platform's threads compiled too failed with "AST constructor recursion
-# depth mismatch". Loading a schema here does those imports at collection, before any platform runs.
-schemathesis.openapi.from_dict({"openapi": "3.0.3", "info": {"title": "warm-up", "version": "0"}, "paths": {}})
+# Lazy imports inside schemathesis are safe: pytest no longer rewrites third-party plugin packages
+# (pyproject's addopts say why).
 
 
 @pytest.fixture(scope="module")
