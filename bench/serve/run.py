@@ -65,15 +65,20 @@ def bench_engines(
     for shape in shapes:
         export = random_export(work, shape)
         ids = load_tokenizer(export).encode_prompt(PROMPT)[:PROMPT_TOKENS]
+        # The default server runs its engine in a child process; one thread per dtype is also run with
+        # the engine in the HTTP process (--in-process), to show what the split buys.
+        settings = [(threads, False) for threads in (1, 2)] + [(1, True)]
         for dtype in DTYPES:
-            for threads in (1, 2):
-                print(f"{shape}: our server, {threads} thread(s), {dtype}…", file=sys.stderr)
-                log = work / f"ours-{shape}-{threads}-{dtype}.log"
-                with servers.ours(export, MODEL, threads=threads, log=log, dtype=dtype) as url:
+            for threads, in_process in settings:
+                where = ", in-process" if in_process else ""
+                print(f"{shape}: our server, {threads} thread(s), {dtype}{where}…", file=sys.stderr)
+                log = work / f"ours-{shape}-{threads}-{dtype}{'-inproc' if in_process else ''}.log"
+                with servers.ours(export, MODEL, threads=threads, log=log, dtype=dtype, in_process=in_process) as url:
                     f = measure(
                         url, MODEL, ids, max_tokens=max_tokens, concurrency=CONCURRENCY, repeats=repeats, extra={}
                     )
-                rows.append(_row(shape, f"ours ({threads} thread{'s' if threads > 1 else ''}, {SHORT[dtype]})", f))
+                label = f"ours ({threads} thread{'s' if threads > 1 else ''}, {SHORT[dtype]}{where})"
+                rows.append(_row(shape, label, f))
         for dtype in DTYPES:
             print(f"{shape}: transformers generate(), {dtype}…", file=sys.stderr)
             f = hf.measure(export, ids, max_tokens=max_tokens, batch=CONCURRENCY, repeats=repeats, dtype=DTYPES[dtype])

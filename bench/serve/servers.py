@@ -42,12 +42,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def ours(export: Path, model: str, *, threads: int, log: Path, dtype: str = "float32") -> Iterator[str]:
+def ours(
+    export: Path, model: str, *, threads: int, log: Path, dtype: str = "float32", in_process: bool = False
+) -> Iterator[str]:
     """``python -m docllm.serving.server`` on a free port; yields its URL once it prints READY."""
     with log.open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "docllm.serving.server", "--export", str(export), "--model-name", model,
-             "--port", "0", "--threads", str(threads), "--max-batch", "8", "--dtype", dtype],
+             "--port", "0", "--threads", str(threads), "--max-batch", "8", "--dtype", dtype,
+             *(["--in-process"] if in_process else [])],
             stdout=subprocess.PIPE, stderr=err, cwd=REPO, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip

@@ -25,6 +25,7 @@ Shapes: n running rows, C = n_embd, nh heads, hs head size, S keys attended, V v
 
 from __future__ import annotations
 
+import functools
 from typing import cast
 
 import torch
@@ -66,19 +67,33 @@ class DecodeLinear(nn.Module):
         return cast(torch.Tensor, out.view(*x.shape[:-1], self.out_features))
 
 
-def can_pack() -> bool:
-    """Whether this torch has oneDNN's packed linear (CPU builds with MKL-DNN do)."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+@functools.cache
+def can_pack(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether this torch and this CPU can pack ``dtype`` weights for oneDNN's linear.
+
+    CPU builds with MKL-DNN pack fp32 everywhere; bf16 needs AVX512 (BW, VL, DQ) or AVX-NE-CONVERT,
+    which not every CI machine has (an AVX2-only EPYC refuses it), so it is tried once on a tiny
+    weight rather than guessed from the CPU's flags.
+    """
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
+        return False
+    try:
+        w = torch.zeros(8, 8, dtype=dtype)
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, 1)
+        torch.ops.mkldnn._linear_pointwise(torch.zeros(1, 8, dtype=dtype), packed, None, "none", [], "")
+    except RuntimeError:
+        return False
+    return True
 
 
 def pack_for_decode(model: GPT, rows: int) -> GPT:
     """Replace the CPU linears of ``model`` by :class:`DecodeLinear` for batches of ``rows``.
 
     fp32 is packed for batches of two rows or more, bf16 always. Nothing changes when oneDNN's
-    packed linear is not available or the model is on a GPU.
+    packed linear is not available for the weights' dtype on this CPU or the model is on a GPU.
     """
     weight = model.lm_head.weight
-    if not can_pack() or not weight.is_cpu or weight.dtype not in (torch.float32, torch.bfloat16):
+    if not weight.is_cpu or weight.dtype not in (torch.float32, torch.bfloat16) or not can_pack(weight.dtype):
         return model
     if weight.dtype == torch.float32 and rows < 2:
         return model

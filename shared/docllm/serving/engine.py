@@ -51,10 +51,10 @@ import random
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -90,29 +90,54 @@ class Finished:
     completion_tokens: int
 
 
+Event = str | Finished | BaseException
+
+
+class EventSink(Protocol):
+    """Where the scheduler puts a request's events: the caller's queue, or a pipe to another process."""
+
+    def put(self, item: Event, /) -> None: ...
+
+
 @dataclass(eq=False)
 class _Request:
     prompt_ids: list[int]
     params: GenerationParams
     submitted: float
     deadline: float
-    events: queue.SimpleQueue[str | Finished | BaseException] = field(default_factory=queue.SimpleQueue)
+    events: EventSink
     cancelled: bool = False  # set by the caller's thread, read by the scheduler's (a plain bool is atomic)
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 class RequestHandle:
-    """A submitted request: iterate it for text deltas; ``cancel()`` frees its row at the next step."""
+    """A submitted request: iterate it for text deltas; ``cancel()`` frees its row at the next step.
 
-    def __init__(self, request: _Request, alive: Callable[[], bool], model: str) -> None:
-        self._req = request
+    ``events`` is the queue the request's events arrive on, ``cancel`` what cancelling does (set a
+    flag the scheduler reads; for an engine in another process, send it there).
+    """
+
+    def __init__(
+        self,
+        events: queue.SimpleQueue[Event],
+        *,
+        prompt_tokens: int,
+        alive: Callable[[], bool],
+        model: str,
+        cancel: Callable[[], None],
+    ) -> None:
+        self.events = events
         self._alive = alive
+        self._cancel = cancel
         self.model = model
-        self.prompt_tokens = len(request.prompt_ids)
+        self.prompt_tokens = prompt_tokens
         self.finished: Finished | None = None
         self.text = ""
 
     def cancel(self) -> None:
-        self._req.cancelled = True
+        self._cancel()
 
     def __iter__(self) -> Iterator[str]:
         return self.deltas()
@@ -124,13 +149,13 @@ class RequestHandle:
         has gone (the server's check for a closed client connection); if so the request is
         cancelled and the iteration ends with ``finished`` still None.
         """
-        held: str | Finished | BaseException | None = None
+        held: Event | None = None
         while self.finished is None:
             if held is not None:
                 event, held = held, None
             else:
                 try:
-                    event = self._req.events.get(timeout=poll_s)
+                    event = self.events.get(timeout=poll_s)
                 except queue.Empty:
                     if abandon is not None and abandon():
                         self.cancel()
@@ -148,7 +173,7 @@ class RequestHandle:
                 # allows a delta of several tokens; the text is the same).
                 while True:
                     try:
-                        nxt = self._req.events.get_nowait()
+                        nxt = self.events.get_nowait()
                     except queue.Empty:
                         break
                     if not isinstance(nxt, str):
@@ -169,6 +194,17 @@ class RequestHandle:
             prompt_tokens=self.finished.prompt_tokens,
             completion_tokens=self.finished.completion_tokens,
             model=self.model,
+        )
+
+
+def check_prompt(ids: list[int], params: GenerationParams, *, vocab_size: int, context_length: int) -> None:
+    """Refuse what no engine of this model can serve: ids outside the vocabulary, or too long a request."""
+    if not ids or not all(0 <= i < vocab_size for i in ids):
+        raise InvalidRequestError(f"prompt token ids must be a non-empty list of ids in [0, {vocab_size})")
+    if len(ids) + params.max_tokens > context_length:
+        raise PromptTooLongError(
+            f"the prompt has {len(ids)} tokens and max_tokens is {params.max_tokens}: together they exceed "
+            f"the model's context of {context_length} tokens"
         )
 
 
@@ -261,6 +297,7 @@ class LocalEngine(InferenceEngine):
         threads: int | None = None,
         dtype: str = "float32",
         registry: Registry | None = None,
+        after_iteration: Callable[[], None] | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
@@ -285,6 +322,9 @@ class LocalEngine(InferenceEngine):
         self._accepting = True
         self._stop = False
         self._error: BaseException | None = None
+        # Called on the scheduler thread after each admission pass and each step, and once at the end:
+        # where events put to a pipe sink go out as one message per step.
+        self._after_iteration = after_iteration or (lambda: None)
         self.metrics = EngineMetrics(self.registry, self._queue.qsize, lambda: len(self._running))
         self._thread = threading.Thread(target=self._loop, name="docllm-engine", daemon=True)
         self._thread.start()
@@ -320,22 +360,27 @@ class LocalEngine(InferenceEngine):
     # --- requests -----------------------------------------------------------------------
 
     def submit(
-        self, prompt: str | list[int], params: GenerationParams, *, timeout_s: float | None = None
+        self,
+        prompt: str | list[int],
+        params: GenerationParams,
+        *,
+        timeout_s: float | None = None,
+        events: EventSink | None = None,
     ) -> RequestHandle:
-        """Queue a request (text, or ids already encoded); raises at once when it cannot be served."""
+        """Queue a request (text, or ids already encoded); raises at once when it cannot be served.
+
+        ``events``: where the scheduler sends the request's events instead of the handle's queue
+        (:mod:`docllm.serving.engine_process` forwards them to another process); the handle then
+        receives none.
+        """
         if not self._accepting or self._error is not None:
             raise EngineUnavailableError("the engine is shutting down" if self._error is None else "the engine failed")
         ids = self.tokenizer.encode_prompt(prompt) if isinstance(prompt, str) else list(prompt)
-        vocab = self.model.config.vocab_size
-        if not ids or not all(0 <= i < vocab for i in ids):
-            raise InvalidRequestError(f"prompt token ids must be a non-empty list of ids in [0, {vocab})")
-        if len(ids) + params.max_tokens > self.context_length:
-            raise PromptTooLongError(
-                f"the prompt has {len(ids)} tokens and max_tokens is {params.max_tokens}: together they exceed "
-                f"the model's context of {self.context_length} tokens"
-            )
+        check_prompt(ids, params, vocab_size=self.model.config.vocab_size, context_length=self.context_length)
         now = time.monotonic()
-        req = _Request(ids, params, now, now + (timeout_s if timeout_s is not None else self.request_timeout_s))
+        own: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        deadline = now + (timeout_s if timeout_s is not None else self.request_timeout_s)
+        req = _Request(ids, params, now, deadline, events if events is not None else own)
         with self._submit_lock:
             # Room: a free row each, plus max_queue waiting. Requests the scheduler has not picked up
             # yet still count as waiting, so a burst onto an idle engine fills rows, not the queue.
@@ -343,7 +388,7 @@ class LocalEngine(InferenceEngine):
                 self.metrics.requests.inc(outcome="rejected")
                 raise EngineBusyError(f"the engine's queue is full ({self.max_queue} waiting)")
             self._queue.put_nowait(req)
-        return RequestHandle(req, self._thread.is_alive, self.model_name)
+        return RequestHandle(own, prompt_tokens=len(ids), alive=self.alive, model=self.model_name, cancel=req.cancel)
 
     @property
     def queue_depth(self) -> int:
@@ -352,6 +397,10 @@ class LocalEngine(InferenceEngine):
     @property
     def running(self) -> int:
         return len(self._running)
+
+    def alive(self) -> bool:
+        """Whether the scheduler still runs (it stops on close or on a failure of its own)."""
+        return self._thread.is_alive()
 
     def close(self, *, drain_timeout_s: float = 0.0) -> None:
         """Stop accepting; finish queued and running requests for up to ``drain_timeout_s``; stop.
@@ -379,12 +428,15 @@ class LocalEngine(InferenceEngine):
                 while not self._stop:
                     self._retire_abandoned()
                     self._admit()
+                    self._after_iteration()
                     if self._running:
                         self._step()
+                        self._after_iteration()
         except BaseException as e:  # a bug or an out-of-memory: fail every request rather than hang them
             log.exception("engine scheduler failed")
             self._error = e
         self._fail_all(EngineUnavailableError("the engine stopped"))
+        self._after_iteration()
 
     def _retire_abandoned(self) -> None:
         now = time.monotonic()

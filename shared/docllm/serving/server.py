@@ -5,11 +5,12 @@ Run (a docllm Hugging Face export; ``--port 0`` picks a free port)::
     python -m docllm.serving.server --export out/hf --model-name tiny-s3-v3 --port 0
     READY http://127.0.0.1:41873
 
-Routes: ``GET /health`` (503 while the model loads or the server drains), ``GET /v1/models``,
-``POST /v1/completions``, ``POST /v1/chat/completions`` (:mod:`docllm.serving.chat` renders the
-messages), ``GET /metrics`` (Prometheus text). ``stream: true`` answers with server-sent events
-in OpenAI's chunk format, ending with ``data: [DONE]``. A full queue answers 429 with
-``Retry-After`` at once; bad input 400 with OpenAI's error body; another model name 404.
+Routes: ``GET /health`` (503 while the model loads, when the server drains or its engine has
+stopped), ``GET /v1/models``, ``POST /v1/completions``, ``POST /v1/chat/completions``
+(:mod:`docllm.serving.chat` renders the messages), ``GET /metrics`` (Prometheus text).
+``stream: true`` answers with server-sent events in OpenAI's chunk format, ending with
+``data: [DONE]``. A full queue answers 429 with ``Retry-After`` at once; bad input 400 with
+OpenAI's error body; another model name 404.
 
 Why the standard library's ``ThreadingHTTPServer`` (a thread per connection) rather than
 asyncio + h11 as ``docllm.runtime.http`` uses: here the connection threads do no compute —
@@ -20,6 +21,10 @@ API clients that made the runtime's API choose an event loop. A thread also make
 things that matter here direct: a write to a client that has gone raises at once (cancel the
 request), and a blocking wait can poll the socket for EOF (cancel a non-streamed request whose
 client hung up).
+
+The engine runs in a child process of its own (:mod:`docllm.serving.engine_process`; ``--in-process``
+keeps it here): this process parses, tokenizes, validates, refuses (429) and writes the streams, the
+child decodes, so the connection threads never take the interpreter lock from the scheduler.
 
 SIGTERM (or SIGINT) drains: the listening socket closes (new connections are refused, so a
 deployer that already points clients at a new engine loses nothing), requests in flight —
@@ -53,6 +58,7 @@ from pydantic import BaseModel, ValidationError
 
 from docllm.exceptions import InvalidRequestError
 from docllm.serving.engine import DTYPES, LocalEngine, RequestHandle
+from docllm.serving.engine_process import EngineProcess
 from docllm.serving.exceptions import (
     EngineBusyError,
     EngineUnavailableError,
@@ -92,7 +98,7 @@ class ServerState:
         self.model_name = model_name
         self.fault = fault
         self.created = int(time.time())
-        self.engine: LocalEngine | None = None
+        self.engine: LocalEngine | EngineProcess | None = None
         self.draining = False
         self.registry = Registry()
         self.http_requests = self.registry.counter(
@@ -216,7 +222,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(data)
         elif path == "/health":
-            status = "draining" if state.draining else "ok" if state.engine else "loading"
+            engine = state.engine
+            status = (
+                "draining" if state.draining else "loading" if engine is None else "ok" if engine.alive() else "stopped"
+            )
             health: dict[str, Any] = {"status": status, "model": state.model_name}
             if state.fault is not None:
                 health["fault"] = state.fault.spec
@@ -315,7 +324,9 @@ class _Handler(BaseHTTPRequestHandler):
         message = first["msg"].removeprefix("Value error, ")
         self._error(400, f"{param}: {message}" if param else message, param=param)
 
-    def _generate(self, engine: LocalEngine, request: CompletionRequest | ChatCompletionRequest) -> None:
+    def _generate(
+        self, engine: LocalEngine | EngineProcess, request: CompletionRequest | ChatCompletionRequest
+    ) -> None:
         chat = isinstance(request, ChatCompletionRequest)
         try:
             prompt = request.prompt_text() if isinstance(request, ChatCompletionRequest) else request.prompt_input()
@@ -454,6 +465,7 @@ class ServeArgs(BaseModel):
     drain_timeout: float = 30.0
     dtype: str = "float32"
     device: str = "cpu"
+    in_process: bool = False
     fault: str | None = None
 
 
@@ -475,6 +487,12 @@ def parse_args(argv: list[str] | None = None) -> ServeArgs:
         help=f"weights and cache dtype (default: ${ENV_DTYPE}, else float32, exact against the evaluated model)",
     )
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the engine's scheduler in this process (default: a child process of its own, so HTTP "
+        "work does not take the interpreter lock from decoding; docllm.serving.engine_process)",
+    )
     p.add_argument(
         "--fault",
         default=None,
@@ -502,17 +520,19 @@ def serve(args: ServeArgs, *, ready: Callable[[str], None] | None = None) -> int
     state = ServerState(args.model_name, fault)
     httpd = EngineHTTPServer((args.host, args.port), state)
     threading.Thread(target=httpd.serve_forever, name="docllm-http", daemon=True).start()
+    engine_kwargs: dict[str, Any] = {
+        "device": args.device,
+        "max_batch": args.max_batch,
+        "max_queue": args.max_queue,
+        "request_timeout_s": args.request_timeout,
+        "threads": args.threads,
+        "dtype": args.dtype,
+    }
     try:
-        state.engine = LocalEngine.from_export(
-            args.export,
-            model_name=args.model_name,
-            device=args.device,
-            max_batch=args.max_batch,
-            max_queue=args.max_queue,
-            request_timeout_s=args.request_timeout,
-            threads=args.threads,
-            dtype=args.dtype,
-        )
+        if args.in_process:
+            state.engine = LocalEngine.from_export(args.export, model_name=args.model_name, **engine_kwargs)
+        else:
+            state.engine = EngineProcess(args.export, model_name=args.model_name, **engine_kwargs)
     except Exception:
         log.exception("cannot load the export %s", args.export)
         httpd.shutdown()
@@ -522,10 +542,17 @@ def serve(args: ServeArgs, *, ready: Callable[[str], None] | None = None) -> int
     url = f"http://{host!s}:{port}"
     (ready or (lambda u: print(f"READY {u}", flush=True)))(url)
     parent = _supervisor_pid()
+    code = 0
     while not stop.wait(0.5):
         if parent is not None and not _alive(parent):
             # The supervisor (docllm up) died, perhaps by SIGKILL: no engine outlives its platform.
             log.warning("supervisor %d is gone: draining", parent)
+            break
+        if not state.engine.alive():
+            # The engine process died (out of memory, say): its requests have failed with 503.
+            # Exiting lets the supervisor restart the server, as it restarts one that dies whole.
+            log.error("the engine stopped: exiting so that the server is restarted")
+            code = 1
             break
     log.info("draining: no new connections; waiting up to %.0f s for requests in flight", args.drain_timeout)
     state.draining = True
@@ -534,7 +561,7 @@ def serve(args: ServeArgs, *, ready: Callable[[str], None] | None = None) -> int
     if not state.wait_idle(args.drain_timeout):
         log.warning("drain timeout: requests still in flight are cut off")
     state.engine.close()
-    return 0
+    return code
 
 
 def _supervisor_pid() -> int | None:

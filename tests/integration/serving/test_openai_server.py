@@ -266,6 +266,30 @@ def test_sigterm_drains_a_stream_in_flight_and_refuses_new_connections(export: P
     assert s.proc.wait(timeout=30) == 0
 
 
+def test_a_dead_engine_process_ends_its_streams_and_the_server_exits_to_be_restarted(
+    export: Path, tmp_path: Path
+) -> None:
+    s = start_server(export, tmp_path)
+    _conn, resp = post_stream(
+        s, "/v1/completions",
+        {"model": MODEL, "prompt": "Amazon", "max_tokens": 400, "temperature": 0, "stream": True,
+         "stop": ["never-generated"]},
+    )  # fmt: skip
+    events = read_events(resp)
+    next(events)
+    children = Path(f"/proc/{s.proc.pid}/task/{s.proc.pid}/children").read_text().split()
+    # The engine process, not multiprocessing's resource tracker beside it.
+    engine = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(engine) == 1, children
+    os.kill(int(engine[0]), signal.SIGKILL)  # an out-of-memory kill, say
+    t0 = time.monotonic()
+    rest = list(events)  # ends (with an error event), never hangs
+    assert time.monotonic() - t0 < 15
+    assert any("error" in json.loads(e) for e in rest if e != "[DONE]")
+    # A non-zero exit is what the local deploy target's watchdog restarts.
+    assert s.proc.wait(timeout=30) == 1
+
+
 def test_while_the_model_loads_health_and_generation_answer_503() -> None:
     from docllm.serving.server import EngineHTTPServer, ServerState
 
