@@ -10,10 +10,10 @@ its scheduler; the server process keeps HTTP, tokenization, validation and back-
 Wire (two one-way :func:`multiprocessing.Pipe` connections, pickled tuples):
 
 * parent → child: ``("submit", rid, ids, params, timeout_s)``, ``("cancel", rid)``,
-  ``("metrics",)``, ``("rejected",)``, ``("close", drain_timeout_s)``;
+  ``("metrics", n)``, ``("rejected",)``, ``("close", drain_timeout_s)``;
 * child → parent: ``("ready", context_length, vocab_size)`` or ``("failed", message)`` once, then
   ``("events", [(rid, event), ...])`` — every event one scheduler pass produced, in one message —
-  and ``("metrics", text)`` answers.
+  and ``("metrics", n, text)`` answers.
 
 The parent refuses what the child would refuse (bad ids, too long, a full queue) before anything is
 sent, so a refusal is still immediate; a child that dies fails every request in flight with
@@ -82,7 +82,8 @@ class EngineProcess:
         self._lock = threading.Lock()
         self._pending: dict[int, queue.SimpleQueue[Event]] = {}
         self._ids = itertools.count()
-        self._metrics_replies: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._metrics_replies: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
+        self._metrics_numbers = itertools.count()
         self._metrics_lock = threading.Lock()
         self._accepting = True
         self._dead = False
@@ -155,9 +156,15 @@ class EngineProcess:
     def render_metrics(self) -> str:
         """The child's ``/metrics`` series (empty if it does not answer in time)."""
         with self._metrics_lock:
+            # Numbered: a reply that comes after its caller gave up must not answer the next caller.
+            number = next(self._metrics_numbers)
+            deadline = time.monotonic() + METRICS_TIMEOUT_S
             try:
-                self._send(("metrics",))
-                return self._metrics_replies.get(timeout=METRICS_TIMEOUT_S)
+                self._send(("metrics", number))
+                while True:
+                    answered, text = self._metrics_replies.get(timeout=max(deadline - time.monotonic(), 0.0))
+                    if answered == number:
+                        return text
             except (OSError, ValueError, queue.Empty):
                 return ""
 
@@ -190,7 +197,7 @@ class EngineProcess:
                             self._pending.pop(rid, None)
                         events.put(event)
                 elif message[0] == "metrics":
-                    self._metrics_replies.put(message[1])
+                    self._metrics_replies.put((message[1], message[2]))
         except (EOFError, OSError):
             pass
         self._dead = True
@@ -286,7 +293,7 @@ def _child_main(
                 if handle is not None:
                     handle.cancel()
             elif kind == "metrics":
-                send(("metrics", engine.registry.render()))
+                send(("metrics", message[1], engine.registry.render()))
             elif kind == "rejected":
                 engine.metrics.requests.inc(outcome="rejected")
             elif kind == "close":

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from docllm.ports.inference import GenerationParams
+from docllm.serving import engine_process
 from docllm.serving.engine import LocalEngine
 from docllm.serving.engine_process import EngineProcess
 from docllm.serving.exceptions import EngineBusyError, EngineUnavailableError, PromptTooLongError
@@ -83,6 +84,18 @@ def test_refusals_are_raised_at_submit_without_reaching_the_child(child: EngineP
     wait_for(lambda: metric(child, 'docllm_engine_requests_total{outcome="cancelled"}') >= cancelled + 2)
     wait_for(lambda: metric(child, "docllm_engine_batch_size") == 0 and metric(child, "docllm_engine_queue_depth") == 0)
     assert child.submit("Amazon", GenerationParams(max_tokens=3)).result().completion_tokens == 3
+
+
+def test_a_metrics_reply_that_comes_too_late_does_not_answer_the_next_call(
+    child: EngineProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = metric(child, 'docllm_engine_requests_total{outcome="length"}')
+    with monkeypatch.context() as m:
+        m.setattr(engine_process, "METRICS_TIMEOUT_S", 0.0)
+        assert child.registry.render() == ""  # gave up before the child answered
+    time.sleep(0.5)  # the late reply has arrived meanwhile
+    assert child.submit("Amazon", GenerationParams(max_tokens=2)).result().finish_reason == "length"
+    assert metric(child, 'docllm_engine_requests_total{outcome="length"}') == before + 1
 
 
 def test_a_signal_to_the_process_group_does_not_stop_the_child(child: EngineProcess) -> None:
