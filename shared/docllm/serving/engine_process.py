@@ -27,6 +27,7 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.util
 import queue
 import signal
 import threading
@@ -44,6 +45,8 @@ from docllm.serving.tokenizer import TextTokenizer, load_tokenizer
 log = logging.getLogger(__name__)
 
 METRICS_TIMEOUT_S = 5.0
+CHILD_QUEUE_UNBOUNDED = 1 << 30
+COMMAND_POLL_S = 0.5  # how soon the child notices that its scheduler has stopped
 
 
 class EngineProcess:
@@ -62,9 +65,10 @@ class EngineProcess:
         self.request_timeout_s = float(engine_kwargs.get("request_timeout_s", 120.0))
         # spawn, not fork: the server process already runs threads (its HTTP listener answers 503
         # while the model loads), and a forked child would inherit their locks in any state.
-        # The parent counts the room (see submit); the child's own bound is only a safety net, set
-        # above anything the parent lets through, counting cancelled requests not yet retired.
-        child_kwargs = {**engine_kwargs, "max_queue": 2 * (self.max_queue + self.max_batch)}
+        # The parent counts the room (see submit) and frees a cancelled request's at once; the child
+        # keeps a cancelled request queued until a row frees (its scheduler drops it then), so its own
+        # queue must never refuse what the parent let through: it gets no bound of its own.
+        child_kwargs = {**engine_kwargs, "max_queue": CHILD_QUEUE_UNBOUNDED}
         ctx = multiprocessing.get_context("spawn")
         child_commands, self._commands = ctx.Pipe(duplex=False)
         self._events, child_events = ctx.Pipe(duplex=False)
@@ -95,11 +99,18 @@ class EngineProcess:
             self._process.join(timeout=5)
             if self._process.is_alive():
                 self._process.kill()
+                self._process.join(timeout=5)  # reaped: no zombie left behind
+            self._commands.close()
+            self._events.close()
             reason = ready[1] if ready else f"no answer within {start_timeout_s:.0f} s"
             raise RuntimeError(f"the engine process did not start: {reason}")
         self.context_length: int = ready[1]
         self.vocab_size: int = ready[2]
         self.registry = _RemoteRegistry(self)
+        # At interpreter exit multiprocessing sends SIGTERM to daemonic children (this one ignores
+        # it) and then joins them without a timeout; closing the command pipe first (a finalizer of
+        # positive priority runs before that join) makes the child stop even without close().
+        multiprocessing.util.Finalize(self, self._commands.close, exitpriority=100)
         self._reader = threading.Thread(target=self._read, name="docllm-engine-events", daemon=True)
         self._reader.start()
 
@@ -117,11 +128,14 @@ class EngineProcess:
         with self._lock:
             # Every request not yet finished is queued or running in the child: the same room as
             # LocalEngine.submit gives (a row each, plus max_queue waiting).
-            if len(self._pending) >= self.max_queue + self.max_batch:
+            full = len(self._pending) >= self.max_queue + self.max_batch
+            if not full:
+                rid = next(self._ids)
+                self._pending[rid] = events
+        if full:
+            with contextlib.suppress(OSError, ValueError):  # only a metric: a gone child changes nothing
                 self._send(("rejected",))
-                raise EngineBusyError(f"the engine's queue is full ({self.max_queue} waiting)")
-            rid = next(self._ids)
-            self._pending[rid] = events
+            raise EngineBusyError(f"the engine's queue is full ({self.max_queue} waiting)")
         try:
             self._send(("submit", rid, ids, params, timeout_s))
         except (OSError, ValueError) as e:
@@ -186,25 +200,31 @@ class EngineProcess:
     def _read(self) -> None:
         """Route the child's events to their requests' queues until the child's pipe closes."""
         try:
-            while True:
-                message = self._events.recv()
-                if message[0] == "events":
-                    for rid, event in message[1]:
-                        events = self._pending.get(rid)
-                        if events is None:
-                            continue
-                        if isinstance(event, Finished | BaseException):
-                            self._pending.pop(rid, None)
-                        events.put(event)
-                elif message[0] == "metrics":
-                    self._metrics_replies.put((message[1], message[2]))
+            self._route()
         except (EOFError, OSError):
             pass
-        self._dead = True
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        for events in pending.values():
-            events.put(EngineUnavailableError("the engine stopped"))
+        except BaseException:  # a message that does not unpickle, say: nothing after it is trusted
+            log.exception("engine process: cannot read its events")
+        finally:
+            self._dead = True
+            with self._lock:
+                pending, self._pending = self._pending, {}
+            for events in pending.values():
+                events.put(EngineUnavailableError("the engine stopped"))
+
+    def _route(self) -> None:
+        while True:
+            message = self._events.recv()
+            if message[0] == "events":
+                for rid, event in message[1]:
+                    events = self._pending.get(rid)
+                    if events is None:
+                        continue
+                    if isinstance(event, Finished | BaseException):
+                        self._pending.pop(rid, None)
+                    events.put(event)
+            elif message[0] == "metrics":
+                self._metrics_replies.put((message[1], message[2]))
 
 
 class _RemoteRegistry:
@@ -272,8 +292,10 @@ def _child_main(
     send(("ready", engine.context_length, engine.model.config.vocab_size))
     drain_timeout_s = 0.0
     try:
-        while True:
+        while engine.alive():  # a scheduler that failed has failed its requests: stop, to be restarted
             try:
+                if not commands.poll(COMMAND_POLL_S):
+                    continue
                 message = commands.recv()
             except (EOFError, OSError):
                 break  # the parent is gone: nobody reads the answers
@@ -289,7 +311,7 @@ def _child_main(
                 if sink.finished:  # it finished before its handle was stored: nothing left to cancel
                     handles.pop(rid, None)
             elif kind == "cancel":
-                handle = handles.get(message[1])
+                handle = handles.pop(message[1], None)  # nothing more will be sent for it
                 if handle is not None:
                     handle.cancel()
             elif kind == "metrics":

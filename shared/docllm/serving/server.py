@@ -367,6 +367,9 @@ class _Handler(BaseHTTPRequestHandler):
         except EngineUnavailableError as e:
             self._error(503, str(e))
             return
+        except EngineBusyError as e:  # refused after submit (an engine in another process): still a 429
+            self._error(429, str(e), code="engine_busy", headers={"Retry-After": str(RETRY_AFTER_BUSY_S)})
+            return
         done = handle.finished
         if done is None:  # the client hung up: its request was cancelled
             self.close_connection = True
@@ -411,9 +414,11 @@ class _Handler(BaseHTTPRequestHandler):
                         send(pending.pop(0))
                 if ungrounded and handle.finished is not None:
                     send("".join(pending))
-            except (GenerationTimeoutError, EngineUnavailableError) as e:
+            except (GenerationTimeoutError, EngineUnavailableError, EngineBusyError) as e:
                 # Headers are sent: the error travels as an event, which the openai client raises.
-                status = 504 if isinstance(e, GenerationTimeoutError) else 503
+                status = (
+                    504 if isinstance(e, GenerationTimeoutError) else 429 if isinstance(e, EngineBusyError) else 503
+                )
                 self._event(error_body(status, str(e)))
                 self._end_stream()
                 return

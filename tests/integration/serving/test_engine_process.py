@@ -92,7 +92,8 @@ def test_a_metrics_reply_that_comes_too_late_does_not_answer_the_next_call(
     before = metric(child, 'docllm_engine_requests_total{outcome="length"}')
     with monkeypatch.context() as m:
         m.setattr(engine_process, "METRICS_TIMEOUT_S", 0.0)
-        assert child.registry.render() == ""  # gave up before the child answered
+        # Gave up before the child answered (on a busy machine the answer can win the race: retry).
+        assert any(child.registry.render() == "" for _ in range(50))
     time.sleep(0.5)  # the late reply has arrived meanwhile
     assert child.submit("Amazon", GenerationParams(max_tokens=2)).result().finish_reason == "length"
     assert metric(child, 'docllm_engine_requests_total{outcome="length"}') == before + 1
@@ -139,6 +140,33 @@ def test_the_child_exits_when_its_parent_dies(export: Path, tmp_path: Path) -> N
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     child_pid = int(out.stdout.split()[-1])
     wait_for(lambda: not _running(child_pid), timeout=30)
+
+
+def test_a_scheduler_that_fails_stops_the_child_so_the_server_can_restart_it(export: Path) -> None:
+    # Unvalidated params the scheduler cannot use stand for a bug in it: it fails every request.
+    poison = GenerationParams.model_construct(**{**GenerationParams(max_tokens=5).model_dump(), "stop": 5})
+    # The engine closes before the pool joins its thread: a request that hangs fails the test, no more.
+    with ThreadPoolExecutor(1) as pool, EngineProcess(export, model_name="v1", **KWARGS) as engine:
+        request = pool.submit(lambda: engine.submit("Amazon", poison).result())
+        with pytest.raises(EngineUnavailableError):
+            request.result(timeout=30)
+        wait_for(lambda: not engine._process.is_alive(), timeout=15)  # the process, not only its scheduler
+        assert not engine.alive()
+
+
+def test_an_interpreter_that_exits_without_close_does_not_wait_forever_for_the_child(export: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from docllm.serving.engine_process import EngineProcess
+        engine = EngineProcess(Path({str(export)!r}), model_name="v1", threads=1)
+        print(engine.submit("Amazon", __import__("docllm.ports.inference").ports.inference.GenerationParams(
+            max_tokens=3)).result().completion_tokens, flush=True)
+        # no close(): multiprocessing's exit handler would join the (SIGTERM-ignoring) child forever
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split()[-1] == "3"
 
 
 def test_an_export_that_does_not_load_is_an_error_naming_the_cause(tmp_path: Path, export: Path) -> None:
