@@ -2,7 +2,9 @@
 
 Grouping. The index returns chunks; a page with five matching sections would fill the prompt and
 the citations with one page. Hits are grouped by document (:func:`docllm.search.api.group_by_document`):
-documents rank by their best chunk's score and keep their best :data:`CHUNKS_PER_DOCUMENT` chunks.
+documents rank by their best chunk's score and keep their best :data:`CHUNKS_PER_DOCUMENT` chunks
+for the prompt; their other chunks among the candidates are kept apart (``spare``), for the answer
+path to use when the best ones hold no line to copy (:func:`docllm.answers.service.copyable_sections`).
 
 Relevance floor. BM25 scores are not comparable across corpora, index sizes or query lengths (a score
 of 12 means "good" on one index and "weak" on another), so the floor is not a score. It is the
@@ -73,6 +75,11 @@ class DocumentContext(BaseModel):
     score: float
     coverage: float = Field(ge=0, le=1)
     chunks: list[RetrievedChunk]
+    spare: list[RetrievedChunk] = Field(
+        default_factory=list,
+        description="the document's further chunks among the candidates, best first: what the answer path "
+        "may put in the prompt instead when its best chunks hold no line to copy",
+    )
 
 
 class Retrieval(BaseModel):
@@ -139,23 +146,24 @@ def retrieve(
     terms = question_terms(question)
     wanted = min(MAX_CANDIDATES, k * CANDIDATES_PER_DOCUMENT)
     hits = index.search(question, k=wanted, service=service) if terms else []
-    groups = group_by_document(hits, k=k, per_document=CHUNKS_PER_DOCUMENT)
+    groups = group_by_document(hits, k=k, per_document=wanted)
     version_of = (versions or index.document_versions)() if groups else {}
-    documents = [
-        DocumentContext(
-            doc_key=g.doc_key,
-            version_id=version_of.get(g.doc_key),
-            service=g.service,
-            title=g.title,
-            score=g.score,
-            coverage=coverage(terms, g.hits),
-            chunks=[
-                RetrievedChunk(**h.model_dump(), version_id=version_of.get(h.doc_key))
-                for h in g.hits  # best first within the document
-            ],
+    documents = []
+    for g in groups:
+        # Best first within the document; the prompt takes the best few, the rest are spare.
+        chunks = [RetrievedChunk(**h.model_dump(), version_id=version_of.get(h.doc_key)) for h in g.hits]
+        documents.append(
+            DocumentContext(
+                doc_key=g.doc_key,
+                version_id=version_of.get(g.doc_key),
+                service=g.service,
+                title=g.title,
+                score=g.score,
+                coverage=coverage(terms, g.hits[:CHUNKS_PER_DOCUMENT]),
+                chunks=chunks[:CHUNKS_PER_DOCUMENT],
+                spare=chunks[CHUNKS_PER_DOCUMENT:],
+            )
         )
-        for g in groups
-    ]
     return Retrieval(
         question_terms=terms,
         documents=documents,

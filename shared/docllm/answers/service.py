@@ -21,7 +21,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -187,15 +187,45 @@ def _prepare(
     retrieval = retrieve(search, question, k=k, service=service)
     params = params.model_copy(update={"stop": list(dict.fromkeys([*STOP, *params.stop]))[:8]})
     built: BuiltPrompt | None = None
+    budget = budget_for(info.context_length, params.max_tokens)
     if retrieval.covered:
-        built = build_prompt(retrieval, question, budget_tokens=budget_for(info.context_length, params.max_tokens))
+        built = build_prompt(retrieval, question, budget_tokens=budget)
         if not built.passages:  # not even one passage fits: answering would be answering blind
             built = None
     sources: list[str] | None = None
     if built is not None and copy:
         sources = copy_sources(built, retrieval.question_terms)
+        if not sources:
+            # The page may be right and its best-scoring sections the wrong ones (the definition of a
+            # feature is in a page's lead section, which scores below its details).
+            sections = copyable_sections(retrieval)
+            if sections != retrieval:
+                rebuilt = build_prompt(sections, question, budget_tokens=budget)
+                found = copy_sources(rebuilt, retrieval.question_terms) if rebuilt.passages else []
+                if found:
+                    retrieval, built, sources = sections, rebuilt, found
         params = params.model_copy(update={"copy_from": sources})
     return _Prepared(info=info, retrieval=retrieval, built=built, params=params, nothing_to_copy=sources == [])
+
+
+def copyable_sections(retrieval: Retrieval) -> Retrieval:
+    """``retrieval`` with each document's chunks replaced by those of its chunks, spare ones included,
+    that hold a line to copy (:func:`copy_sources`'s rule), best first and as many as it had; a document
+    with none keeps its chunks. Documents keep their order: only the sections shown of each page change.
+
+    Measured on the S3 dev set (docs/benchmarks.md): falling through to the *next document* instead
+    answered from wrong pages; the misses it was meant for were right pages with the wrong sections.
+    """
+    documents = []
+    for doc in retrieval.documents:
+        pool = [*doc.chunks, *doc.spare]
+        able = [c for c in pool if _lines_to_copy(c.text.splitlines(), retrieval.question_terms)]
+        chosen = able[: len(doc.chunks)]
+        if not chosen:
+            documents.append(doc)
+            continue
+        documents.append(doc.model_copy(update={"chunks": chosen, "spare": [c for c in pool if c not in chosen]}))
+    return retrieval.model_copy(update={"documents": documents})
 
 
 def copy_sources(built: BuiltPrompt, question_terms: Sequence[str] | None = None) -> list[str]:
@@ -220,18 +250,25 @@ def copy_sources(built: BuiltPrompt, question_terms: Sequence[str] | None = None
     >>> copy_sources(built, ["enabl"])
     ['Enable it on the bucket.']
     """
-    lines = (
-        line.strip() for p in built.passages for part in p.text.split(ELLIPSIS.strip()) for line in part.splitlines()
-    )
-    wanted = set(question_terms) if question_terms is not None else None
-    need = max(1, math.ceil(MIN_LINE_TERMS_SHARE * len(wanted))) if wanted else 0
+    lines = [line for p in built.passages for part in p.text.split(ELLIPSIS.strip()) for line in part.splitlines()]
     return [
         sentence
-        for line in lines
-        if _is_prose(line) and (wanted is None or len(wanted.intersection(analyze(line))) >= need)
+        for line in _lines_to_copy(lines, question_terms)
         for sentence in split_sentences(line)
         if len(sentence) <= MAX_COPY_CHARS  # the port's bound; a longer "sentence" is not an answer
     ][:MAX_COPY_SOURCES]
+
+
+def _lines_to_copy(lines: Iterable[str], question_terms: Sequence[str] | None) -> list[str]:
+    """The prose lines (stripped) naming enough of ``question_terms`` (every prose line when None)."""
+    wanted = set(question_terms) if question_terms is not None else None
+    need = max(1, math.ceil(MIN_LINE_TERMS_SHARE * len(wanted))) if wanted else 0
+    stripped = (line.strip() for line in lines)
+    return [
+        line
+        for line in stripped
+        if _is_prose(line) and (wanted is None or len(wanted.intersection(analyze(line))) >= need)
+    ]
 
 
 MAX_COPY_SOURCES = 64

@@ -95,3 +95,30 @@ def small_index(root: Path) -> SqliteSearchIndex:
         ]
         index.replace_document(doc_key, f"v-{doc_key}", chunks)
     return index
+
+
+LEAD = "Amazon S3 Transfer Acceleration is a bucket-level feature that speeds up transfers over long distances."
+
+
+def lead_below_details_index(root: Path) -> SqliteSearchIndex:
+    """One page whose lead section defines the feature and scores below three sections of details,
+    none of whose lines names all of "s3 transfer acceler"."""
+    details = [
+        "Transfer Acceleration must be turned on for the bucket.\nAcceleration then applies to every transfer."
+        "\nAmazon S3 keeps the setting with the bucket.",
+        "Transfer Acceleration uses edge locations.\nEach transfer with acceleration may cost more."
+        "\nThe S3 bill shows the charge apart.",
+        "Check whether Transfer Acceleration helps.\nCompare transfer speeds with and without acceleration."
+        "\nThe S3 console links to a comparison tool.",
+    ]
+    page = "s3/transfer-acceleration.md"
+    title = "Transfer Acceleration"
+    lead = f"{LEAD}\nIt works with any client, and most applications that already upload data need no change to use it."
+    sections = [(["Overview"], lead)] + [([f"Transfer Acceleration details {i}"], t) for i, t in enumerate(details)]
+    chunks = [
+        IndexedChunk(chunk_id=f"{page}#{i}", doc_key=page, service="s3", title=title, heading_path=h, text=t)
+        for i, (h, t) in enumerate(sections)
+    ]
+    index = SqliteSearchIndex(root, durable=False)
+    index.replace_document(page, "v1", chunks)
+    return index

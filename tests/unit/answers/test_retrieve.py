@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from docllm.answers.retrieve import MIN_COVERAGE, coverage, question_terms, retrieve
+from docllm.answers.retrieve import CHUNKS_PER_DOCUMENT, MIN_COVERAGE, coverage, question_terms, retrieve
 from docllm.ports.search import SearchHit
-from tests.unit.answers.fakes import small_index
+from tests.unit.answers.fakes import lead_below_details_index, small_index
 
 
 def test_documents_are_distinct_and_ranked_by_their_best_chunk(tmp_path: Path) -> None:
@@ -63,3 +63,11 @@ def test_coverage_counts_title_and_headings() -> None:
 def test_the_service_filter_restricts_documents(tmp_path: Path) -> None:
     result = retrieve(small_index(tmp_path), "role permission policies identity", service="s3")
     assert all(d.service == "s3" for d in result.documents)
+
+
+def test_a_documents_further_candidate_chunks_are_kept_apart_and_do_not_count_for_coverage(tmp_path: Path) -> None:
+    result = retrieve(lead_below_details_index(tmp_path), "What is S3 Transfer Acceleration?")
+    page = result.documents[0]
+    assert len(page.chunks) == CHUNKS_PER_DOCUMENT and len(page.spare) == 4 - CHUNKS_PER_DOCUMENT
+    assert page.spare[-1].chunk_id == "s3/transfer-acceleration.md#0"  # the lead, scored last
+    assert page.coverage == coverage(result.question_terms, page.chunks)

@@ -12,7 +12,7 @@ from docllm.answers.prompt import STOP
 from docllm.answers.service import answer_question, clean_answer, stream_answer
 from docllm.search.exceptions import UnknownServiceError
 from docllm.serving.exceptions import EngineBusyError, NoModelDeployedError, PromptTooLongError
-from tests.unit.answers.fakes import FakeEngine, small_index
+from tests.unit.answers.fakes import LEAD, FakeEngine, lead_below_details_index, small_index
 
 QUESTION = "How do I enable versioning on a bucket?"
 GOOD = "Open the Amazon S3 console, choose the bucket, choose Properties, and under Bucket Versioning choose Edit."
@@ -174,3 +174,17 @@ def test_passages_with_nothing_to_copy_abstain_before_generating(tmp_path: Path)
     assert answer.retrieval[0].coverage == 1.0
     assert answer.abstained and answer.reason == "no_answer_in_context"
     assert engine.prompts == []
+
+
+def test_a_page_whose_best_sections_hold_no_line_to_copy_is_answered_from_its_section_that_does(
+    tmp_path: Path,
+) -> None:
+    index = lead_below_details_index(tmp_path)
+    best = [h.chunk_id for h in index.search("What is S3 Transfer Acceleration?", k=4)]
+    assert best[-1] == "s3/transfer-acceleration.md#0"  # the lead scores last: the case under test
+    engine = FakeEngine(LEAD)
+    answer = answer_question("What is S3 Transfer Acceleration?", search=index, engine=engine)
+    assert engine.params[0].copy_from == [LEAD]
+    assert not answer.abstained and answer.citations[0].chunk_id == "s3/transfer-acceleration.md#0"
+    # The response names the sections the prompt held.
+    assert "s3/transfer-acceleration.md#0" in answer.retrieval[0].chunk_ids
