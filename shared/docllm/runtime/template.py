@@ -11,6 +11,8 @@ local ARN whose last segment is the logical id, ``GetAtt X.QueueName`` (and
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
 import re
@@ -110,12 +112,21 @@ for _tag in _SHORT_TAGS:
 def load_template(path: Path) -> dict[str, Any]:
     """The template as a dict (a fresh copy each call: callers may change it)."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)
+        text = path.read_text(encoding="utf-8")
+        data = copy.deepcopy(_parse(text))
     except (OSError, yaml.YAMLError) as e:
         raise ConfigurationError(f"cannot read template {path}: {e}") from e
     if not isinstance(data, dict) or "Resources" not in data:
         raise ConfigurationError(f"{path} is not a CloudFormation/SAM template")
     return data
+
+
+@functools.lru_cache(maxsize=4)
+def _parse(text: str) -> Any:
+    # Keyed by the text itself, so an edited template is parsed again. Building the objects is Python
+    # even with libyaml (70 ms for this project's 320 kB template); a platform start reads the template
+    # twice (the runtime's wiring, the platform's), and the kill-point tests start hundreds.
+    return yaml.load(text, Loader=_CfnLoader)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import pytest
 
 from docllm.exceptions import ConfigurationError
 from docllm.runtime.patterns import matches
-from docllm.runtime.template import read_wiring
+from docllm.runtime.template import load_template, read_wiring
 from tests.conftest import REPO
 
 WIRING = read_wiring(REPO / "template.yaml")
@@ -185,3 +185,13 @@ def test_a_rule_targeting_an_undeclared_queue_is_a_configuration_error(tmp_path:
     )
     with pytest.raises(ConfigurationError):
         read_wiring(tmp_path / "t.yaml")
+
+
+def test_a_template_edited_in_place_is_read_again_and_each_caller_gets_its_own_copy(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text("Resources:\n  Q:\n    Type: AWS::SQS::Queue\n", encoding="utf-8")
+    first = load_template(path)
+    first["Resources"]["Changed"] = {}  # a caller changing its copy changes nobody else's
+    assert load_template(path)["Resources"] == {"Q": {"Type": "AWS::SQS::Queue"}}
+    path.write_text("Resources:\n  R:\n    Type: AWS::SQS::Queue\n", encoding="utf-8")
+    assert list(load_template(path)["Resources"]) == ["R"]
