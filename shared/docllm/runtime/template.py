@@ -124,8 +124,9 @@ def load_template(path: Path) -> dict[str, Any]:
 @functools.lru_cache(maxsize=4)
 def _parse(text: str) -> Any:
     # Keyed by the text itself, so an edited template is parsed again. Building the objects is Python
-    # even with libyaml (70 ms for this project's 320 kB template); a platform start reads the template
-    # twice (the runtime's wiring, the platform's), and the kill-point tests start hundreds.
+    # even with libyaml (57 ms for this project's 320 kB template, more in a busy process: docs/decisions.md);
+    # a platform start reads the template twice (the runtime's wiring, the platform's), and the
+    # kill-point tests start hundreds.
     return yaml.load(text, Loader=_CfnLoader)
 
 
