@@ -32,7 +32,7 @@ schemas: setup ## regenerate events/schemas from the event contracts
 api-docs: setup ## regenerate docs/api.md from the API's OpenAPI document
 	$(VENV)/python docs/gen_api.py
 
-bench: setup ## every benchmark, quick mode
+bench: setup ## the quick benchmarks (docs/benchmarks.md lists the others)
 	$(VENV)/python -m bench.ingest --quick
 	$(VENV)/python -m bench.platform --quick
 	$(VENV)/python -m bench.search --quick

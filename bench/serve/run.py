@@ -13,7 +13,8 @@ One command, one run (issue 15, Deliver 7):
 2. ``POST /v1/ask`` on 127.0.0.1 under 4 concurrent clients (64 new tokens, the answer path's
    default) with the ``tiny-s3`` model of ``--data-dir``: p50/p99 latency.
 3. Answer quality on ``bench/serve/devset.jsonl``: citation hit rate, token F1, unsupported-token
-   rate, correct abstentions, answers with citations (:mod:`bench.serve.ask`).
+   rate, correct abstentions, answers with citations (:mod:`bench.serve.ask`); the same but F1 on
+   held-out questions (the realistic retrieval set's S3 and not-covered questions).
 
 Run:  .venv/bin/python -m bench.serve [--quick] [--json] [--data-dir DIR] [--no-vllm]
 (``--quick``: the tiny shape only, 32 new tokens, one repetition, a third of the dev set.)
@@ -125,6 +126,11 @@ def goals(rows: list[dict[str, Any]], ask: dict[str, Any] | None) -> dict[str, b
         out["citation hit >= 90%"] = ask["citation_hit_rate"] >= 0.9
         out["no answer without citations"] = ask["answers_without_citations"] == 0
         out["abstention >= 90%"] = ask["correct_abstention_rate"] >= 0.9
+        held = ask.get("heldout")
+        if held:
+            out["held-out citation hit >= 90%"] = held["citation_hit_rate"] >= 0.9
+            out["held-out: no answer without citations"] = held["answers_without_citations"] == 0
+            out["held-out abstention >= 90%"] = held["correct_abstention_rate"] >= 0.9
     return out
 
 
@@ -168,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     ask = None
     if args.data_dir is not None:
-        ask = bench_ask(args.data_dir, clients=4, passes=1 if args.quick else 2, limit=12 if args.quick else None)
+        ask = bench_ask(
+            args.data_dir, clients=4, passes=1 if args.quick else 2, limit=12 if args.quick else None,
+            answers_out=args.work / "ask-answers.jsonl",
+        )  # fmt: skip
+        print(f"answers by question: {args.work / 'ask-answers.jsonl'}", file=sys.stderr)
     else:
         print("no --data-dir: the /v1/ask latency and dev-set quality are left out", file=sys.stderr)
     met = goals(rows, ask)
@@ -196,9 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         t = Table(title=f"/v1/ask with {ask['model_version']} (4 clients)")
         t.add_column("what")
         t.add_column("value", justify="right")
+        t.add_column("held-out questions", justify="right")
+        held = ask.get("heldout") or {}
         for key, value in ask.items():
-            if key != "model_version":
-                t.add_row(key, str(value))
+            if key not in ("model_version", "heldout"):
+                t.add_row(key, str(value), str(held.get(key, "")))
         console.print(t)
     same = Table(title="ours against generate() in the same dtype (batch 1)")
     same.add_column("what")
