@@ -19,7 +19,10 @@ the documentation does not cover (``answer: null``). Metrics, over one pass of t
   (:mod:`docllm.evaluation.grounding`, the measure the answer path's grounding check uses);
 - correct-abstention rate: not-covered questions that abstain;
 - cited-answer share: answerable questions answered (not abstained) with at least one citation,
-  and the count of answers returned without a citation (the goal: none).
+  and the count of answers returned without a citation (the goal: none);
+- abstentions pointing to an answering page: answerable questions that abstained while naming an
+  answering page among the pages to read (:meth:`docllm.answers.models.Answer.pages_to_read`, what
+  ``docllm ask`` and the dashboard show), and the share of not-covered questions shown any page.
 
 The dev set was written with the S3 guide open, in its words, and the answer path's rules were
 tuned by reading its misses; so the same metrics (all but F1: there is no reference answer) are also
@@ -46,6 +49,7 @@ from typing import Any
 import httpx
 
 from bench.search.http_platform import PlatformProcess
+from docllm.answers.models import Answer
 from docllm.evaluation.grounding import factual_tokens
 from docllm.evaluation.scoring import token_f1
 
@@ -154,12 +158,13 @@ def percentile(values: list[float], q: float) -> float:
 def quality(items: list[Item], answers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     covered = [it for it in items if it.covered and it.id in answers]
     uncovered = [it for it in items if not it.covered and it.id in answers]
-    hits = retrieved = cited = uncited = factual = unsupported = 0.0
+    hits = retrieved = cited = uncited = factual = unsupported = pointed = 0.0
     f1s: list[float] = []
     for it in covered:
         a = answers[it.id]
         keys = {c["doc_key"] for c in a["citations"]}
         hits += bool(keys & set(it.pages))
+        pointed += bool({d.doc_key for d in Answer.model_validate(a).pages_to_read()} & set(it.pages))
         retrieved += bool({d["doc_key"] for d in a.get("retrieval") or []} & set(it.pages))
         if it.answer is not None:
             f1s.append(token_f1(a["answer"], it.answer))
@@ -185,6 +190,12 @@ def quality(items: list[Item], answers: dict[str, dict[str, Any]]) -> dict[str, 
             sum(answers[it.id]["abstained"] for it in uncovered) / max(len(uncovered), 1), 3
         ),
         "answered_with_citations": round(cited / n, 3),
+        "abstained_pointing_to_an_answering_page": round(pointed / n, 3),
+        "not_covered_pointed_to_pages": round(
+            sum(bool(Answer.model_validate(answers[it.id]).pages_to_read()) for it in uncovered)
+            / max(len(uncovered), 1),
+            3,
+        ),
         "answers_without_citations": int(uncited),
         "abstentions_by_reason": reasons,
     }

@@ -7,9 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from docllm.answers.retrieve import MIN_COVERAGE
+
 MAX_QUESTION_CHARS = 2000
 NOT_COVERED = "The documentation does not cover this."
 """The answer of every abstention: a plain statement that claims nothing."""
+PAGES_TO_READ = 3
+"""Pages an abstention points to at most (:meth:`Answer.pages_to_read`)."""
 
 AbstainReason = Literal[
     "no_relevant_documents",
@@ -116,3 +120,27 @@ class Answer(BaseModel):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     retrieval: list[RetrievedDocument] = Field(default_factory=list)
+
+    def pages_to_read(self, limit: int = PAGES_TO_READ) -> list[RetrievedDocument]:
+        """The pages to point a reader to when the answer abstained although retrieval found pages
+        above the relevance floor (every reason but ``no_relevant_documents``): those pages, best first,
+        at most ``limit``. They are search results, not citations: nothing in them was checked to
+        answer the question. Held-out questions worded as users word them mostly abstain for want of a
+        line to copy while an answering page was retrieved (docs/answers.md).
+
+        Examples
+        --------
+        >>> page = RetrievedDocument(doc_key="s3/v.md", version_id=None, title="Versioning", score=9.0,
+        ...                          coverage=0.75, chunk_ids=["s3/v.md#0"])
+        >>> weak = page.model_copy(update={"doc_key": "s3/w.md", "coverage": 0.2})
+        >>> a = Answer(question="q", answer=NOT_COVERED, citations=[], grounded=True, unsupported=[],
+        ...            abstained=True, reason="no_answer_in_context", model_version="m", latency_ms=1.0,
+        ...            retrieval=[page, weak])
+        >>> [d.doc_key for d in a.pages_to_read()]
+        ['s3/v.md']
+        >>> a.model_copy(update={"reason": "no_relevant_documents"}).pages_to_read()
+        []
+        """
+        if not self.abstained or self.reason == "no_relevant_documents":
+            return []
+        return [d for d in self.retrieval if d.coverage >= MIN_COVERAGE][:limit]

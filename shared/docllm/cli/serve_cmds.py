@@ -168,6 +168,7 @@ def cmd_ask(args: Namespace) -> int:
 
     ``--stream`` shows the model's text as it comes, then the checked answer, which may differ from
     what was shown (it may abstain: docs/answers.md, Streaming); ``--json`` prints only the answer."""
+    from docllm.answers.models import Answer
     from docllm.cli.common import api_post
 
     p, info = running_platform(args)
@@ -185,6 +186,11 @@ def cmd_ask(args: Namespace) -> int:
         return 0
     if answer.get("abstained"):
         out.print(line(lit(answer["answer"], "bold"), "  ", lit(f"({answer.get('reason')})", "dim")))
+        pages = Answer.model_validate(answer).pages_to_read()
+        if pages:
+            out.print(lit("Pages that may cover it (search results, not citations):", "dim"))
+            for d in pages:
+                out.print(line("  ", lit(d.title, "bold"), "  ", lit(d.doc_key, "dim")))
     else:
         out.print(lit(answer["answer"], multiline=True))
     for i, c in enumerate(answer.get("citations", []), 1):

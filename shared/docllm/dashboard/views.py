@@ -798,6 +798,19 @@ def ask(p: Platform, params: dict[str, str], view: View, *, answer: Any = None) 
             for n, c in enumerate(answer.citations, 1)
         ]
         shown += h("h2", "Citations") + (h("ol", *cites, class_="citations") if cites else message("no citations"))
+        pages = answer.pages_to_read()
+        if pages:
+            shown += h("h2", "Pages that may cover it") + h(
+                "p",
+                "Search results, not citations: nothing in them was checked to answer the question.",
+                class_="muted",
+            )
+            links = [
+                h("li", h("a", f"{d.title} ({d.doc_key})", href=url("/dashboard/passage", key=d.doc_key, chunk=c)))
+                for d in pages
+                for c in d.chunk_ids[:1]
+            ]
+            shown += h("ul", *links, class_="pages")
         shown += h("p", f"model {answer.model_version} · {answer.latency_ms:.0f} ms", class_="muted")
     return Html(box + shown)
 

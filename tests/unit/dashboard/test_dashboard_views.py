@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bench.dashboard.seed import seed_documents, seed_models
-from docllm.answers.models import Answer, Citation
+from docllm.answers.models import NOT_COVERED, Answer, Citation, RetrievedDocument
 from docllm.bootstrap import Platform, build_platform
 from docllm.dashboard import actions, views
 from docllm.settings import Settings
@@ -93,6 +93,25 @@ def test_an_answer_links_each_citation_to_its_passage(platform: Platform) -> Non
         platform, {"key": "quillstore/guide/page-00005.md", "chunk": "quillstore/guide/page-00005.md#1"}, VIEW
     )
     assert "Section 1 of page 5" in passage
+
+
+def test_an_abstention_with_relevant_pages_lists_them_apart_from_citations(platform: Platform) -> None:
+    page_five = RetrievedDocument(
+        doc_key="quillstore/guide/page-00005.md", version_id="v5", title="Quillstore guide", score=3.2,
+        coverage=1.0, chunk_ids=["quillstore/guide/page-00005.md#1"],
+    )  # fmt: skip
+    below_floor = page_five.model_copy(update={"doc_key": "quillstore/guide/page-00007.md", "coverage": 0.2})
+    answer = Answer(
+        question="How does sync work?", answer=NOT_COVERED, citations=[], grounded=True, unsupported=[],
+        abstained=True, reason="no_answer_in_context", model_version="tiny-s3-1", latency_ms=9.0,
+        retrieval=[page_five, below_floor],
+    )  # fmt: skip
+    page = views.ask(platform, {"question": "How does sync work?"}, VIEW, answer=answer)
+    assert "Pages that may cover it" in page and "not citations" in page
+    assert "/dashboard/passage?key=quillstore%2Fguide%2Fpage-00005.md" in page
+    assert "page-00007" not in page  # below the relevance floor: not pointed to
+    nothing = answer.model_copy(update={"reason": "no_relevant_documents"})
+    assert "Pages that may cover it" not in views.ask(platform, {"question": "q"}, VIEW, answer=nothing)
 
 
 def test_actions_refuse_what_cannot_be_done_and_say_why(platform: Platform) -> None:
