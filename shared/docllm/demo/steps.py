@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from docllm.answers.models import Answer
 from docllm.demo.corpus import Page, stage
 from docllm.demo.state import DemoState
 
@@ -204,11 +205,18 @@ def _show_answer(ctx: Context, question: str, answer: dict[str, Any]) -> None:
     ctx.say(f"    Q: {question}")
     if answer.get("abstained"):
         ctx.say(f"    A: (abstained: {answer.get('reason')})")
+        pages = _pages_to_read(answer)
+        if pages:
+            ctx.say(f"       pages that may cover it (search results, not citations): {', '.join(pages)}")
         return
     ctx.say(f"    A: {answer.get('answer')}")
     for c in answer.get("citations") or []:
         heading = " > ".join(c.get("heading_path") or []) or c.get("title") or ""
         ctx.say(f"       [{c.get('doc_key')}] {heading}")
+
+
+def _pages_to_read(answer: dict[str, Any]) -> list[str]:
+    return [d.doc_key for d in Answer.model_validate(answer).pages_to_read()]
 
 
 def ask(ctx: Context) -> tuple[str, dict[str, Any]]:
@@ -223,6 +231,7 @@ def ask(ctx: Context) -> tuple[str, dict[str, Any]]:
                 "abstained": bool(answer.get("abstained")),
                 "reason": answer.get("reason"),
                 "citations": [c.get("doc_key") for c in answer.get("citations") or []],
+                "pages_to_read": _pages_to_read(answer),
                 "model_version": answer.get("model_version"),
             }
         )
