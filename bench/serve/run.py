@@ -13,7 +13,7 @@ One command, one run (issue 15, Deliver 7):
 2. ``POST /v1/ask`` on 127.0.0.1 under 4 concurrent clients (64 new tokens, the answer path's
    default) with the ``tiny-s3`` model of ``--data-dir``: p50/p99 latency.
 3. Answer quality on ``bench/serve/devset.jsonl``: citation hit rate, token F1, unsupported-token
-   rate, correct abstentions, answers with citations (:mod:`bench.serve.ask`); the same but F1 on
+   rate, correct abstentions, answers with citations (:mod:`bench.serve.ask`); the same, F1 apart, on
    held-out questions (the realistic retrieval set's S3 and not-covered questions).
 
 Run:  .venv/bin/python -m bench.serve [--quick] [--json] [--data-dir DIR] [--no-vllm]
